@@ -1,0 +1,56 @@
+//! `metal6`: the operator's command. Parses arguments, calls the library crates, formats their
+//! results. It owns no domain logic: what a command decides lives in a library crate where it
+//! can be tested without a terminal.
+
+mod inventory_cmd;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// Bare metal to Kubernetes over IPv6-only networks.
+#[derive(Debug, Parser)]
+#[command(name = "metal6", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Output format for commands that print data.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check, show and describe inventory files.
+    #[command(subcommand)]
+    Inventory(inventory_cmd::InventoryCmd),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "metal6", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
