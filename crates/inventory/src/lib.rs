@@ -59,7 +59,7 @@ pub fn check_str(src: &str, file: &str) -> (Option<Inventory>, Diagnostics) {
     let tree = match tree::parse(src) {
         Ok(t) => t,
         Err(e) => {
-            push_yaml_error(&mut diags, &e);
+            push_yaml_error(&mut diags, src, &e);
             return (None, diags);
         }
     };
@@ -71,7 +71,7 @@ pub fn check_str(src: &str, file: &str) -> (Option<Inventory>, Diagnostics) {
         Ok(r) => r,
         Err(e) => {
             // The structural check should have caught this; report it rather than hide it.
-            push_yaml_error(&mut diags, &e);
+            push_yaml_error(&mut diags, src, &e);
             return (None, diags);
         }
     };
@@ -80,7 +80,7 @@ pub fn check_str(src: &str, file: &str) -> (Option<Inventory>, Diagnostics) {
     (inv, diags)
 }
 
-fn push_yaml_error(diags: &mut Diagnostics, e: &serde_saphyr::Error) {
+fn push_yaml_error(diags: &mut Diagnostics, src: &str, e: &serde_saphyr::Error) {
     let loc = e.location();
     let pos = tree::Pos {
         line: loc.as_ref().map_or(1, |l| u32::try_from(l.line()).unwrap_or(1)),
@@ -94,7 +94,15 @@ fn push_yaml_error(diags: &mut Diagnostics, e: &serde_saphyr::Error) {
         msg.truncate(i);
     }
     let code = if msg.contains("duplicate mapping key") { "duplicate-key" } else { "yaml-syntax" };
-    let hint =
-        (code == "duplicate-key").then(|| "a repeated key would silently override the first; keep one".to_owned());
+    let line = src.lines().nth(pos.line.saturating_sub(1) as usize).unwrap_or("");
+    let hint = if code == "duplicate-key" {
+        "a repeated key would silently override the first; keep one"
+    } else if line.trim_end().ends_with(':') && line.contains("::") {
+        // `address: fd00:c0::` ends in ':', which YAML reads as the start of another mapping.
+        "an IPv6 address ending in ':' must be quoted: \"fd00:c0::\""
+    } else {
+        "check quotes, brackets and indentation on this line and the lines before it"
+    };
+    let hint = Some(hint.to_owned());
     diags.push(Severity::Error, code, pos, &tree::Path::root(), msg, hint);
 }

@@ -101,6 +101,7 @@ impl<'s> Walker<'s> {
     ) {
         let props = schema.get("properties").and_then(Json::as_object);
         let additional = schema.get("additionalProperties");
+        let mut unknown: Vec<&str> = Vec::new();
         for (key, value) in entries {
             let child = path.key(&key.name);
             if let Some(s) = props.and_then(|p| p.get(&key.name)) {
@@ -109,6 +110,7 @@ impl<'s> Walker<'s> {
             }
             match additional {
                 Some(Json::Bool(false)) => {
+                    unknown.push(&key.name);
                     let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
                     let here = if path.0.is_empty() { "at the top level".to_owned() } else { format!("in {path}") };
                     let hint = match did_you_mean(&key.name, &known) {
@@ -129,7 +131,9 @@ impl<'s> Walker<'s> {
             }
         }
         for req in schema.get("required").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str) {
-            if entries.iter().any(|(k, _)| k.name == req) {
+            // A misspelt required field is already reported as unknown with "did you mean";
+            // a second error for the same line would be noise.
+            if entries.iter().any(|(k, _)| k.name == req) || unknown.iter().any(|u| did_you_mean(u, &[req]).is_some()) {
                 continue;
             }
             let description = props

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnet::Ipv6Net;
 
 use crate::diag::{Diagnostics, Severity};
-use crate::ident::{Duid, DuidError, MacAddr, SecretRef, SecretRefError};
+use crate::ident::{Duid, DuidError, MacAddr, MacError, SecretRef, SecretRefError};
 use crate::model::{self, AddressSource, BmcHost, DiskSelector, Version};
 use crate::path;
 use crate::raw;
@@ -735,13 +735,21 @@ fn validate_nodes(cx: &mut Ctx<'_>, raw: &raw::Inventory, site: &model::Site) ->
         }
         ok &= check_ref(cx, &n.profile, raw.profiles.keys(), &np.key("profile"), "profiles");
         let segment = match &n.segment {
-            None => Some(0),
+            // The provisioning link is segment 0, absent only when its prefix was invalid
+            // (already reported).
+            None => (!site.segments.is_empty()).then_some(0),
             Some(s) => {
                 let idx = site.segments.iter().position(|seg| &seg.name == s);
                 if idx.is_none() {
                     let names: Vec<&str> = site.segments.iter().skip(1).map(|s| s.name.as_str()).collect();
                     let hint = did_you_mean(s, &names).map_or_else(
-                        || format!("segments are defined in site.relays ({})", names.join(", ")),
+                        || {
+                            if names.is_empty() {
+                                "site.relays defines no segments; omit `segment:` for the provisioning link".to_owned()
+                            } else {
+                                format!("site.relays defines: {}", names.join(", "))
+                            }
+                        },
                         |m| format!("did you mean `{m}`?"),
                     );
                     cx.error(
@@ -755,15 +763,17 @@ fn validate_nodes(cx: &mut Ctx<'_>, raw: &raw::Inventory, site: &model::Site) ->
             }
         };
         let index = n.index.unwrap_or(i as u64);
-        let address = segment.and_then(|s| node_address(cx, n, index, &site.segments[s], &np));
+        let address = segment.and_then(|s| site.segments.get(s)).and_then(|seg| node_address(cx, n, index, seg, &np));
         if let Some(a) = address {
+            let (at, how) = if n.address.is_some() { (np.key("address"), "") } else { (np.clone(), " (allocated)") };
             cx.unique(
                 &mut addrs,
                 a,
-                np.key(if n.address.is_some() { "address" } else { "name" }),
+                at,
                 "duplicate-address",
-                format!("address {a}"),
-                "every node, router and the boot server need their own address",
+                format!("address {a}{how}"),
+                "nodes, routers and the boot server each need their own address; \
+                 a node without `address:` gets prefix + host_offset + index",
             );
         }
         let nics = validate_nics(cx, n, &np, &mut macs);
@@ -891,12 +901,15 @@ fn validate_nics(
                 );
                 out.push(model::Nic { name: nic.name.clone(), mac, boot: nic.boot });
             }
-            Err(e) => cx.error(
-                "invalid-mac",
-                &p.key("mac"),
-                e.to_string(),
-                Some("write six hex pairs separated by ':', e.g. 52:54:00:12:34:56".into()),
-            ),
+            Err(e) => {
+                let hint = match e {
+                    MacError::Malformed(_) => "write six hex pairs separated by ':', e.g. 52:54:00:12:34:56",
+                    MacError::Multicast(_) | MacError::Zero(_) => {
+                        "a NIC's own address is unicast and not zero; copy it from the NIC label or the BMC NIC inventory"
+                    }
+                };
+                cx.error("invalid-mac", &p.key("mac"), e.to_string(), Some(hint.into()));
+            }
         }
     }
     (out.len() == n.nics.len()).then_some(out)
