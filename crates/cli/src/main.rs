@@ -14,7 +14,7 @@ use crate::output::Format;
 
 /// Bare metal to Kubernetes over IPv6-only networks.
 #[derive(Debug, Parser)]
-#[command(name = "metal6", version, about, long_about = None, propagate_version = true)]
+#[command(name = "metal6", version, propagate_version = true)]
 pub struct Cli {
     /// Output format for commands that print data.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]

@@ -67,7 +67,7 @@ pub fn check_str(src: &str, file: &str) -> (Option<Inventory>, Diagnostics) {
         diags.sort();
         return (None, diags);
     }
-    let raw: raw::Inventory = match serde_saphyr::from_str(src) {
+    let raw: raw::Inventory = match serde_saphyr::from_str_with_options(src, tree::yaml_options()) {
         Ok(r) => r,
         Err(e) => {
             // The structural check should have caught this; report it rather than hide it.

@@ -296,11 +296,23 @@ impl<'de> Deserialize<'de> for KeyText {
     }
 }
 
+/// Parser limits. serde-saphyr's defaults (250,000 nodes) guard against hostile documents but
+/// stop at about 5,000 inventory nodes; a 50,000-node fleet needs ~2.5 M YAML nodes. The alias
+/// and anchor guards (billion-laughs) stay at their defaults: inventories need few anchors.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: 4_000_000,
+            max_events: 8_000_000,
+        },
+    }
+}
+
 /// Parses a YAML document into a located tree. Errors are YAML syntax errors (and duplicate
 /// keys, which serde-saphyr rejects by default: a silently overwritten key is how a node loses
 /// its MAC).
 pub fn parse(src: &str) -> Result<Node, serde_saphyr::Error> {
-    let root: Spanned<SpannedValue> = serde_saphyr::from_str(src)?;
+    let root: Spanned<SpannedValue> = serde_saphyr::from_str_with_options(src, yaml_options())?;
     Ok(Node { pos: Pos::of(&root), value: root.value.0 })
 }
 

@@ -41,7 +41,8 @@ fn invalid_inventories_report_exact_diagnostics() {
             fs::write(&expected_path, &got).expect("write expected");
             continue;
         }
-        let want = fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("{rel}: missing {}", expected_path.display()));
+        let want =
+            fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("{rel}: missing {}", expected_path.display()));
         if got != want {
             failures.push(format!("== {rel}\n-- expected\n{want}-- got\n{got}"));
         }

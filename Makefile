@@ -1,0 +1,77 @@
+# metal6 — make targets. `make help` lists them; `make ci` is what CI runs (via .ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+METAL6 := target/debug/metal6
+
+# Crates that hold protocol and decision code: no async runtime, no network stack, no I/O
+# beyond what their docs allow. Checked by `make deps-rule`.
+PURE_CRATES := metal6-inventory
+FORBIDDEN_IN_PURE := tokio hyper reqwest mio socket2
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install what builds and tests need (apt-get as root; idempotent)
+	@./scripts/install-deps.sh
+
+.PHONY: build
+build: deps ## Build every crate (debug)
+	$(CARGO) build --workspace --all-targets --locked
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: fmt-check
+fmt-check: ## Fail if the code is not formatted
+	$(CARGO) fmt --all -- --check
+
+.PHONY: lint
+lint: ## clippy with warnings as errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: deps-rule
+deps-rule: ## Check the dependency rule: pure crates pull in no runtime or network stack
+	@for c in $(PURE_CRATES); do \
+	  tree=$$($(CARGO) tree --locked -p $$c -e normal --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
+	  for f in $(FORBIDDEN_IN_PURE); do \
+	    if grep -qx "$$f" <<<"$$tree"; then echo "dependency rule broken: $$c depends on $$f"; exit 1; fi; \
+	  done; \
+	  echo "deps-rule: $$c has none of: $(FORBIDDEN_IN_PURE)"; \
+	done
+
+.PHONY: unit
+unit: ## Unit, corpus and CLI snapshot tests
+	@mkdir -p target
+	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log
+	@./scripts/test-summary.sh target/unit-tests.log
+
+.PHONY: test
+test: deps fmt-check lint deps-rule unit ## Everything CI checks
+
+.PHONY: ci
+ci: test ## What .ci/run runs
+
+.PHONY: bless
+bless: ## Rewrite golden files (corpus .expected, CLI snapshots, schema.json); review the diff
+	METAL6_BLESS=1 $(CARGO) test --workspace --locked
+
+.PHONY: schema
+schema: ## Regenerate inventory/schema.json
+	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
+
+.PHONY: bench
+bench: bench-inventory ## All benchmarks
+
+.PHONY: bench-inventory
+bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
+	$(CARGO) bench --locked -p metal6-inventory --bench validate
+
+.PHONY: demo
+demo: deps ## The inventory tour (the netboot demo joins it with the end-to-end issue)
+	@./scripts/demo.sh

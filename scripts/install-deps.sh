@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what metal6's build and tests need on a fresh Debian 12 machine. Idempotent: each
+# package is installed only when missing, so a warm machine pays a few dpkg queries.
+set -euo pipefail
+
+# Debian packages the tests use as real peers. The list grows with the features that need them.
+APT_PACKAGES=()
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: need root to apt-get install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "install-deps: cargo not found; install the Rust toolchain named in rust-toolchain.toml" >&2; exit 1; }
