@@ -5,4 +5,6 @@
 //! server in `metal6-netboot` owns sockets, persistence and clocks and only carries out these
 //! decisions. Nothing here does I/O, reads a clock or depends on an async runtime.
 
+pub mod bindings;
+pub mod policy;
 pub mod wire;

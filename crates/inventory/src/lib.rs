@@ -17,6 +17,7 @@
 
 pub mod diag;
 pub mod ident;
+pub mod identity;
 pub mod model;
 pub mod plan;
 pub mod raw;
