@@ -4,6 +4,7 @@
 
 mod inventory_cmd;
 mod output;
+mod serve_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ pub enum Command {
     /// Check, show and describe inventory files.
     #[command(subcommand)]
     Inventory(inventory_cmd::InventoryCmd),
+    /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
+    Serve(serve_cmd::ServeArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "metal6", &mut std::io::stdout());

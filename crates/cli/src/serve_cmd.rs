@@ -1,0 +1,69 @@
+//! `metal6 serve`
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use metal6_inventory::LoadError;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Inventory file (YAML).
+    #[arg(short, long)]
+    inventory: PathBuf,
+    /// Where leases, node events and stats are kept.
+    #[arg(long, default_value = "/var/lib/metal6")]
+    state_dir: PathBuf,
+    /// Serve on this interface instead of `site.provisioning.interface`.
+    #[arg(long)]
+    interface: Option<String>,
+    /// DHCPv6 server port.
+    #[arg(long, default_value_t = 547)]
+    dhcp_port: u16,
+    /// Do not send Router Advertisements (a router on the link already does).
+    #[arg(long)]
+    no_ra: bool,
+}
+
+pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("METAL6_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let (inv, warnings) = match metal6_inventory::load(&args.inventory) {
+        Ok(ok) => ok,
+        Err(LoadError::Invalid(diags)) => {
+            std::io::stderr().write_all(diags.render().as_bytes())?;
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !warnings.is_empty() {
+        std::io::stderr().write_all(warnings.render().as_bytes())?;
+    }
+    let opts = metal6_netboot::ServeOptions {
+        state_dir: args.state_dir.clone(),
+        interface: args.interface.clone(),
+        dhcp_port: args.dhcp_port,
+        router_advertisements: !args.no_ra,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutting down");
+            on_signal.cancel();
+        });
+        let snap = metal6_netboot::serve(inv, opts, cancel).await.context("metal6 serve")?;
+        tracing::info!(received = ?snap.received, sent = ?snap.sent, dropped = ?snap.dropped, "stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,202 @@
+//! Test fixtures for running the real `metal6` binary and real clients in network namespaces.
+//!
+//! Every namespace is named `m6t-<pid>-<n>`; a guard kills what runs in it and deletes it on
+//! drop, and `Netns::new` first removes leftovers of earlier runs whose process is gone. Only
+//! addresses inside these namespaces are used: nothing leaves the machine.
+
+#![allow(dead_code, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Why a namespace test cannot run here (not root, no `ip`); `None` when it can.
+pub fn cannot_run() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if uid.as_deref() != Some("0") {
+        return Some("network namespace tests need root".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("iproute2 (`ip`) is not installed".into());
+    }
+    None
+}
+
+/// Returns early from a test with a message when namespaces cannot be used.
+#[macro_export]
+macro_rules! require_netns {
+    () => {
+        if let Some(why) = common::cannot_run() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+/// Returns early with a message when a client tool is missing (`make deps` installs them).
+#[macro_export]
+macro_rules! require_tool {
+    ($tool:expr) => {
+        if !common::have($tool) {
+            eprintln!("SKIP: {} is not installed (run `make deps`)", $tool);
+            return;
+        }
+    };
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+}
+
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+fn cleanup_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("m6t-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            kill_all_in(name);
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn kill_all_in(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        cleanup_leftovers();
+        let name = format!("m6t-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.exec("ip link set lo up");
+        // DAD would delay every address by a second or more; these links are private.
+        ns.exec("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0");
+        ns
+    }
+
+    /// Runs a shell command in the namespace and asserts it succeeds.
+    pub fn exec(&self, cmd: &str) -> Output {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+    }
+
+    /// Runs a command in the namespace, returning its output whatever the exit code.
+    pub fn try_exec(&self, cmd: &str) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", cmd]).output().expect("spawn ip netns exec")
+    }
+
+    pub fn spawn(&self, program: &Path, args: &[&str], log: &Path) -> Child {
+        let log = std::fs::File::create(log).expect("log file");
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn in namespace")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_all_in(&self.name);
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A veth pair between two namespaces, both ends up, with the given MAC on `b`'s end.
+pub fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str, b_mac: &str) {
+    sh(&format!("ip link add {a_if} netns {} type veth peer name {b_if} netns {}", a.name, b.name));
+    b.exec(&format!("ip link set {b_if} address {b_mac}"));
+    a.exec(&format!("ip link set {a_if} up"));
+    b.exec(&format!("ip link set {b_if} up"));
+}
+
+pub fn sh(cmd: &str) -> Output {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("spawn sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn metal6() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_metal6"))
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; never a fixed sleep.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `metal6 serve` in a namespace; killed on drop (with the namespace).
+pub struct Server {
+    pub child: Child,
+    pub state: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(ns: &Netns, inventory: &Path, interface: &str, extra: &[&str]) -> Server {
+        let state = tempfile::tempdir().expect("state dir");
+        let log = state.path().join("serve.log");
+        let inv = inventory.to_str().expect("utf-8 path").to_owned();
+        let st = state.path().to_str().expect("utf-8 path").to_owned();
+        let mut args = vec!["serve", "-i", &inv, "--interface", interface, "--state-dir", &st];
+        args.extend_from_slice(extra);
+        let child = ns.spawn(&metal6(), &args, &log);
+        let s = Server { child, state, log };
+        wait_for("metal6 serve to listen", Duration::from_secs(20), || {
+            std::fs::read_to_string(&s.log).ok().filter(|l| l.contains("DHCPv6 listening")).map(|_| ())
+        });
+        s
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.state.path().join("stats.json")).unwrap_or_else(|_| "{}".into());
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,347 @@
+//! The DHCPv6 service: receive, unwrap relays, ask the engine, persist, reply.
+//!
+//! One task owns the engine and the binding table, so decisions are sequential and need no
+//! locks. Replies that commit bindings go through the journal writer (group commit, see
+//! `leases`) and leave only after their batch is durable; other replies leave at once.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metal6_dhcp6::bindings::{Bindings, Change};
+use metal6_dhcp6::policy::{Engine, Event, Incoming, Outcome, RelayHop};
+use metal6_dhcp6::wire::{self, ClientMsg, Message, MsgType, Opt, RelayMsg};
+use metal6_inventory::ident::MacAddr;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::events::EventLog;
+use crate::leases::Journal;
+use crate::stats::{Stats, bump};
+
+pub const SERVER_PORT: u16 = 547;
+const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+/// Binds `[::]:port` and joins ff02::1:2 on the provisioning interface.
+pub fn bind(port: u16, ifindex: u32) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    // Bursts of solicits (a rack powering on, perfdhcp) must not overflow the default buffer.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    s.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+/// Per-client token bucket: a misbehaving client cannot take the server's time from others.
+/// Keyed by (source address, client DUID); bounded: idle entries are pruned when it grows.
+#[derive(Debug)]
+pub struct RateLimiter {
+    burst: f64,
+    per_sec: f64,
+    buckets: HashMap<(Ipv6Addr, Vec<u8>), (f64, Instant)>,
+    max_entries: usize,
+}
+
+impl RateLimiter {
+    pub fn new(burst: u32, per_sec: u32, max_entries: usize) -> Self {
+        RateLimiter { burst: f64::from(burst), per_sec: f64::from(per_sec), buckets: HashMap::new(), max_entries }
+    }
+
+    pub fn allow(&mut self, src: Ipv6Addr, duid: &[u8], now: Instant) -> bool {
+        if self.buckets.len() >= self.max_entries {
+            let horizon = Duration::from_secs_f64(self.burst / self.per_sec);
+            self.buckets.retain(|_, (_, t)| now.duration_since(*t) < horizon);
+            if self.buckets.len() >= self.max_entries {
+                // Still full of active clients: refuse new ones rather than grow without bound.
+                return self.buckets.contains_key(&(src, duid.to_vec())) && self.take(src, duid, now);
+            }
+        }
+        self.take(src, duid, now)
+    }
+
+    fn take(&mut self, src: Ipv6Addr, duid: &[u8], now: Instant) -> bool {
+        let (burst, rate) = (self.burst, self.per_sec);
+        let (tokens, last) = self.buckets.entry((src, duid.to_vec())).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A reply waiting for its bindings to be durable.
+struct Pending {
+    changes: Vec<Change>,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+    kind: &'static str,
+}
+
+#[allow(missing_debug_implementations)] // holds sockets and the engine; nothing useful to print
+pub struct DhcpService {
+    pub socket: Arc<UdpSocket>,
+    pub engine: Engine,
+    pub bindings: Bindings,
+    /// Taken by the journal writer when the service starts.
+    pub journal: Option<Journal>,
+    pub events: EventLog,
+    pub stats: Arc<Stats>,
+    pub ifindex: u32,
+    pub limiter: RateLimiter,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn type_name(t: MsgType) -> &'static str {
+    match t {
+        MsgType::Solicit => "solicit",
+        MsgType::Advertise => "advertise",
+        MsgType::Request => "request",
+        MsgType::Confirm => "confirm",
+        MsgType::Renew => "renew",
+        MsgType::Rebind => "rebind",
+        MsgType::Reply => "reply",
+        MsgType::Release => "release",
+        MsgType::Decline => "decline",
+        MsgType::Reconfigure => "reconfigure",
+        MsgType::InformationRequest => "information-request",
+        MsgType::RelayForw => "relay-forw",
+        MsgType::RelayRepl => "relay-repl",
+        MsgType::Other(_) => "other",
+    }
+}
+
+/// Peels relay layers off, outermost first. `None` when a relay message carries no Relay
+/// Message option or the innermost message is not a client message.
+fn unwrap_relays(msg: Message) -> Option<(ClientMsg, Vec<RelayHop>)> {
+    let mut hops = Vec::new();
+    let mut cur = msg;
+    loop {
+        match cur {
+            Message::Client(c) => return Some((c, hops)),
+            Message::Relay(r) if r.msg_type == MsgType::RelayForw => {
+                let mut inner = None;
+                let mut hop = RelayHop {
+                    hop_count: r.hop_count,
+                    link_addr: r.link_addr,
+                    peer_addr: r.peer_addr,
+                    interface_id: None,
+                    client_mac: None,
+                };
+                for o in r.opts {
+                    match o {
+                        Opt::RelayMsg(m) => inner = Some(*m),
+                        Opt::InterfaceId(id) => hop.interface_id = Some(id),
+                        Opt::ClientLinkLayer { htype: 1, addr } => {
+                            hop.client_mac = <[u8; 6]>::try_from(addr.as_slice()).ok().map(MacAddr)
+                        }
+                        _ => {}
+                    }
+                }
+                hops.push(hop);
+                cur = inner?;
+            }
+            Message::Relay(_) => return None,
+        }
+    }
+}
+
+/// Wraps a reply in Relay-Reply layers matching the Relay-Forward path (RFC 8415 §19.3),
+/// echoing each relay's Interface-Id.
+fn wrap_reply(reply: ClientMsg, hops: &[RelayHop]) -> Message {
+    let mut msg = Message::Client(reply);
+    for hop in hops.iter().rev() {
+        let mut opts = Vec::with_capacity(2);
+        if let Some(id) = &hop.interface_id {
+            opts.push(Opt::InterfaceId(id.clone()));
+        }
+        opts.push(Opt::RelayMsg(Box::new(msg)));
+        msg = Message::Relay(RelayMsg {
+            msg_type: MsgType::RelayRepl,
+            hop_count: hop.hop_count,
+            link_addr: hop.link_addr,
+            peer_addr: hop.peer_addr,
+            opts,
+        });
+    }
+    msg
+}
+
+impl DhcpService {
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let (tx, rx) = mpsc::channel::<Pending>(4096);
+        let Some(journal) = self.journal.take() else {
+            warn!("DHCPv6 service started without a lease journal");
+            return;
+        };
+        let writer = spawn_writer(journal, rx, self.socket.clone(), self.stats.clone());
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, from) = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => { warn!(error = %e, "dhcpv6 receive failed"); continue; }
+                },
+            };
+            let SocketAddr::V6(from) = from else { continue };
+            if let Some(p) = self.handle(&buf[..n], from) {
+                match p {
+                    Ready::Now(bytes, dest, kind) => self.send(&bytes, dest, kind).await,
+                    Ready::AfterCommit(pending) => {
+                        if tx.send(pending).await.is_err() {
+                            warn!("lease journal writer stopped; reply not sent");
+                        }
+                    }
+                }
+            }
+        }
+        drop(tx);
+        let _ = writer.await;
+        self.stats.update(|s| s.leases = self.bindings.len() as u64);
+    }
+
+    async fn send(&self, bytes: &[u8], dest: SocketAddr, kind: &'static str) {
+        match self.socket.send_to(bytes, dest).await {
+            Ok(_) => self.stats.update(|s| bump(&mut s.sent, kind)),
+            Err(e) => {
+                debug!(%dest, error = %e, "reply not sent");
+                self.stats.update(|s| bump(&mut s.dropped, "send-failed"));
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: &[u8], from: SocketAddrV6) -> Option<Ready> {
+        let msg = match wire::decode(packet) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(src = %from.ip(), error = %e, "malformed DHCPv6 message dropped");
+                self.stats.update(|s| bump(&mut s.dropped, "malformed"));
+                return None;
+            }
+        };
+        let outer_kind = match &msg {
+            Message::Client(c) => type_name(c.msg_type),
+            Message::Relay(r) => type_name(r.msg_type),
+        };
+        self.stats.update(|s| bump(&mut s.received, outer_kind));
+        let Some((client, hops)) = unwrap_relays(msg) else {
+            self.stats.update(|s| bump(&mut s.dropped, "bad-relay"));
+            return None;
+        };
+        let duid = client.client_id().unwrap_or_default();
+        if !self.limiter.allow(*from.ip(), duid, Instant::now()) {
+            self.stats.update(|s| bump(&mut s.dropped, "rate-limited"));
+            return None;
+        }
+        let inc = Incoming { msg: &client, relays: &hops, source: *from.ip(), now: unix_now() };
+        let span =
+            tracing::debug_span!("dhcpv6", xid = %hex3(client.xid), msg = type_name(client.msg_type), src = %from.ip());
+        let _g = span.enter();
+        match self.engine.handle(&inc, &mut self.bindings) {
+            Outcome::Silent { why, events } => {
+                self.record(&events);
+                let reason =
+                    serde_json::to_value(why).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                debug!(reason, "no answer");
+                self.stats.update(|s| bump(&mut s.dropped, &reason));
+                None
+            }
+            Outcome::Reply { reply, changes, events } => {
+                self.record(&events);
+                let kind = type_name(reply.msg_type);
+                let relayed = !hops.is_empty();
+                let bytes = wrap_reply(reply, &hops).encode();
+                // Direct clients: back to their link-local address on our interface. Relayed:
+                // to the relay that sent it, on the server port.
+                let dest = if relayed {
+                    SocketAddr::V6(SocketAddrV6::new(*from.ip(), SERVER_PORT, 0, 0))
+                } else {
+                    let scope = if from.ip().is_unicast_link_local() { self.ifindex } else { from.scope_id() };
+                    SocketAddr::V6(SocketAddrV6::new(*from.ip(), from.port(), 0, scope))
+                };
+                if changes.is_empty() {
+                    Some(Ready::Now(bytes, dest, kind))
+                } else {
+                    Some(Ready::AfterCommit(Pending { changes, bytes, dest, kind }))
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, events: &[Event]) {
+        for e in events {
+            info!(event = ?e, "node event");
+            self.events.append(e);
+        }
+    }
+}
+
+enum Ready {
+    Now(Vec<u8>, SocketAddr, &'static str),
+    AfterCommit(Pending),
+}
+
+fn hex3(x: [u8; 3]) -> String {
+    format!("{:02x}{:02x}{:02x}", x[0], x[1], x[2])
+}
+
+/// The group-commit writer: takes every pending reply that is queued, makes their changes
+/// durable in one write + fdatasync, then sends the replies.
+fn spawn_writer(
+    mut journal: Journal,
+    mut rx: mpsc::Receiver<Pending>,
+    socket: Arc<UdpSocket>,
+    stats: Arc<Stats>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut batch: Vec<Pending> = Vec::with_capacity(256);
+        while rx.recv_many(&mut batch, 1024).await > 0 {
+            let changes: Vec<Change> = batch.iter().flat_map(|p| p.changes.iter().cloned()).collect();
+            let joined = tokio::task::spawn_blocking(move || {
+                let r = journal.commit(&changes).map(|()| changes.len());
+                (r, journal)
+            })
+            .await;
+            let Ok((res, j)) = joined else {
+                tracing::error!("lease journal thread failed; no more leases can be acknowledged");
+                return;
+            };
+            journal = j;
+            match res {
+                Ok(n) => {
+                    stats.update(|s| {
+                        s.journal_batches += 1;
+                        s.journal_changes += n as u64;
+                    });
+                    for p in batch.drain(..) {
+                        match socket.send_to(&p.bytes, p.dest).await {
+                            Ok(_) => stats.update(|s| bump(&mut s.sent, p.kind)),
+                            Err(_) => stats.update(|s| bump(&mut s.dropped, "send-failed")),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Not durable, so not acknowledged: the clients retransmit and get the
+                    // same (sticky) answer once the disk works again.
+                    warn!(error = %e, "lease journal write failed; replies withheld");
+                    stats.update(|s| *s.dropped.entry("journal-failed".into()).or_default() += batch.len() as u64);
+                    batch.clear();
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,155 @@
+//! `metal6 serve`: the netboot services on the provisioning link, in one process.
+//!
+//! This crate owns sockets, clocks, persistence and tasks; what to answer is decided by the
+//! pure crates (`metal6-dhcp6`, `metal6-ra`) from the validated inventory. Services take a bound
+//! socket and a cancellation token; `serve` binds them, runs them, and drains them on shutdown.
+//! It must not depend on the Redfish or cluster crates.
+
+pub mod dhcp;
+pub mod events;
+pub mod leases;
+pub mod ra;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metal6_dhcp6::policy::{Config, Engine};
+use metal6_inventory::Inventory;
+use metal6_inventory::ident::MacAddr;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub state_dir: PathBuf,
+    /// Override of `site.provisioning.interface` (tests run in namespaces with other names).
+    pub interface: Option<String>,
+    /// DHCPv6 server port (547; tests may use another).
+    pub dhcp_port: u16,
+    pub router_advertisements: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("interface {name} not found")]
+    Interface {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the DHCPv6 socket on port {port}")]
+    BindDhcp {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the Router Advertisement socket on {interface}")]
+    BindRa {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] leases::JournalError),
+    #[error("cannot open the event log in {dir}")]
+    Events {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Index and MAC of a network interface, from sysfs.
+pub fn interface_info(name: &str) -> std::io::Result<(u32, Option<MacAddr>)> {
+    let base = Path::new("/sys/class/net").join(name);
+    let idx = std::fs::read_to_string(base.join("ifindex"))?;
+    let idx = idx.trim().parse::<u32>().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mac = std::fs::read_to_string(base.join("address")).ok().and_then(|m| m.trim().parse::<MacAddr>().ok());
+    Ok((idx, mac))
+}
+
+/// Our DUID-LL from the interface MAC (stable across restarts, no state); DUID-EN under
+/// enterprise 0 with a fixed tag when the interface has no MAC.
+pub fn server_duid(mac: Option<MacAddr>) -> Vec<u8> {
+    match mac {
+        Some(m) => [&[0u8, 3, 0, 1][..], &m.0].concat(),
+        None => vec![0, 2, 0, 0, 0, 0, b'm', b'e', b't', b'a', b'l', b'6'],
+    }
+}
+
+/// Runs the services until `cancel` fires, then drains them.
+pub async fn serve(
+    inv: Inventory,
+    opts: ServeOptions,
+    cancel: CancellationToken,
+) -> Result<stats::Snapshot, ServeError> {
+    let iface = opts.interface.clone().unwrap_or_else(|| inv.site.interface.clone());
+    let (ifindex, mac) =
+        interface_info(&iface).map_err(|source| ServeError::Interface { name: iface.clone(), source })?;
+    let stats = Arc::new(stats::Stats::default());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (journal, bindings, report) = leases::Journal::open(&opts.state_dir, now)?;
+    info!(
+        records = report.records,
+        live = report.live,
+        expired = report.expired,
+        torn = report.torn,
+        "lease journal loaded"
+    );
+    let events = events::EventLog::open(&opts.state_dir)
+        .map_err(|source| ServeError::Events { dir: opts.state_dir.clone(), source })?;
+    let socket =
+        dhcp::bind(opts.dhcp_port, ifindex).map_err(|source| ServeError::BindDhcp { port: opts.dhcp_port, source })?;
+    info!(interface = %iface, ifindex, port = opts.dhcp_port, "DHCPv6 listening");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if opts.router_advertisements && inv.site.router_advertisements.enabled {
+        let sock =
+            ra::bind(&iface, ifindex).map_err(|source| ServeError::BindRa { interface: iface.clone(), source })?;
+        let ra = metal6_ra::build_ra(&metal6_ra::RaConfig::from_inventory(&inv, mac));
+        let interval = Duration::from_secs(u64::from(inv.site.router_advertisements.max_interval));
+        let (st, cn) = (stats.clone(), cancel.clone());
+        tasks.spawn_blocking(move || ra::run(sock, ra, ifindex, interval, st, cn));
+        info!(interface = %iface, "router advertisements on");
+    }
+    let engine = Engine::new(inv, Config { server_duid: server_duid(mac), rapid_commit: true });
+    let service = dhcp::DhcpService {
+        socket: Arc::new(socket),
+        engine,
+        bindings,
+        journal: Some(journal),
+        events,
+        stats: stats.clone(),
+        ifindex,
+        limiter: dhcp::RateLimiter::new(64, 32, 100_000),
+    };
+    tasks.spawn(service.run(cancel.clone()));
+    let stats_path = opts.state_dir.join("stats.json");
+    tasks.spawn(write_stats_periodically(stats.clone(), stats_path.clone(), cancel.clone()));
+    while tasks.join_next().await.is_some() {}
+    let snap = stats.snapshot();
+    write_stats(&snap, &stats_path);
+    Ok(snap)
+}
+
+async fn write_stats_periodically(stats: Arc<stats::Stats>, path: PathBuf, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => write_stats(&stats.snapshot(), &path),
+        }
+    }
+}
+
+/// Written to a temporary file and renamed, so readers never see half a document.
+fn write_stats(snap: &stats::Snapshot, path: &Path) {
+    let tmp = path.with_extension("json.tmp");
+    if let Ok(text) = serde_json::to_vec_pretty(snap)
+        && std::fs::write(&tmp, text).is_ok()
+    {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}

@@ -1,0 +1,42 @@
+//! Counters of what the server saw and did, written to `stats.json` in the state directory
+//! (and, with the HTTP server, exported as Prometheus metrics).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct Snapshot {
+    /// Messages received, by type (`solicit`, `relay-forw`, ...).
+    pub received: BTreeMap<String, u64>,
+    /// Replies sent, by type.
+    pub sent: BTreeMap<String, u64>,
+    /// Messages dropped, by reason (`malformed`, `rate-limited`, `unknown-client`, ...).
+    pub dropped: BTreeMap<String, u64>,
+    pub leases: u64,
+    pub journal_batches: u64,
+    pub journal_changes: u64,
+    pub ra_sent: u64,
+    pub rs_received: u64,
+}
+
+/// Shared counters. A std Mutex: every critical section is a map increment, never held across
+/// an await, and contention is one DHCP task plus the writer.
+#[derive(Debug, Default)]
+pub struct Stats(Mutex<Snapshot>);
+
+impl Stats {
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    *map.entry(key.to_owned()).or_default() += 1;
+}
