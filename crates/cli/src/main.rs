@@ -4,6 +4,7 @@
 
 mod inventory_cmd;
 mod output;
+mod probe_cmd;
 mod serve_cmd;
 
 use std::io::Write;
@@ -31,6 +32,9 @@ pub enum Command {
     Inventory(inventory_cmd::InventoryCmd),
     /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
     Serve(serve_cmd::ServeArgs),
+    /// DHCPv6 diagnostics.
+    #[command(subcommand)]
+    Dhcp6(Dhcp6Cmd),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -39,11 +43,18 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum Dhcp6Cmd {
+    /// Ask a DHCPv6 server what a given kind of client gets (firmware, iPXE, OS; direct or relayed).
+    Probe(probe_cmd::ProbeArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "metal6", &mut std::io::stdout());

@@ -31,6 +31,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("METAL6_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (inv, warnings) = match metal6_inventory::load(&args.inventory) {
         Ok(ok) => ok,

@@ -41,6 +41,12 @@ macro_rules! require_netns {
 macro_rules! require_tool {
     ($tool:expr) => {
         if !common::have($tool) {
+            // In CI a missing peer is a missing install step, not a reason to skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is not installed: `make deps` should have installed it",
+                $tool
+            );
             eprintln!("SKIP: {} is not installed (run `make deps`)", $tool);
             return;
         }
@@ -60,7 +66,10 @@ fn cleanup_leftovers() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(pid) = name.strip_prefix("m6t-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name.strip_prefix("m6t-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             kill_all_in(name);
             let _ = Command::new("ip").args(["netns", "del", name]).status();
@@ -117,6 +126,32 @@ impl Drop for Netns {
         kill_all_in(&self.name);
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
+}
+
+/// Waits until `ifname` in `ns` has a link-local address (before that, nothing can be sent).
+pub fn wait_link_local(ns: &Netns, ifname: &str) {
+    wait_for("a link-local address", Duration::from_secs(10), || {
+        let out = ns.try_exec(&format!("ip -6 addr show dev {ifname} scope link"));
+        String::from_utf8_lossy(&out.stdout).contains("fe80::").then_some(())
+    });
+}
+
+/// The usual pair: a server namespace with `m6s0` (fd00:6d:1::1/64) and a client namespace
+/// with `m6c0` carrying `client_mac`, both with link-local addresses up.
+pub fn lab_link(client_mac: &str) -> (Netns, Netns) {
+    let (srv, cli) = (Netns::new(), Netns::new());
+    link(&srv, "m6s0", &cli, "m6c0", client_mac);
+    srv.exec("ip -6 addr add fd00:6d:1::1/64 dev m6s0 nodad");
+    wait_link_local(&srv, "m6s0");
+    wait_link_local(&cli, "m6c0");
+    (srv, cli)
+}
+
+/// Runs `metal6 dhcp6 probe` in `ns`; returns the JSON answers, one per client.
+pub fn probe(ns: &Netns, args: &str) -> (bool, Vec<serde_json::Value>, String) {
+    let out = ns.try_exec(&format!("{} dhcp6 probe --interface m6c0 {args}", metal6().display()));
+    let answers = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (out.status.success(), answers, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A veth pair between two namespaces, both ends up, with the given MAC on `b`'s end.
