@@ -4,7 +4,16 @@
 set -euo pipefail
 
 # Debian packages the tests use as real peers. The list grows with the features that need them.
-APT_PACKAGES=()
+APT_PACKAGES=(
+  iproute2          # network namespaces and veth pairs for every network test
+  procps            # sysctl inside namespaces
+  isc-dhcp-client   # dhclient -6: a real DHCPv6 client
+  dhcpcd-base       # dhcpcd: a second real DHCPv6 client
+  kea-admin         # perfdhcp: DHCPv6 load generator (direct and relayed)
+  kea-dhcp6-server  # Kea: the peer the DHCPv6 benchmark compares against
+  isc-dhcp-relay    # dhcrelay -6: a real relay agent
+  tshark            # dissects what we send; malformed packets fail a test
+)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -17,6 +26,8 @@ if ((${#missing[@]})); then
   fi
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer for it.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
