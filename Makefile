@@ -66,11 +66,15 @@ schema: ## Regenerate inventory/schema.json
 	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
 
 .PHONY: bench
-bench: bench-inventory ## All benchmarks
+bench: bench-inventory bench-dhcp ## All benchmarks
 
 .PHONY: bench-inventory
 bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
 	$(CARGO) bench --locked -p metal6-inventory --bench validate
+
+.PHONY: bench-dhcp
+bench-dhcp: deps ## perfdhcp against metal6 serve and kea-dhcp6 in the same run (target: >= 2x Kea)
+	@./scripts/bench-dhcp.sh
 
 .PHONY: demo
 demo: deps ## The inventory tour (the netboot demo joins it with the end-to-end issue)
