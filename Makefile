@@ -76,6 +76,11 @@ bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
 bench-dhcp: deps ## perfdhcp against metal6 serve and kea-dhcp6 in the same run (target: >= 2x Kea)
 	@./scripts/bench-dhcp.sh
 
+.PHONY: fuzz
+fuzz: ## Fuzz DHCPv6 decode+decide for FUZZ_SECONDS (default 60) with cargo-fuzz (nightly)
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	cd fuzz && cargo +nightly fuzz run dhcp6_decode_decide -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=1500
+
 .PHONY: demo
 demo: deps ## The inventory tour (the netboot demo joins it with the end-to-end issue)
 	@./scripts/demo.sh

@@ -13,6 +13,9 @@ APT_PACKAGES=(
   kea-dhcp6-server  # Kea: the peer the DHCPv6 benchmark compares against
   isc-dhcp-relay    # dhcrelay -6: a real relay agent
   tshark            # dissects what we send; malformed packets fail a test
+  qemu-system-x86   # boots real UEFI firmware (TCG) against metal6 serve
+  ovmf              # the UEFI firmware (EDK2) whose IPv6 HTTP/PXE boot we must satisfy
+  python3           # stand-in HTTP server for the OVMF test until metal6 serves HTTP
 )
 
 missing=()

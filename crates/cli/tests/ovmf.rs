@@ -1,0 +1,139 @@
+//! Real UEFI firmware (Debian's OVMF, under QEMU TCG) netboots over IPv6 from `metal6 serve`.
+//!
+//! DHCPv6 and Router Advertisements are ours; HTTP is served by Python's http.server as a
+//! stand-in until metal6 serves HTTP itself. The test is done when the firmware fetches the
+//! boot URL the inventory planned for it, from the address the inventory planned for it —
+//! never after a fixed sleep. QEMU knobs follow shared/notes/ovmf-ipv6-http-boot.md §5-6: no
+//! IPv4 stack (saves ~60 s), a 3 s front-page wait (the DAD race), no iPXE option ROM.
+
+#![allow(clippy::print_stderr)] // the test reports its measured boot time
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Netns, Server, root, wait_for};
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[test]
+fn ovmf_http_boots_from_metal6_dhcpv6_and_ra() {
+    require_netns!();
+    require_tool!("qemu-system-x86_64");
+    require_tool!("python3");
+    if !Path::new(OVMF_CODE).exists() {
+        assert!(std::env::var_os("CI").is_none(), "{OVMF_CODE} missing: `make deps` installs ovmf");
+        eprintln!("SKIP: {OVMF_CODE} missing (run `make deps`)");
+        return;
+    }
+    let ns = Netns::new();
+    // The tap has no carrier until QEMU opens it, so give it its link-local address by hand:
+    // RAs from a global source are ignored by OVMF (notes §13.5).
+    ns.exec(
+        "ip tuntap add dev m6tap0 mode tap && sysctl -qw net.ipv6.conf.m6tap0.addr_gen_mode=1 && \
+         ip link set m6tap0 up && ip -6 addr add fe80::1/64 dev m6tap0 nodad && ip -6 addr add fd00:6d:1::1/64 dev m6tap0 nodad",
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    let www = work.path().join("www");
+    std::fs::create_dir_all(www.join("boot")).expect("www");
+    // Any bytes will do for this test: what is checked is who fetched what.
+    std::fs::write(www.join("boot/installer.efi"), vec![0u8; 64 * 1024]).expect("nbp");
+    let http_log = work.path().join("http.log");
+    let mut http = ns.spawn(
+        Path::new("/usr/bin/python3"),
+        &["-m", "http.server", "8080", "--bind", "fd00:6d:1::1", "--directory", www.to_str().expect("utf-8")],
+        &http_log,
+    );
+    let server = Server::start(&ns, &root().join("inventory/lab.yaml"), "m6tap0", &[]);
+    let vars = work.path().join("vars.fd");
+    std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+    let serial = work.path().join("serial.log");
+    let qemu_log = work.path().join("qemu.log");
+    let drive_code = format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}");
+    let drive_vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+    let serial_arg = format!("file:{}", serial.display());
+    let started = std::time::Instant::now();
+    let mut qemu = ns.spawn(
+        Path::new("/usr/bin/qemu-system-x86_64"),
+        &[
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-serial",
+            &serial_arg,
+            "-drive",
+            &drive_code,
+            "-drive",
+            &drive_vars,
+            "-netdev",
+            "tap,id=n0,ifname=m6tap0,script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac=52:54:00:6d:00:01",
+            "-fw_cfg",
+            "name=opt/org.tianocore/IPv4Support,string=n",
+            "-fw_cfg",
+            "name=opt/org.tianocore/IPv4PXESupport,string=n",
+            "-fw_cfg",
+            "name=opt/org.tianocore/IPv6PXESupport,string=n",
+            "-boot",
+            "menu=on,splash-time=3000",
+        ],
+        &qemu_log,
+    );
+    let fetched = std::panic::catch_unwind(|| {
+        wait_for("OVMF to fetch its boot URL", Duration::from_secs(240), || {
+            let log = std::fs::read_to_string(&http_log).unwrap_or_default();
+            log.lines().find(|l| l.contains("GET /boot/installer.efi")).map(str::to_owned)
+        })
+    });
+    let elapsed = started.elapsed();
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = http.kill();
+    let _ = http.wait();
+    let line = fetched.unwrap_or_else(|_| {
+        panic!(
+            "OVMF never fetched /boot/installer.efi\n--- serial\n{}\n--- http\n{}\n--- metal6\n{}",
+            std::fs::read_to_string(&serial).unwrap_or_default(),
+            std::fs::read_to_string(&http_log).unwrap_or_default(),
+            server.log_text()
+        )
+    });
+    eprintln!("OVMF fetched its boot URL {:.1} s after QEMU start: {line}", elapsed.as_secs_f64());
+    // The firmware came from the inventory address of lab-node-1...
+    assert!(line.starts_with("fd00:6d:1::100 "), "{line}");
+    // ...which our DHCPv6 leased to its UEFI HTTP client, identified by the MAC in its DUID.
+    let events = server.events();
+    assert!(
+        events.iter().any(|e| e["kind"] == "leased"
+            && e["node"] == "lab-node-1"
+            && e["stage"] == "firmware-http"
+            && e["addr"] == "fd00:6d:1::100"),
+        "{events:?}"
+    );
+    // lab.yaml's RA has M=1, so OVMF also runs Ip6Config's DHCPv6 client: same DUID, another
+    // random IAID (notes §7). Both bindings must get the node's address without conflict.
+    let iaids = wait_for("both OVMF DHCPv6 clients to be leased the node address", Duration::from_secs(20), || {
+        let mut iaids: Vec<u64> = server
+            .events()
+            .iter()
+            .filter(|e| e["kind"] == "leased" && e["addr"] == "fd00:6d:1::100")
+            .filter_map(|e| e["iaid"].as_u64())
+            .collect();
+        iaids.sort_unstable();
+        iaids.dedup();
+        (iaids.len() >= 2).then_some(iaids)
+    });
+    eprintln!("IAIDs leased fd00:6d:1::100: {iaids:?}");
+    let stats = server.stats();
+    assert!(stats["ra_sent"].as_u64().unwrap_or(0) >= 1, "{stats}");
+}
