@@ -332,7 +332,9 @@ fn tshark_finds_nothing_malformed_in_what_we_send() {
         std::fs::read_to_string(&cap_log).ok().filter(|l| l.contains("Capturing on")).map(|_| ())
     });
     let server = Server::start(&srv, &root().join("inventory/lab.yaml"), "m6s0", &[]);
+    cli.exec("ip -6 addr add fd00:6d:1::fe/64 dev m6c0 nodad");
     for args in [
+        "--kind os --duid en --iaid 5 --relay-link fd00:6d:1::fe --relay-mac --server fd00:6d:1::1",
         "--kind uefi-http --duid llt --iaid 1",
         "--kind pxe --duid ll --iaid 2",
         "--kind ipxe --duid llt --iaid 3",
@@ -354,10 +356,11 @@ fn tshark_finds_nothing_malformed_in_what_we_send() {
         listing.lines().filter(|l| l.contains("Advertise")).count() >= 4 && listing.contains("Router Advertisement"),
         "{listing}"
     );
+    assert!(listing.contains("Relay-reply"), "our Relay-Reply was captured: {listing}");
     // Our packets: sent from the server side. Anything malformed or at expert level warning+
     // fails the test (tshark severities: 0x00600000 warn, 0x00800000 error).
     let bad = std::process::Command::new("tshark")
-        .args(["-r", &pcap_s, "-Y", "(dhcpv6.msgtype == 2 || dhcpv6.msgtype == 7 || icmpv6.type == 134) && (_ws.malformed || _ws.expert.severity >= 0x00600000)", "-V"])
+        .args(["-r", &pcap_s, "-Y", "(dhcpv6.msgtype == 2 || dhcpv6.msgtype == 7 || dhcpv6.msgtype == 13 || icmpv6.type == 134) && (_ws.malformed || _ws.expert.severity >= 0x00600000)", "-V"])
         .output()
         .expect("tshark -Y");
     assert!(bad.stdout.is_empty(), "tshark flags our packets:\n{}", String::from_utf8_lossy(&bad.stdout));

@@ -419,6 +419,16 @@ impl Engine {
                 out.msg.opts.push(Opt::VendorClass { enterprise: 343, data: vec![b"HTTPClient".to_vec()] });
             }
             out.msg.opts.push(Opt::BootfileUrl(url));
+            // RFC 5970 parameters for the boot file, when asked for: which node this is and
+            // where its server is, so a generic boot image (iPXE script, installer) need not
+            // guess. After option 59, which EDK2 reads as a C string (notes §3).
+            if oro.contains(&code::BOOTFILE_PARAM) {
+                let server = self.inv.site.boot_server.http_base();
+                out.msg.opts.push(Opt::BootfileParam(vec![
+                    format!("metal6.node={}", n.name).into_bytes(),
+                    format!("metal6.server={server}").into_bytes(),
+                ]));
+            }
         }
     }
 

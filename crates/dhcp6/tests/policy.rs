@@ -84,7 +84,15 @@ fn ovmf_http_solicit_gets_an_advertise_firmware_accepts() {
     assert_eq!(adv.msg_type, MsgType::Advertise);
     assert!(changes.is_empty(), "an Advertise commits nothing");
     let codes: Vec<u16> = adv.opts.iter().map(Opt::code).collect();
-    assert_eq!(codes, vec![1, 2, 3, 7, 16, 59], "order: ids, IA, preference, vendor class, bootfile-url last");
+    assert_eq!(
+        codes,
+        vec![1, 2, 3, 7, 16, 59, 60],
+        "order: ids, IA, preference, vendor class, bootfile-url, its parameters"
+    );
+    assert!(adv.opts.contains(&Opt::BootfileParam(vec![
+        b"metal6.node=lab-node-1".to_vec(),
+        b"metal6.server=http://[fd00:6d:1::1]:8080/".to_vec()
+    ])));
     assert_eq!(leased(&adv), vec![a("fd00:6d:1::100")]);
     let ia = adv.ia_nas().next().expect("IA_NA");
     assert_eq!(ia.iaid, 0x22db6e71);
