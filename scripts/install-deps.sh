@@ -15,7 +15,7 @@ APT_PACKAGES=(
   tshark            # dissects what we send; malformed packets fail a test
   qemu-system-x86   # boots real UEFI firmware (TCG) against metal6 serve
   ovmf              # the UEFI firmware (EDK2) whose IPv6 HTTP/PXE boot we must satisfy
-  python3           # stand-in HTTP server for the OVMF test until metal6 serves HTTP
+  curl              # the HTTP client the HTTP tests speak with
 )
 
 missing=()

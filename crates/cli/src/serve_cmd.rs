@@ -25,6 +25,12 @@ pub struct ServeArgs {
     /// Do not send Router Advertisements (a router on the link already does).
     #[arg(long)]
     no_ra: bool,
+    /// Directory served over HTTP: boot files (`boot/installer.efi`), images, firmware.
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// Do not serve HTTP (another server provides boot files and the events API).
+    #[arg(long)]
+    no_http: bool,
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
@@ -49,6 +55,8 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         interface: args.interface.clone(),
         dhcp_port: args.dhcp_port,
         router_advertisements: !args.no_ra,
+        artifacts: args.artifacts.clone(),
+        http: !args.no_http,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {

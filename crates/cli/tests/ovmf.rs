@@ -1,9 +1,8 @@
 //! Real UEFI firmware (Debian's OVMF, under QEMU TCG) netboots over IPv6 from `metal6 serve`.
 //!
-//! DHCPv6 and Router Advertisements are ours; HTTP is served by Python's http.server as a
-//! stand-in until metal6 serves HTTP itself. The test is done when the firmware fetches the
-//! boot URL the inventory planned for it, from the address the inventory planned for it —
-//! never after a fixed sleep. QEMU knobs follow shared/notes/ovmf-ipv6-http-boot.md §5-6: no
+//! Only metal6 serves: DHCPv6, Router Advertisements and HTTP. The test is done when the
+//! firmware's fetch of the boot URL the inventory planned for it, from the address the
+//! inventory planned for it, shows up in the node's timeline — never after a fixed sleep. QEMU knobs follow shared/notes/ovmf-ipv6-http-boot.md §5-6: no
 //! IPv4 stack (saves ~60 s), a 3 s front-page wait (the DAD race), no iPXE option ROM.
 
 #![allow(clippy::print_stderr)] // the test reports its measured boot time
@@ -22,7 +21,6 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 fn ovmf_http_boots_from_metal6_dhcpv6_and_ra() {
     require_netns!();
     require_tool!("qemu-system-x86_64");
-    require_tool!("python3");
     if !Path::new(OVMF_CODE).exists() {
         assert!(std::env::var_os("CI").is_none(), "{OVMF_CODE} missing: `make deps` installs ovmf");
         eprintln!("SKIP: {OVMF_CODE} missing (run `make deps`)");
@@ -40,13 +38,8 @@ fn ovmf_http_boots_from_metal6_dhcpv6_and_ra() {
     std::fs::create_dir_all(www.join("boot")).expect("www");
     // Any bytes will do for this test: what is checked is who fetched what.
     std::fs::write(www.join("boot/installer.efi"), vec![0u8; 64 * 1024]).expect("nbp");
-    let http_log = work.path().join("http.log");
-    let mut http = ns.spawn(
-        Path::new("/usr/bin/python3"),
-        &["-m", "http.server", "8080", "--bind", "fd00:6d:1::1", "--directory", www.to_str().expect("utf-8")],
-        &http_log,
-    );
-    let server = Server::start(&ns, &root().join("inventory/lab.yaml"), "m6tap0", &[]);
+    let www_arg = www.to_str().expect("utf-8").to_owned();
+    let server = Server::start(&ns, &root().join("inventory/lab.yaml"), "m6tap0", &["--artifacts", &www_arg]);
     let vars = work.path().join("vars.fd");
     std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
     let serial = work.path().join("serial.log");
@@ -91,27 +84,26 @@ fn ovmf_http_boots_from_metal6_dhcpv6_and_ra() {
     );
     let fetched = std::panic::catch_unwind(|| {
         wait_for("OVMF to fetch its boot URL", Duration::from_secs(240), || {
-            let log = std::fs::read_to_string(&http_log).unwrap_or_default();
-            log.lines().find(|l| l.contains("GET /boot/installer.efi")).map(str::to_owned)
+            server
+                .events()
+                .into_iter()
+                .find(|e| e["kind"] == "boot-fetch" && e["node"] == "lab-node-1" && e["path"] == "/boot/installer.efi")
         })
     });
     let elapsed = started.elapsed();
     let _ = qemu.kill();
     let _ = qemu.wait();
-    let _ = http.kill();
-    let _ = http.wait();
-    let line = fetched.unwrap_or_else(|_| {
+    let fetch = fetched.unwrap_or_else(|_| {
         panic!(
-            "OVMF never fetched /boot/installer.efi\n--- serial\n{}\n--- http\n{}\n--- metal6\n{}",
+            "OVMF never fetched /boot/installer.efi\n--- serial\n{}\n--- metal6\n{}",
             std::fs::read_to_string(&serial).unwrap_or_default(),
-            std::fs::read_to_string(&http_log).unwrap_or_default(),
             server.log_text()
         )
     });
-    eprintln!("OVMF fetched its boot URL {:.1} s after QEMU start: {line}", elapsed.as_secs_f64());
-    // The firmware came from the inventory address of lab-node-1...
-    assert!(line.starts_with("fd00:6d:1::100 "), "{line}");
-    // ...which our DHCPv6 leased to its UEFI HTTP client, identified by the MAC in its DUID.
+    eprintln!("OVMF fetched its boot URL {:.1} s after QEMU start: {fetch}", elapsed.as_secs_f64());
+    assert_eq!(fetch["status"], 200);
+    assert_eq!(fetch["bytes"], 64 * 1024);
+    // The fetch was attributed to lab-node-1 by its source address, which our DHCPv6 leased to its UEFI HTTP client, identified by the MAC in its DUID.
     let events = server.events();
     assert!(
         events.iter().any(|e| e["kind"] == "leased"

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::events::EventLog;
+use crate::events::EventStore;
 use crate::leases::Journal;
 use crate::stats::{Stats, bump};
 
@@ -95,7 +95,7 @@ pub struct DhcpService {
     pub bindings: Bindings,
     /// Taken by the journal writer when the service starts.
     pub journal: Option<Journal>,
-    pub events: EventLog,
+    pub events: Arc<EventStore>,
     pub stats: Arc<Stats>,
     pub ifindex: u32,
     pub limiter: RateLimiter,
@@ -285,7 +285,7 @@ impl DhcpService {
     fn record(&mut self, events: &[Event]) {
         for e in events {
             info!(event = ?e, "node event");
-            self.events.append(e);
+            self.events.record("dhcpv6", e);
         }
     }
 }

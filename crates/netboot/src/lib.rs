@@ -7,7 +7,9 @@
 
 pub mod dhcp;
 pub mod events;
+pub mod http;
 pub mod leases;
+pub mod metrics;
 pub mod ra;
 pub mod stats;
 
@@ -29,6 +31,10 @@ pub struct ServeOptions {
     /// DHCPv6 server port (547; tests may use another).
     pub dhcp_port: u16,
     pub router_advertisements: bool,
+    /// Files served over HTTP (`/boot/installer.efi`, images, firmware); `None` serves none.
+    pub artifacts: Option<PathBuf>,
+    /// Serve HTTP on the boot server's address and port.
+    pub http: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,24 @@ pub enum ServeError {
     #[error("cannot open the Router Advertisement socket on {interface}")]
     BindRa {
         interface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}")]
+    BindHttp {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("artifact root {path} is not a readable directory")]
+    Artifacts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the token key in {dir}")]
+    TokenKey {
+        dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -98,7 +122,7 @@ pub async fn serve(
         torn = report.torn,
         "lease journal loaded"
     );
-    let events = events::EventLog::open(&opts.state_dir)
+    let events = events::EventStore::open(&opts.state_dir)
         .map_err(|source| ServeError::Events { dir: opts.state_dir.clone(), source })?;
     let socket =
         dhcp::bind(opts.dhcp_port, ifindex).map_err(|source| ServeError::BindDhcp { port: opts.dhcp_port, source })?;
@@ -113,6 +137,31 @@ pub async fn serve(
         let (st, cn) = (stats.clone(), cancel.clone());
         tasks.spawn_blocking(move || ra::run(sock, ra, ifindex, interval, st, cn));
         info!(interface = %iface, "router advertisements on");
+    }
+    let events = Arc::new(events);
+    if opts.http {
+        let addr = std::net::SocketAddr::from((inv.site.boot_server.address, inv.site.boot_server.http_port));
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::BindHttp { addr, source })?;
+        let artifacts = match &opts.artifacts {
+            Some(p) => {
+                Some(std::fs::canonicalize(p).map_err(|source| ServeError::Artifacts { path: p.clone(), source })?)
+            }
+            None => None,
+        };
+        let token_key = token_key(&opts.state_dir)
+            .map_err(|source| ServeError::TokenKey { dir: opts.state_dir.clone(), source })?;
+        let state = Arc::new(http::HttpState {
+            id: metal6_inventory::identity::Identifier::new(&inv),
+            inv: Arc::new(inv.clone()),
+            artifacts,
+            events: events.clone(),
+            stats: stats.clone(),
+            counters: http::HttpCounters::default(),
+            token_key,
+        });
+        info!(%addr, artifacts = ?opts.artifacts, "HTTP listening");
+        tasks.spawn(http::run(listener, state, cancel.clone()));
     }
     let engine = Engine::new(inv, Config { server_duid: server_duid(mac), rapid_commit: true });
     let service = dhcp::DhcpService {
@@ -132,6 +181,24 @@ pub async fn serve(
     let snap = stats.snapshot();
     write_stats(&snap, &stats_path);
     Ok(snap)
+}
+
+/// 32 random bytes in `STATE_DIR/token.key` (mode 0600), created on first start.
+fn token_key(dir: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("token.key");
+    if let Ok(k) = std::fs::read(&path)
+        && k.len() == 32
+    {
+        return Ok(k);
+    }
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    std::io::Write::write_all(&mut f, &key)?;
+    f.sync_all()?;
+    Ok(key)
 }
 
 async fn write_stats_periodically(stats: Arc<stats::Stats>, path: PathBuf, cancel: CancellationToken) {

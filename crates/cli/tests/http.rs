@@ -1,0 +1,201 @@
+//! The HTTP service of `metal6 serve` against curl over IPv6, in namespaces: artifacts with
+//! HEAD, Range, validators and conditional GET; traversal refused in every spelling; events
+//! accepted only from the node itself; timeline, node list and metrics.
+
+mod common;
+
+use std::process::Output;
+
+use common::{Netns, Server, lab_link, root};
+
+const NODE1_MAC: &str = "52:54:00:6d:00:01";
+const BASE: &str = "http://[fd00:6d:1::1]:8080";
+
+struct Fixture {
+    _srv: Netns,
+    cli: Netns,
+    server: Server,
+    _www: tempfile::TempDir,
+}
+
+/// Server with an artifact root holding a 1 MiB file of known bytes, a symlink pointing out
+/// of the root, and a client namespace with lab-node-1's address (fd00:6d:1::100) and a
+/// stranger's (fd00:6d:1::200).
+fn fixture() -> Fixture {
+    let (srv, cli) = lab_link(NODE1_MAC);
+    cli.exec("ip -6 addr add fd00:6d:1::100/64 dev m6c0 nodad && ip -6 addr add fd00:6d:1::200/64 dev m6c0 nodad");
+    let www = tempfile::tempdir().expect("www");
+    std::fs::create_dir_all(www.path().join("boot")).expect("boot dir");
+    let data: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(www.path().join("boot/installer.efi"), &data).expect("file");
+    std::os::unix::fs::symlink("/etc/passwd", www.path().join("boot/passwd")).expect("symlink");
+    let arg = www.path().to_str().expect("utf-8").to_owned();
+    let server = Server::start(&srv, &root().join("inventory/lab.yaml"), "m6s0", &["--no-ra", "--artifacts", &arg]);
+    Fixture { _srv: srv, cli, server, _www: www }
+}
+
+fn curl(ns: &Netns, args: &str) -> Output {
+    ns.try_exec(&format!("curl -sS -g --max-time 10 {args}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `curl -o /dev/null -w '%{http_code} %{size_download}'`
+fn status(ns: &Netns, args: &str) -> (u16, u64) {
+    let o = curl(ns, &format!("-o /dev/null -w '%{{http_code}} %{{size_download}}' {args}"));
+    let t = stdout(&o);
+    let mut it = t.split_whitespace();
+    (it.next().and_then(|s| s.parse().ok()).unwrap_or(0), it.next().and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+#[test]
+fn artifacts_head_range_and_conditional_get() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let url = format!("{BASE}/boot/installer.efi");
+    let head = curl(&f.cli, &format!("-I {url}"));
+    let h = stdout(&head).to_ascii_lowercase();
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(
+        h.contains("content-length: 1048576")
+            && h.contains("accept-ranges: bytes")
+            && h.contains("content-type: application/efi"),
+        "{h}"
+    );
+    let etag = h.lines().find_map(|l| l.strip_prefix("etag: ")).expect("etag").trim().to_owned();
+    let lm = stdout(&head)
+        .lines()
+        .find_map(|l| l.strip_prefix("last-modified: ").or_else(|| l.strip_prefix("Last-Modified: ")))
+        .expect("last-modified")
+        .trim()
+        .to_owned();
+    // The whole file, byte for byte.
+    let body = f.cli.try_exec(&format!("curl -sS -g {url} | sha256sum"));
+    let want = common::sh(&format!("sha256sum {}", f._www.path().join("boot/installer.efi").display()));
+    assert_eq!(
+        stdout(&body).split_whitespace().next(),
+        String::from_utf8_lossy(&want.stdout).split_whitespace().next()
+    );
+    // Ranges.
+    let part = curl(&f.cli, &format!("-D - -r 1000-1009 {url} -o /dev/null"));
+    assert!(
+        stdout(&part).contains("206")
+            && stdout(&part).to_ascii_lowercase().contains("content-range: bytes 1000-1009/1048576"),
+        "{}",
+        stdout(&part)
+    );
+    let bytes = f.cli.try_exec(&format!("curl -sS -g -r 1000-1009 {url} | od -An -tu1"));
+    let got: Vec<u32> = stdout(&bytes).split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    assert_eq!(got, (1000..1010).map(|i| i % 251).collect::<Vec<u32>>());
+    assert_eq!(status(&f.cli, &format!("-r -100 {url}")), (206, 100));
+    assert_eq!(status(&f.cli, &format!("-r 2000000- {url}")).0, 416);
+    // Conditional requests.
+    assert_eq!(status(&f.cli, &format!("-H 'If-None-Match: {etag}' {url}")), (304, 0));
+    assert_eq!(status(&f.cli, &format!("-H 'If-Modified-Since: {lm}' {url}")), (304, 0));
+    assert_eq!(status(&f.cli, &format!("-H 'If-None-Match: \"stale\"' {url}")), (200, 1024 * 1024));
+    // If-Range with a stale validator: the whole file instead of the part.
+    assert_eq!(status(&f.cli, &format!("-r 0-9 -H 'If-Range: \"stale\"' {url}")), (200, 1024 * 1024));
+    assert_eq!(status(&f.cli, &format!("-r 0-9 -H 'If-Range: {etag}' {url}")), (206, 10));
+}
+
+#[test]
+fn traversal_is_refused_in_every_spelling() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    for path in [
+        "/../../../etc/passwd",
+        "/boot/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/boot/%2E%2E/%2E%2E/etc/passwd",
+        "/boot/..%2f..%2fetc/passwd",
+        "/boot/..%5c..%5cetc%5cpasswd",
+        "//etc/passwd",
+        "/boot/passwd",
+        "/boot/installer.efi%00.txt",
+    ] {
+        // --path-as-is: curl must not normalise the dots away before sending.
+        let (code, size) = status(&f.cli, &format!("--path-as-is '{BASE}{path}'"));
+        assert_eq!(code, 404, "{path} must be refused");
+        assert!(size < 100, "{path} leaked {size} bytes");
+    }
+    assert_eq!(status(&f.cli, &format!("{BASE}/boot/installer.efi")).0, 200, "the real file still works");
+}
+
+#[test]
+fn events_only_from_the_node_itself_and_the_timeline() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let post = |from: &str, node: &str, body: &str, query: &str| {
+        status(&f.cli, &format!("--interface {from} -X POST -H 'Content-Type: application/json' -d '{body}' '{BASE}/v1/nodes/{node}/events{query}'")).0
+    };
+    let ev = r#"{"kind":"progress","phase":"writing-image","progress":0.25}"#;
+    assert_eq!(post("fd00:6d:1::100", "lab-node-1", ev, ""), 202, "from the node's own address");
+    assert_eq!(post("fd00:6d:1::200", "lab-node-1", ev, ""), 403, "a stranger");
+    assert_eq!(post("fd00:6d:1::100", "lab-node-2", ev, ""), 403, "another node's address");
+    assert_eq!(
+        post("fd00:6d:1::200", "lab-node-1", ev, "?token=0123456789abcdef0123456789abcdef"),
+        403,
+        "a wrong token"
+    );
+    assert_eq!(post("fd00:6d:1::100", "lab-node-1", "[1,2]", ""), 400, "not an object");
+    assert_eq!(post("fd00:6d:1::100", "lab-node-1", r#"{"progress":1}"#, ""), 400, "no kind or phase");
+    assert_eq!(post("fd00:6d:1::100", "no-such-node", ev, ""), 404);
+    let big = format!(r#"{{"kind":"x","pad":"{}"}}"#, "a".repeat(70_000));
+    std::fs::write(f.server.state.path().join("big.json"), big).expect("write");
+    let (code, _) = status(
+        &f.cli,
+        &format!(
+            "--interface fd00:6d:1::100 -X POST --data-binary @{}/big.json {BASE}/v1/nodes/lab-node-1/events",
+            f.server.state.path().display()
+        ),
+    );
+    assert_eq!(code, 413, "bounded event size");
+    let timeline: serde_json::Value =
+        serde_json::from_str(&stdout(&curl(&f.cli, &format!("{BASE}/v1/nodes/lab-node-1/timeline"))))
+            .expect("timeline JSON");
+    let events = timeline.as_array().expect("array");
+    assert_eq!(events.len(), 1, "{timeline}");
+    assert_eq!(events[0]["phase"], "writing-image");
+    assert_eq!(events[0]["source"], "node");
+    let nodes: serde_json::Value =
+        serde_json::from_str(&stdout(&curl(&f.cli, &format!("{BASE}/v1/nodes")))).expect("nodes JSON");
+    assert_eq!(nodes[0]["name"], "lab-node-1");
+    assert_eq!(nodes[0]["phase"], "writing-image");
+    assert_eq!(nodes[1]["phase"], "waiting");
+    assert_eq!(status(&f.cli, &format!("{BASE}/v1/nodes/nobody/timeline")).0, 404);
+}
+
+#[test]
+fn metrics_in_prometheus_text_format() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let (ok, _, err) = common::probe(&f.cli, &format!("--mac {NODE1_MAC}"));
+    assert!(ok, "{err}");
+    let _ = status(&f.cli, &format!("{BASE}/boot/installer.efi"));
+    let _ = status(&f.cli, &format!("{BASE}/missing"));
+    let m = common::wait_for("metrics to show the exchange", std::time::Duration::from_secs(5), || {
+        let t = stdout(&curl(&f.cli, &format!("{BASE}/metrics")));
+        t.contains("metal6_dhcpv6_sent_total{type=\"reply\"} 1").then_some(t)
+    });
+    for line in [
+        "# TYPE metal6_dhcpv6_received_total counter",
+        "metal6_dhcpv6_received_total{type=\"solicit\"} 1",
+        "metal6_http_responses_total{class=\"4xx\"} 1",
+        "metal6_nodes{phase=\"waiting\"} 1",
+        "metal6_nodes{phase=\"dhcp\"} 1",
+    ] {
+        assert!(m.contains(line), "missing `{line}` in:\n{m}");
+    }
+    let bytes: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("metal6_http_sent_bytes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(bytes, 1024 * 1024);
+}

@@ -1,0 +1,334 @@
+//! The HTTP service: boot artifacts for firmware and installers, the node events API and
+//! Prometheus metrics, on the boot server's address.
+//!
+//! - `GET|HEAD /<path>`: a file under the artifact root (`--artifacts`), streamed in 256 KiB
+//!   chunks (memory stays flat whatever the file size), with Range (single range), ETag,
+//!   Last-Modified, If-None-Match / If-Modified-Since (304) and If-Range. Traversal in any
+//!   spelling and symlinks out of the root are a 404.
+//! - `GET /v1/nodes`: every inventory node with its phase; `GET /v1/nodes/NAME/timeline`.
+//! - `POST /v1/nodes/NAME/events`: a JSON object from the node itself — accepted only from the
+//!   node's inventory address or with its token (`?token=`); anyone else gets 403.
+//! - `GET /metrics`: Prometheus text format.
+//!
+//! Which node asks is answered by the inventory's identifier (the source address DHCPv6 gave
+//! it); a node's boot-file fetch becomes a `boot-fetch` event in its timeline.
+
+pub mod files;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metal6_inventory::Inventory;
+use metal6_inventory::identity::{Clues, Identifier};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::events::EventStore;
+use crate::stats::Stats;
+use files::{RangeReq, Refusal};
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// At most this many connections are served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 4096;
+const CHUNK: usize = 256 * 1024;
+const MAX_EVENT_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    pub requests: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub status_2xx: AtomicU64,
+    pub status_3xx: AtomicU64,
+    pub status_4xx: AtomicU64,
+    pub status_5xx: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct HttpState {
+    pub inv: Arc<Inventory>,
+    pub id: Identifier,
+    /// Canonical artifact root; `None` serves no files.
+    pub artifacts: Option<PathBuf>,
+    pub events: Arc<EventStore>,
+    pub stats: Arc<Stats>,
+    pub counters: HttpCounters,
+    /// Secret for per-node tokens (state dir, mode 0600).
+    pub token_key: Vec<u8>,
+}
+
+impl HttpState {
+    /// The per-node token: proves a request comes from the holder of that node's documents.
+    pub fn token(&self, node: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(&self.token_key);
+        h.update(b"\0node\0");
+        h.update(node.as_bytes());
+        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            () = cancel.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { warn!(error = %e, "accept failed"); continue; }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let cancel = cancel.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
+                () = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+        // Reap finished connections so the set stays small.
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+fn source_ip(peer: SocketAddr) -> Ipv6Addr {
+    match peer.ip() {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(a, |v4| v4.to_ipv6_mapped()),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+    }
+}
+
+async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_owned();
+    let span = tracing::debug_span!("http", method = %req.method(), path = %path, peer = %peer);
+    let _g = span.enter();
+    let resp = route(state, req, peer, &path).await;
+    let counter = match resp.status().as_u16() {
+        200..=299 => &state.counters.status_2xx,
+        300..=399 => &state.counters.status_3xx,
+        400..=499 => &state.counters.status_4xx,
+        _ => &state.counters.status_5xx,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    resp
+}
+
+async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path: &str) -> Response<Body> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method(), segs.as_slice()) {
+        (&Method::GET, ["metrics"]) => text(StatusCode::OK, crate::metrics::render(state), "text/plain; version=0.0.4"),
+        (&Method::GET, ["v1", "nodes"]) => json(StatusCode::OK, &nodes(state)),
+        (&Method::GET, ["v1", "nodes", name, "timeline"]) => match state.inv.node(name) {
+            Some(_) => json(StatusCode::OK, &state.events.timeline(name)),
+            None => not_found(),
+        },
+        (&Method::POST, ["v1", "nodes", name, "events"]) => post_event(state, req, peer, name).await,
+        (&Method::GET | &Method::HEAD, ["v1", ..]) => not_found(),
+        (&Method::GET | &Method::HEAD, _) => serve_file(state, &req, peer, path).await,
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), "text/plain"),
+    }
+}
+
+fn nodes(state: &HttpState) -> Vec<serde_json::Value> {
+    state
+        .inv
+        .nodes
+        .iter()
+        .map(|n| {
+            let p = state.events.phase(&n.name);
+            serde_json::json!({
+                "name": n.name,
+                "address": n.address,
+                "mac": n.boot_mac(),
+                "phase": p.as_ref().map_or("waiting", |p| p.phase.as_str()),
+                "since_ms": p.as_ref().map(|p| p.since_ms),
+                "last_event_ms": p.as_ref().map(|p| p.last_event_ms),
+                "events": p.as_ref().map_or(0, |p| p.events),
+            })
+        })
+        .collect()
+}
+
+/// Only the node itself may report its events: from its inventory address, or with its token.
+fn authorized(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr, name: &str) -> bool {
+    let Some(node) = state.inv.node(name) else { return false };
+    if source_ip(peer) == node.address {
+        return true;
+    }
+    let token = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    token.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token(name).as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, name: &str) -> Response<Body> {
+    if state.inv.node(name).is_none() {
+        return not_found();
+    }
+    if !authorized(state, &req, peer, name) {
+        return text(StatusCode::FORBIDDEN, "only the node itself may post its events\n".into(), "text/plain");
+    }
+    let body = match Limited::new(req.into_body(), MAX_EVENT_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large or truncated\n".into(), "text/plain"),
+    };
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return text(StatusCode::BAD_REQUEST, "expected a JSON object\n".into(), "text/plain");
+    };
+    if !fields.get("kind").or_else(|| fields.get("phase")).is_some_and(serde_json::Value::is_string) {
+        return text(StatusCode::BAD_REQUEST, "an event needs a string `kind` or `phase`\n".into(), "text/plain");
+    }
+    fields.insert("node".into(), name.into());
+    fields.entry("kind").or_insert_with(|| "phase".into());
+    state.events.record_fields("node", fields);
+    text(StatusCode::ACCEPTED, "recorded\n".into(), "text/plain")
+}
+
+async fn serve_file(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr, path: &str) -> Response<Body> {
+    let Some(root) = &state.artifacts else { return not_found() };
+    let rel = match files::relative_path(path) {
+        Ok(r) => r,
+        Err(_) => return refuse(path, Refusal::Traversal),
+    };
+    let full = root.join(&rel);
+    // Canonicalize after joining: symlinks (and anything else) pointing out of the root fail.
+    let canonical = match tokio::fs::canonicalize(&full).await {
+        Ok(c) => c,
+        Err(_) => return not_found(),
+    };
+    if let Err(r) = files::check_inside(root, &canonical) {
+        return refuse(path, r);
+    }
+    let Ok(mut file) = tokio::fs::File::open(&canonical).await else { return not_found() };
+    let Ok(meta) = file.metadata().await else { return not_found() };
+    if !meta.is_file() {
+        return not_found();
+    }
+    let len = meta.len();
+    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+    let etag = files::etag(len, modified);
+    let h = req.headers();
+    let get = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+    let mut builder = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, files::content_type(&rel));
+    if files::not_modified(get(header::IF_NONE_MATCH), get(header::IF_MODIFIED_SINCE), &etag, modified) {
+        return builder.status(StatusCode::NOT_MODIFIED).body(empty()).unwrap_or_else(|_| internal());
+    }
+    let range = if files::if_range_allows(get(header::IF_RANGE), &etag, modified) {
+        files::parse_range(get(header::RANGE), len)
+    } else {
+        RangeReq::Full
+    };
+    let (status, start, count) = match range {
+        RangeReq::Full => (StatusCode::OK, 0, len),
+        RangeReq::Part(a, b) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
+        }
+        RangeReq::Unsatisfiable => {
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .body(empty())
+                .unwrap_or_else(|_| internal());
+        }
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, count);
+    record_boot_fetch(state, peer, path, req.method() == Method::HEAD, status, count);
+    if req.method() == Method::HEAD {
+        return builder.body(empty()).unwrap_or_else(|_| internal());
+    }
+    if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return internal();
+    }
+    state.counters.bytes_sent.fetch_add(count, Ordering::Relaxed);
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), CHUNK).map_ok(Frame::data);
+    builder.body(BodyExt::boxed(StreamBody::new(stream))).unwrap_or_else(|_| internal())
+}
+
+/// A node fetching a file is a step of its boot: record it in its timeline.
+fn record_boot_fetch(state: &HttpState, peer: SocketAddr, path: &str, head: bool, status: StatusCode, bytes: u64) {
+    let Some((idx, _)) = state.id.identify(&Clues { source: Some(source_ip(peer)), ..Clues::default() }) else {
+        return;
+    };
+    if head {
+        return;
+    }
+    let node = &state.inv.nodes[idx].name;
+    state.events.record("http", &serde_json::json!({"node": node, "kind": "boot-fetch", "path": path, "status": status.as_u16(), "bytes": bytes}));
+}
+
+fn refuse(path: &str, why: Refusal) -> Response<Body> {
+    debug!(path, ?why, "refused");
+    not_found()
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never: Infallible| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    match serde_json::to_string_pretty(v) {
+        Ok(mut s) => {
+            s.push('\n');
+            text(status, s, "application/json")
+        }
+        Err(_) => internal(),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain")
+}
+
+fn internal() -> Response<Body> {
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into(), "text/plain")
+}
