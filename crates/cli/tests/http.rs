@@ -199,3 +199,51 @@ fn metrics_in_prometheus_text_format() {
         .unwrap_or(0);
     assert_eq!(bytes, 1024 * 1024);
 }
+
+#[test]
+fn node_documents_only_to_their_node() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let get = |from: &str, node: &str, doc: &str, query: &str| {
+        let o =
+            curl(&f.cli, &format!("--interface {from} -w '\\n%{{http_code}}' '{BASE}/v1/nodes/{node}/{doc}{query}'"));
+        let t = stdout(&o);
+        let (body, code) = t.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_owned())
+    };
+    let (code, ipxe) = get("fd00:6d:1::100", "lab-node-1", "ipxe", "");
+    assert_eq!(code, 200, "{ipxe}");
+    assert!(ipxe.starts_with("#!ipxe") && ipxe.contains("metal6.node=lab-node-1"), "{ipxe}");
+    let token = ipxe
+        .split("metal6.token=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("token in the script")
+        .to_owned();
+    let (code, plan) = get("fd00:6d:1::100", "lab-node-1", "plan.json", "");
+    assert_eq!(code, 200);
+    let plan: serde_json::Value = serde_json::from_str(&plan).expect("plan JSON");
+    assert_eq!(plan["network"]["address"], "fd00:6d:1::100");
+    assert_eq!(plan["report"]["token"], token);
+    let (code, unit) = get("fd00:6d:1::100", "lab-node-1", "network", "");
+    assert_eq!(code, 200);
+    assert!(unit.contains("Address=fd00:6d:1::100/64"), "{unit}");
+    // Anyone else: 403, and no secret in the answer.
+    for (from, node, doc) in [
+        ("fd00:6d:1::200", "lab-node-1", "ipxe"),
+        ("fd00:6d:1::100", "lab-node-2", "plan.json"),
+        ("fd00:6d:1::200", "lab-node-1", "network"),
+    ] {
+        let (code, body) = get(from, node, doc, "");
+        assert_eq!(code, 403, "{from} {node} {doc}");
+        assert!(!body.contains(&token));
+    }
+    // With the node's token, from elsewhere (the installer before its address is up).
+    assert_eq!(get("fd00:6d:1::200", "lab-node-1", "plan.json", &format!("?token={token}")).0, 200);
+    assert_eq!(
+        get("fd00:6d:1::200", "lab-node-2", "plan.json", &format!("?token={token}")).0,
+        403,
+        "a token is per node"
+    );
+}

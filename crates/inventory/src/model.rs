@@ -41,6 +41,7 @@ pub struct Site {
     pub dhcp: Dhcp,
     /// The provisioning link first, then relayed segments in file order.
     pub segments: Vec<Segment>,
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

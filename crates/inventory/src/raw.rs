@@ -47,6 +47,9 @@ pub struct Site {
     /// Routed segments reached through DHCPv6 relays, each with its own prefix.
     #[serde(default)]
     pub relays: Vec<Relay>,
+    /// OpenSSH public keys installed for root on every node (`ssh-ed25519 AAAA... comment`).
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 /// The link the boot server sits on.

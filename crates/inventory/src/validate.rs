@@ -482,6 +482,32 @@ fn validate_site(cx: &mut Ctx<'_>, s: &raw::Site) -> Option<model::Site> {
             });
         }
     }
+    for (i, key) in s.ssh_authorized_keys.iter().enumerate() {
+        let mut parts = key.split_whitespace();
+        let kind = parts.next().unwrap_or("");
+        let blob = parts.next().unwrap_or("");
+        let known = matches!(
+            kind,
+            "ssh-ed25519"
+                | "ssh-rsa"
+                | "ecdsa-sha2-nistp256"
+                | "ecdsa-sha2-nistp384"
+                | "ecdsa-sha2-nistp521"
+                | "sk-ssh-ed25519@openssh.com"
+                | "sk-ecdsa-sha2-nistp256@openssh.com"
+        );
+        let b64 = blob.len() >= 16 && blob.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
+        if !known || !b64 || key.contains('\n') {
+            cx.error(
+                "invalid-ssh-key",
+                &path!["site", "ssh_authorized_keys", i],
+                "not an OpenSSH public key".into(),
+                Some("paste one line of a .pub file: `ssh-ed25519 AAAA... comment` (never a private key)".into()),
+            );
+            // The value may be a private key pasted by mistake: do not show it.
+            cx.diags.redact_last();
+        }
+    }
     Some(model::Site {
         name: s.name.clone(),
         domain: s.domain.trim_end_matches('.').to_owned(),
@@ -493,6 +519,7 @@ fn validate_site(cx: &mut Ctx<'_>, s: &raw::Site) -> Option<model::Site> {
         boot_server: model::BootServer { address: boot_addr?, http_port: bs.http_port, tftp_port: bs.tftp_port },
         dhcp: dhcp?,
         segments,
+        ssh_authorized_keys: s.ssh_authorized_keys.clone(),
     })
 }
 

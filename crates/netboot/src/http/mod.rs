@@ -159,6 +159,9 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path
             None => not_found(),
         },
         (&Method::POST, ["v1", "nodes", name, "events"]) => post_event(state, req, peer, name).await,
+        (&Method::GET, ["v1", "nodes", name, doc @ ("ipxe" | "plan.json" | "network")]) => {
+            node_document(state, &req, peer, name, doc).await
+        }
         (&Method::GET | &Method::HEAD, ["v1", ..]) => not_found(),
         (&Method::GET | &Method::HEAD, _) => serve_file(state, &req, peer, path).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), "text/plain"),
@@ -186,7 +189,7 @@ fn nodes(state: &HttpState) -> Vec<serde_json::Value> {
 }
 
 /// Only the node itself may report its events: from its inventory address, or with its token.
-fn authorized(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr, name: &str) -> bool {
+fn authorized<B>(state: &HttpState, req: &Request<B>, peer: SocketAddr, name: &str) -> bool {
     let Some(node) = state.inv.node(name) else { return false };
     if source_ip(peer) == node.address {
         return true;
@@ -197,6 +200,49 @@ fn authorized(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr, name
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Per-node documents carry the node's token and its identity: only that node gets them.
+async fn node_document(
+    state: &HttpState,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    name: &str,
+    doc: &str,
+) -> Response<Body> {
+    let Some(node) = state.inv.node(name) else { return not_found() };
+    if !authorized(state, req, peer, name) {
+        return text(StatusCode::FORBIDDEN, "documents of a node are served only to that node\n".into(), "text/plain");
+    }
+    let token = state.token(name);
+    let image = &state.inv.profile_of(node).image;
+    let sha = image_sha256(state, image).await;
+    let cx = metal6_render::Context { token: &token, image_sha256: sha.as_deref() };
+    let (rendered, ctype) = match doc {
+        "ipxe" => (metal6_render::ipxe_script(&state.inv, node, &cx), "text/plain; charset=utf-8"),
+        "plan.json" => (metal6_render::installer_plan(&state.inv, node, &cx), "application/json"),
+        _ => (metal6_render::network_unit(&state.inv, node), "text/plain; charset=utf-8"),
+    };
+    match rendered {
+        Ok(body) => {
+            state.events.record("http", &serde_json::json!({"node": name, "kind": "document", "document": doc}));
+            text(StatusCode::OK, body, ctype)
+        }
+        Err(e) => {
+            warn!(error = %e, "render failed");
+            internal()
+        }
+    }
+}
+
+/// The image digest the image builder wrote next to the image (`images/NAME/disk.raw.sha256`).
+async fn image_sha256(state: &HttpState, image: &str) -> Option<String> {
+    let root = state.artifacts.as_ref()?;
+    let text = tokio::fs::read_to_string(root.join("images").join(image).join("disk.raw.sha256")).await.ok()?;
+    text.split_whitespace()
+        .next()
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
 }
 
 async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, name: &str) -> Response<Body> {
