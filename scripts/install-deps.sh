@@ -16,6 +16,8 @@ APT_PACKAGES=(
   qemu-system-x86   # boots real UEFI firmware (TCG) against metal6 serve
   ovmf              # the UEFI firmware (EDK2) whose IPv6 HTTP/PXE boot we must satisfy
   curl              # the HTTP client the HTTP tests speak with
+  tftp-hpa          # tftp: a TFTP client (RFC 2347-2349 options)
+  atftp             # a second TFTP client, with windowsize (RFC 7440)
 )
 
 missing=()

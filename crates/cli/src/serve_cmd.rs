@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Do not serve HTTP (another server provides boot files and the events API).
     #[arg(long)]
     no_http: bool,
+    /// Do not serve TFTP (it is served only with --artifacts).
+    #[arg(long)]
+    no_tftp: bool,
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
@@ -57,6 +60,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         router_advertisements: !args.no_ra,
         artifacts: args.artifacts.clone(),
         http: !args.no_http,
+        tftp: !args.no_tftp,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {

@@ -421,8 +421,10 @@ impl Engine {
             out.msg.opts.push(Opt::BootfileUrl(url));
             // RFC 5970 parameters for the boot file, when asked for: which node this is and
             // where its server is, so a generic boot image (iPXE script, installer) need not
-            // guess. After option 59, which EDK2 reads as a C string (notes §3).
-            if oro.contains(&code::BOOTFILE_PARAM) {
+            // guess. After option 59, which EDK2 reads as a C string (notes §3). Never to PXE
+            // firmware: EDK2's PxeBcExtractBootFileParam reads the first parameter as the boot
+            // file size (1-5 digits, 512-byte units) and aborts the boot on anything else.
+            if oro.contains(&code::BOOTFILE_PARAM) && stage != Stage::FirmwarePxe {
                 let server = self.inv.site.boot_server.http_base();
                 out.msg.opts.push(Opt::BootfileParam(vec![
                     format!("metal6.node={}", n.name).into_bytes(),

@@ -235,10 +235,12 @@ fn pxe_firmware_gets_tftp_and_no_pxeclient_echo() {
     let mut m = os_client(MsgType::Solicit, duid_llt(MAC2), 5, false);
     m.opts.push(Opt::ClientArch(vec![7]));
     m.opts.push(Opt::VendorClass { enterprise: 343, data: vec![b"PXEClient:Arch:00007:UNDI:003016".to_vec()] });
-    m.opts.push(Opt::Oro(vec![59]));
+    m.opts.push(Opt::Oro(vec![59, 60]));
     let (r, ..) = reply(run(&mut e, &mut b, &m, &[], "fe80::5054:ff:fe6d:2"));
     assert!(!r.opts.iter().any(|o| o.code() == code::VENDOR_CLASS));
     assert!(r.opts.contains(&Opt::BootfileUrl("tftp://[fd00:6d:1::1]/installer.efi".into())));
+    // EDK2 PXE reads option 60 as the boot file size; text there aborts the boot.
+    assert!(!r.opts.iter().any(|o| o.code() == code::BOOTFILE_PARAM));
     // The HTTP-boot node's PXE attempt gets an address but no boot file (it is not its method).
     let mut m1 = m.clone();
     m1.opts[0] = Opt::ClientId(duid_llt(MAC1));

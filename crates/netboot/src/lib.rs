@@ -12,6 +12,7 @@ pub mod leases;
 pub mod metrics;
 pub mod ra;
 pub mod stats;
+pub mod tftp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct ServeOptions {
     pub artifacts: Option<PathBuf>,
     /// Serve HTTP on the boot server's address and port.
     pub http: bool,
+    /// Serve TFTP (read-only, from `artifacts`) on the boot server's address and port.
+    pub tftp: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +165,23 @@ pub async fn serve(
         });
         info!(%addr, artifacts = ?opts.artifacts, "HTTP listening");
         tasks.spawn(http::run(listener, state, cancel.clone()));
+    }
+    if let (true, Some(root)) = (opts.tftp, &opts.artifacts) {
+        let root =
+            std::fs::canonicalize(root).map_err(|source| ServeError::Artifacts { path: root.clone(), source })?;
+        let addr = std::net::SocketAddr::from((inv.site.boot_server.address, inv.site.boot_server.tftp_port));
+        let handler = tftp::TftpHandler {
+            root,
+            inv: Arc::new(inv.clone()),
+            id: metal6_inventory::identity::Identifier::new(&inv),
+            events: events.clone(),
+        };
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            if let Err(e) = tftp::run(addr, handler, cancel).await {
+                tracing::error!(error = %e, %addr, "TFTP service stopped");
+            }
+        });
     }
     let engine = Engine::new(inv, Config { server_duid: server_duid(mac), rapid_commit: true });
     let service = dhcp::DhcpService {
