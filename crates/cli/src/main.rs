@@ -6,6 +6,7 @@ mod inventory_cmd;
 mod output;
 mod probe_cmd;
 mod serve_cmd;
+mod status_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ pub enum Command {
     Inventory(inventory_cmd::InventoryCmd),
     /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
     Serve(serve_cmd::ServeArgs),
+    /// Every node's phase, from a running `metal6 serve` (a live table with --watch).
+    Status(status_cmd::StatusArgs),
     /// DHCPv6 diagnostics.
     #[command(subcommand)]
     Dhcp6(Dhcp6Cmd),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Status(args) => status_cmd::run(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

@@ -247,3 +247,30 @@ fn node_documents_only_to_their_node() {
         "a token is per node"
     );
 }
+
+#[test]
+fn metal6_status_shows_phases() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let ev = r#"{"kind":"progress","phase":"writing-image","progress":0.5}"#;
+    let (code, _) =
+        status(&f.cli, &format!("--interface fd00:6d:1::100 -X POST -d '{ev}' {BASE}/v1/nodes/lab-node-1/events"));
+    assert_eq!(code, 202);
+    let m6 = common::metal6();
+    let inv = root().join("inventory/lab.yaml");
+    let o = f.cli.try_exec(&format!("{} status -i {} -o json", m6.display(), inv.display()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let nodes: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(nodes[0]["phase"], "writing-image");
+    assert_eq!(nodes[1]["phase"], "waiting");
+    let o = f.cli.try_exec(&format!("{} status --server {BASE} --watch --count 2 --interval 0.2", m6.display()));
+    let table = stdout(&o);
+    assert_eq!(table.matches("NODE").count(), 2, "two refreshes: {table}");
+    let row = table.lines().find(|l| l.starts_with("lab-node-1")).expect("row");
+    assert!(row.contains("fd00:6d:1::100") && row.contains("writing-image"), "{row}");
+    // No server: a clear error, exit 2.
+    let o = f.cli.try_exec(&format!("{} status --server http://[fd00:6d:1::99]:1", m6.display()));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("GET http://[fd00:6d:1::99]:1/v1/nodes"));
+}
