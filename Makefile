@@ -66,15 +66,27 @@ schema: ## Regenerate inventory/schema.json
 	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
 
 .PHONY: bench
-bench: bench-inventory bench-dhcp ## All benchmarks
+bench: bench-inventory bench-dhcp bench-http bench-tftp ## All benchmarks
 
 .PHONY: bench-inventory
 bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
 	$(CARGO) bench --locked -p metal6-inventory --bench validate
 
 .PHONY: bench-dhcp
-bench-dhcp: deps ## perfdhcp against metal6 serve and kea-dhcp6 in the same run (target: >= 2x Kea)
+bench-dhcp: bench-deps ## perfdhcp against metal6 serve and kea-dhcp6 in the same run (target: >= 2x Kea)
 	@./scripts/bench-dhcp.sh
+
+.PHONY: bench-deps
+bench-deps:
+	@BENCH=1 ./scripts/install-deps.sh
+
+.PHONY: bench-http
+bench-http: bench-deps ## 100 clients x 1 GiB from metal6 vs nginx-light (target ratio >= 0.95, RSS <= 64 MiB)
+	@./scripts/bench-http.sh
+
+.PHONY: bench-tftp
+bench-tftp: bench-deps ## 100 MB over TFTP from metal6 (windowsize) vs tftpd-hpa (target >= 3x)
+	@./scripts/bench-tftp.sh
 
 .PHONY: fuzz
 fuzz: ## Fuzz DHCPv6 decode+decide for FUZZ_SECONDS (default 60) with cargo-fuzz (nightly)
