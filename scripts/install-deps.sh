@@ -18,7 +18,25 @@ APT_PACKAGES=(
   curl              # the HTTP client the HTTP tests speak with
   tftp-hpa          # tftp: a TFTP client (RFC 2347-2349 options)
   atftp             # a second TFTP client, with windowsize (RFC 7440)
+  # The image builder (metal6 image build) and the end-to-end test:
+  mmdebstrap        # Debian root filesystem, reproducible with SOURCE_DATE_EPOCH
+  systemd-boot-efi  # the UKI stub (linuxx64.efi.stub) and systemd-boot for the ESP
+  binutils          # objcopy: sections of the UKI
+  dosfstools        # mkfs.vfat --invariant: the ESP
+  mtools            # mcopy: files into the ESP without mounting
+  fdisk             # sfdisk: the GPT of the disk image
+  e2fsprogs         # mkfs.ext4 -d: the root partition without mounting
+  busybox-static    # the installer initramfs's shell, insmod, mount
+  qemu-utils        # qemu-img: the qcow2 output
 )
+
+# Peers only the benchmarks need (`make bench`): installed when BENCH=1.
+if [[ ${BENCH:-0} == 1 ]]; then
+  APT_PACKAGES+=(
+    nginx-light     # the HTTP peer of bench-http (sendfile on)
+    tftpd-hpa       # the TFTP peer of bench-tftp
+  )
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -34,7 +52,14 @@ if ((${#missing[@]})); then
   # tshark asks whether non-root users may capture; answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Packaged daemons (nginx, tftpd-hpa) must not start as services: the benchmarks run their
+  # own instances in namespaces. policy-rc.d exit 101 tells invoke-rc.d "not now".
+  guard=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { ((guard)) && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  ((guard)) && rm -f /usr/sbin/policy-rc.d
 fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install the Rust toolchain named in rust-toolchain.toml" >&2; exit 1; }

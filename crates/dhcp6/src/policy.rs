@@ -66,13 +66,22 @@ pub enum Stage {
     FirmwarePxe,
     /// iPXE (user class "iPXE").
     Ipxe,
-    /// Anything else: the installer, the installed OS, test clients.
+    /// metal6's installer (user class [`INSTALLER_USER_CLASS`]).
+    Installer,
+    /// Anything else: the installed OS, test clients.
     Os,
 }
+
+/// The user class (15) metal6's installer sends, so the server can tell it which node it is
+/// and where its server is (option 60): the installer UKI is the same file for every node.
+pub const INSTALLER_USER_CLASS: &[u8] = b"metal6-installer";
 
 pub fn stage_of(msg: &ClientMsg) -> Stage {
     if msg.user_classes().iter().any(|u| u.as_slice() == b"iPXE") {
         return Stage::Ipxe;
+    }
+    if msg.user_classes().iter().any(|u| u.as_slice() == INSTALLER_USER_CLASS) {
+        return Stage::Installer;
     }
     match msg.vendor_class() {
         Some((_, data)) if data.first().is_some_and(|d| d.starts_with(b"HTTPClient")) => Stage::FirmwareHttp,
@@ -410,6 +419,12 @@ impl Engine {
             out.msg.opts.push(Opt::NtpServers(site.ntp.clone()));
         }
         let Some(n) = node.map(|i| &self.inv.nodes[i]) else { return };
+        if stage == Stage::Installer {
+            if oro.contains(&code::BOOTFILE_PARAM) {
+                out.msg.opts.push(Opt::BootfileParam(self.node_params(n)));
+            }
+            return;
+        }
         if let Some(arch) = m.arch().filter(|a| !is_x64_uefi(*a)) {
             events.push(Event::UnsupportedArch { node: n.name.clone(), arch });
             return;
@@ -425,13 +440,15 @@ impl Engine {
             // firmware: EDK2's PxeBcExtractBootFileParam reads the first parameter as the boot
             // file size (1-5 digits, 512-byte units) and aborts the boot on anything else.
             if oro.contains(&code::BOOTFILE_PARAM) && stage != Stage::FirmwarePxe {
-                let server = self.inv.site.boot_server.http_base();
-                out.msg.opts.push(Opt::BootfileParam(vec![
-                    format!("metal6.node={}", n.name).into_bytes(),
-                    format!("metal6.server={server}").into_bytes(),
-                ]));
+                out.msg.opts.push(Opt::BootfileParam(self.node_params(n)));
             }
         }
+    }
+
+    /// Option 60's parameters: which node this is and where its server is.
+    fn node_params(&self, n: &Node) -> Vec<Vec<u8>> {
+        let server = self.inv.site.boot_server.http_base();
+        vec![format!("metal6.node={}", n.name).into_bytes(), format!("metal6.server={server}").into_bytes()]
     }
 
     /// The URL a boot stage of this node gets, if its boot method uses that stage.

@@ -270,3 +270,32 @@ fn replies_reencode_and_decode() {
     let bytes = Message::Client(r.clone()).encode();
     assert_eq!(wire::decode(&bytes), Ok(Message::Client(r)));
 }
+
+#[test]
+fn installer_learns_its_node_and_server_from_option_60() {
+    let (mut e, mut b) = (engine(), Bindings::default());
+    let duid_ll = [&[0u8, 3, 0, 1][..], &MAC1].concat();
+    let mut m = os_client(MsgType::Solicit, duid_ll, 7, false);
+    m.opts.push(Opt::UserClass(vec![metal6_dhcp6::policy::INSTALLER_USER_CLASS.to_vec()]));
+    set_oro(&mut m, vec![23, 60]);
+    assert_eq!(metal6_dhcp6::policy::stage_of(&m), Stage::Installer);
+    let (r, ..) = reply(run(&mut e, &mut b, &m, &[], NODE1_LL));
+    assert_eq!(leased(&r), vec![a("fd00:6d:1::100")], "the installer gets the node's inventory address");
+    let params = r.opts.iter().find_map(|o| if let Opt::BootfileParam(p) = o { Some(p.clone()) } else { None });
+    assert_eq!(
+        params,
+        Some(vec![b"metal6.node=lab-node-1".to_vec(), b"metal6.server=http://[fd00:6d:1::1]:8080/".to_vec()])
+    );
+    // No boot file for the installer: it is already booted.
+    assert!(!r.opts.iter().any(|o| o.code() == code::BOOTFILE_URL));
+    // An ordinary OS client asking for option 60 does not get it.
+    let mut os = os_client(MsgType::Solicit, [&[0u8, 3, 0, 1][..], &MAC2].concat(), 1, false);
+    set_oro(&mut os, vec![60]);
+    let (r, ..) = reply(run(&mut e, &mut b, &os, &[], "fe80::5054:ff:fe6d:2"));
+    assert!(!r.opts.iter().any(|o| o.code() == code::BOOTFILE_PARAM));
+}
+
+fn set_oro(m: &mut ClientMsg, codes: Vec<u16>) {
+    m.opts.retain(|o| !matches!(o, Opt::Oro(_)));
+    m.opts.push(Opt::Oro(codes));
+}

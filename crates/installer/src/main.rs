@@ -1,0 +1,72 @@
+//! `metal6-installer`: the program inside the installer UKI and the installed system.
+//!
+//! - `install` (what the installer initramfs runs): DHCPv6 for the node's inventory address,
+//!   the plan from `metal6 serve`, the image streamed to disk and verified, the partition
+//!   table grown, network/hostname/SSH keys written into the installed root, each phase
+//!   reported, reboot. See `install` for the phases and `disk` for the invariant that keeps
+//!   a half-written disk unbootable.
+//! - `ready` (the installed system's `metal6-ready.service`): raise-only sysctls and the
+//!   `ready` event with addresses and sysctl values.
+//!
+//! It must not depend on tokio or the server crates: it runs in a minimal initramfs and
+//! talks to the server only over HTTP and DHCPv6.
+
+mod cmdline;
+mod console;
+mod dhcp;
+mod disk;
+mod gpt;
+mod http;
+mod install;
+mod net;
+mod plan;
+mod ready;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "metal6-installer", version, about = "metal6's on-node installer and first-boot agent")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install this node (reads metal6.* from the kernel command line; DHCPv6 tells the rest).
+    Install {
+        /// Kernel command line to read instead of /proc/cmdline.
+        #[arg(long)]
+        cmdline: Option<String>,
+    },
+    /// Report `ready` from the installed system.
+    Ready {
+        #[arg(long, default_value = "/etc/metal6/node.json")]
+        node_file: PathBuf,
+        /// Seconds to wait for the address and the server.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Install { cmdline } => {
+            let text = cmdline.unwrap_or_else(|| std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+            install::run(cmdline::parse(text.split_whitespace()))
+        }
+        Cmd::Ready { node_file, wait } => ready::run(&node_file, Duration::from_secs(wait)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            console::line(&format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
