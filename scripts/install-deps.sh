@@ -28,6 +28,7 @@ APT_PACKAGES=(
   e2fsprogs         # mkfs.ext4 -d: the root partition without mounting
   busybox-static    # the installer initramfs's shell, insmod, mount
   qemu-utils        # qemu-img: the qcow2 output
+  cpio              # GNU cpio reads back the initramfs we write (a test peer)
 )
 
 # Peers only the benchmarks need (`make bench`): installed when BENCH=1.

@@ -2,7 +2,9 @@
 //! results. It owns no domain logic: what a command decides lives in a library crate where it
 //! can be tested without a terminal.
 
+mod image_cmd;
 mod inventory_cmd;
+mod lab_cmd;
 mod output;
 mod probe_cmd;
 mod serve_cmd;
@@ -31,6 +33,12 @@ pub enum Command {
     /// Check, show and describe inventory files.
     #[command(subcommand)]
     Inventory(inventory_cmd::InventoryCmd),
+    /// Build node images and the installer UKI from recipes.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCmd),
+    /// A QEMU lab node netbooted over IPv6 by metal6 serve, followed until ready.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCmd),
     /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
     Serve(serve_cmd::ServeArgs),
     /// Every node's phase, from a running `metal6 serve` (a live table with --watch).
@@ -56,6 +64,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
+        Command::Image(cmd) => image_cmd::run(cmd, cli.output),
+        Command::Lab(cmd) => lab_cmd::run_cmd(cmd),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Status(args) => status_cmd::run(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),

@@ -43,6 +43,8 @@ enum Cmd {
         #[arg(long)]
         cmdline: Option<String>,
     },
+    /// Apply a `key = value` sysctl file raise-only (the image's profile, at boot).
+    Sysctl { file: PathBuf },
     /// Report `ready` from the installed system.
     Ready {
         #[arg(long, default_value = "/etc/metal6/node.json")]
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
             let text = cmdline.unwrap_or_else(|| std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
             install::run(cmdline::parse(text.split_whitespace()))
         }
+        Cmd::Sysctl { file } => ready::apply_file(&file),
         Cmd::Ready { node_file, wait } => ready::run(&node_file, Duration::from_secs(wait)),
     };
     match result {

@@ -81,7 +81,8 @@ pub fn bring_up(nic: &Nic, wait: Duration) -> Result<()> {
 /// Gives `nic` its address, and a route to the server (which may be off the address's prefix
 /// before the plan tells the prefix length).
 pub fn configure(nic: &Nic, addr: Ipv6Addr, prefix_len: u8, server: Option<Ipv6Addr>) -> Result<()> {
-    ip(&["-6", "addr", "replace", &format!("{addr}/{prefix_len}"), "dev", &nic.name, "nodad"])?;
+    // No `nodad`: busybox ip lacks it, and bring_up turned DAD off for the interface.
+    ip(&["-6", "addr", "replace", &format!("{addr}/{prefix_len}"), "dev", &nic.name])?;
     if let Some(s) = server {
         ip(&["-6", "route", "replace", &format!("{s}/128"), "dev", &nic.name])?;
     }

@@ -68,6 +68,26 @@ pub fn apply_sysctls(profile: &BTreeMap<String, Value>) -> (BTreeMap<String, Str
     (read, kept_higher)
 }
 
+/// `key = value` lines (sysctl.d syntax: `#` and `;` comments, a leading `-` ignored).
+pub fn parse_conf(text: &str) -> BTreeMap<String, Value> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with(';'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().trim_start_matches('-').to_owned(), Value::String(v.trim().to_owned())))
+        .collect()
+}
+
+/// Applies a sysctl file raise-only.
+pub fn apply_file(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, kept_higher) = apply_sysctls(&parse_conf(&text));
+    for k in kept_higher {
+        say!("sysctl {k}: the kernel's value is higher than the profile's; kept");
+    }
+    Ok(())
+}
+
 pub fn run(node_file: &Path, wait: Duration) -> Result<()> {
     let node: NodeFile = serde_json::from_str(
         &std::fs::read_to_string(node_file).with_context(|| format!("reading {}", node_file.display()))?,
@@ -75,7 +95,7 @@ pub fn run(node_file: &Path, wait: Duration) -> Result<()> {
     .with_context(|| format!("parsing {}", node_file.display()))?;
     let (sysctl, kept_higher) = apply_sysctls(&node.sysctl);
     // The image's own drop-in (/etc/sysctl.d) was applied by systemd-sysctl; report it too.
-    let image_sysctl = image_sysctls(Path::new("/etc/sysctl.d/90-metal6-image.conf"));
+    let image_sysctl = image_sysctls(Path::new("/etc/metal6/image-sysctl.conf"));
     let deadline = Instant::now() + wait;
     let addrs = loop {
         let addrs = net::addresses(0);
@@ -112,11 +132,9 @@ pub fn run(node_file: &Path, wait: Duration) -> Result<()> {
 /// `key = value` lines of the image's sysctl drop-in, with what the kernel reads now.
 fn image_sysctls(path: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| !k.trim().starts_with('#'))
-        .filter_map(|(k, _)| {
-            let k = k.trim().trim_start_matches('-').to_owned();
+    parse_conf(&text)
+        .into_keys()
+        .filter_map(|k| {
             let now = std::fs::read_to_string(proc_path(&k)).ok()?;
             Some((k, now.split_whitespace().collect::<Vec<_>>().join(" ")))
         })
@@ -125,7 +143,14 @@ fn image_sysctls(path: &Path) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::raised;
+    use super::{parse_conf, raised};
+
+    #[test]
+    fn conf_files_parse_like_sysctl_d() {
+        let c = parse_conf("# c\n; c\nkernel.pid_max = 4194304\n-net.core.somaxconn=8192\n\nbad line\n");
+        assert_eq!(c.len(), 2);
+        assert_eq!(c["net.core.somaxconn"], "8192");
+    }
 
     #[test]
     fn sysctls_are_only_raised() {

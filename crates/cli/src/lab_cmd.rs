@@ -1,0 +1,414 @@
+//! `metal6 lab up`: one inventory node as a QEMU guest (OVMF, TCG) with a blank disk,
+//! netbooted over IPv6 by a real `metal6 serve`, followed through its timeline until it
+//! reports `ready` (or fails). What `make demo` shows and the end-to-end test runs.
+//!
+//! Everything lives in a network namespace of its own (`m6lab-<pid>`): a tap named after the
+//! inventory's provisioning interface carries the boot server's addresses, the server and
+//! QEMU run inside it, and nothing reaches another network. Leftover namespaces of dead runs
+//! are removed first; this run's is removed on exit, on error and on Ctrl-C.
+//!
+//! The guest boots disk first, network second — the lab's version of "netboot when the disk
+//! has nothing bootable": a blank disk falls through to UEFI HTTP (or PXE) boot, and after the
+//! install the same VM boots the installed system from disk. QEMU knobs follow the shared
+//! OVMF notes (§5-6): no IPv4 stack, a 3 s front-page wait (the DAD race), no option ROM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCmd {
+    /// Boot one inventory node in QEMU against metal6 serve and follow it until it is ready.
+    Up(UpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The lab inventory.
+    #[arg(short, long, default_value = "inventory/lab.yaml")]
+    inventory: PathBuf,
+    /// The node to boot (its MAC and boot method come from the inventory).
+    #[arg(long, default_value = "lab-node-1")]
+    node: String,
+    /// The artifact root built by `metal6 image build`.
+    #[arg(long, default_value = "artifacts")]
+    artifacts: PathBuf,
+    /// Where the server's state, the guest's disk, serial log and the summary go.
+    #[arg(long, default_value = "lab")]
+    workdir: PathBuf,
+    /// Size of the guest's blank disk, GiB.
+    #[arg(long, default_value_t = 4)]
+    disk_gib: u32,
+    /// Guest memory, MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    timeout: u64,
+    /// Copy the guest's serial console to stderr.
+    #[arg(long)]
+    console: bool,
+}
+
+/// The end of a lab run, also written to `WORKDIR/summary.json`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub node: String,
+    pub result: String,
+    pub seconds: f64,
+    /// Seconds after QEMU started at which each phase was first reached.
+    pub phases: Vec<(String, f64)>,
+    pub state_dir: PathBuf,
+    pub serial_log: PathBuf,
+}
+
+struct Lab {
+    ns: String,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new() -> Result<Lab> {
+        remove_dead_namespaces();
+        let ns = format!("m6lab-{}", std::process::id());
+        run("ip", &["netns", "add", &ns])?;
+        Ok(Lab { ns, children: vec![] })
+    }
+
+    fn exec(&self, script: &str) -> Result<()> {
+        run("ip", &["netns", "exec", &self.ns, "sh", "-c", script])
+    }
+
+    fn spawn(&mut self, program: &Path, args: &[String], log: &Path) -> Result<()> {
+        let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    fn any_exited(&mut self) -> Option<String> {
+        self.children.iter_mut().find_map(|c| match c.try_wait() {
+            Ok(Some(st)) => Some(format!("pid {} exited ({st})", c.id())),
+            _ => None,
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        kill_all_in(&self.ns);
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(cmd).args(args).output().with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!("{cmd} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn kill_all_in(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+}
+
+/// `m6lab-<pid>` namespaces whose process is gone: a crashed or killed run's.
+fn remove_dead_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("m6lab-").and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            kill_all_in(name);
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Phases in the order a node goes through them; the summary reports the first time of each.
+const PHASES: &[&str] =
+    &["firmware-dhcp", "netboot", "dhcp", "installer", "writing-image", "image-written", "configured", "installed", "ready"];
+
+fn phase_of(e: &serde_json::Value) -> Option<&str> {
+    if let Some(p) = e.get("phase").and_then(|p| p.as_str()) {
+        return Some(p);
+    }
+    match (e.get("kind").and_then(|k| k.as_str()), e.get("stage").and_then(|s| s.as_str())) {
+        (Some("leased"), Some("firmware-http" | "firmware-pxe")) => Some("firmware-dhcp"),
+        (Some("leased"), _) => Some("dhcp"),
+        (Some("boot-fetch"), _) => Some("netboot"),
+        _ => None,
+    }
+}
+
+pub fn run_cmd(cmd: &LabCmd) -> Result<ExitCode> {
+    let LabCmd::Up(a) = cmd;
+    let summary = up(a)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{} {} in {:.1} s", summary.node, summary.result, summary.seconds)?;
+    for (p, t) in &summary.phases {
+        writeln!(out, "  {p:<14} at {t:7.1} s")?;
+    }
+    Ok(if summary.result == "ready" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn up(a: &UpArgs) -> Result<Summary> {
+    let (inv, _) = metal6_inventory::load(&a.inventory).map_err(|e| match e {
+        metal6_inventory::LoadError::Invalid(d) => anyhow::anyhow!("{}", d.render()),
+        other => other.into(),
+    })?;
+    let Some(node) = inv.node(&a.node) else { bail!("{}: no node {}", a.inventory.display(), a.node) };
+    let method = inv.profile_of(node).boot;
+    let pxe = matches!(method, metal6_inventory::model::BootMethod::Pxe);
+    for f in [OVMF_CODE, OVMF_VARS, "/usr/bin/qemu-system-x86_64"] {
+        if !Path::new(f).exists() {
+            bail!("{f} is missing (run `make deps`)");
+        }
+    }
+    let artifacts = a.artifacts.canonicalize().with_context(|| format!("artifacts {}", a.artifacts.display()))?;
+    if !artifacts.join("boot/installer.efi").exists() {
+        bail!("{} has no boot/installer.efi: run `metal6 image build images/lab.yaml --out {}`", artifacts.display(), artifacts.display());
+    }
+    let _ = std::fs::remove_dir_all(&a.workdir);
+    let state = a.workdir.join("state");
+    std::fs::create_dir_all(&state)?;
+    let work = a.workdir.canonicalize()?;
+    let state = state.canonicalize()?;
+    let disk = work.join("disk.qcow2");
+    run("qemu-img", &["create", "-q", "-f", "qcow2", &disk.to_string_lossy(), &format!("{}G", a.disk_gib)])?;
+    let vars = work.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars)?;
+
+    let mut lab = Lab::new()?;
+    let iface = &inv.site.interface;
+    let server = inv.site.boot_server.address;
+    let plen = inv.site.segments.first().map_or(64, |s| s.prefix.prefix_len());
+    // The tap has no carrier until QEMU opens it, so its addresses are set by hand; the
+    // link-local one is what RAs come from (OVMF ignores RAs from a global source).
+    lab.exec(&format!(
+        "ip link set lo up && sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+         ip tuntap add dev {iface} mode tap && sysctl -qw net.ipv6.conf.{iface}.addr_gen_mode=1 && \
+         ip link set {iface} up && ip -6 addr add fe80::1/64 dev {iface} nodad && \
+         ip -6 addr add {server}/{plen} dev {iface} nodad"
+    ))?;
+    let me = std::env::current_exe()?;
+    let inv_path = a.inventory.canonicalize()?;
+    let serve_args: Vec<String> = [
+        "serve", "-i", &inv_path.to_string_lossy(), "--interface", iface, "--state-dir", &state.to_string_lossy(),
+        "--artifacts", &artifacts.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    lab.spawn(&me, &serve_args, &work.join("serve.log"))?;
+    let events = state.join("events.jsonl");
+    wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(work.join("serve.log")).is_ok_and(|l| l.contains("DHCPv6 listening"))
+    })
+    .context("metal6 serve did not start (see serve.log)")?;
+
+    let serial = work.join("serial.log");
+    let mac = node.boot_mac().to_string();
+    let mut qemu: Vec<String> = [
+        "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &a.memory.to_string(), "-display", "none",
+        "-serial", &format!("file:{}", serial.display()),
+        "-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        "-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-drive", &format!("if=none,id=d0,format=qcow2,file={},discard=unmap,detect-zeroes=unmap", disk.display()),
+        "-device", "virtio-blk-pci,drive=d0,bootindex=0",
+        "-netdev", &format!("tap,id=n0,ifname={iface},script=no,downscript=no"),
+        "-device", &format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={mac}"),
+        "-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=n",
+        "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+        "-boot", "menu=on,splash-time=3000",
+        "-no-shutdown",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if !pxe {
+        qemu.extend(["-fw_cfg".into(), "name=opt/org.tianocore/IPv6PXESupport,string=n".into()]);
+    }
+    let started = Instant::now();
+    lab.spawn(Path::new("/usr/bin/qemu-system-x86_64"), &qemu, &work.join("qemu.log"))?;
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    writeln!(err, "lab: {} ({mac}, {method:?}) booting; serial console in {}", a.node, serial.display())?;
+
+    let mut seen = 0usize;
+    let mut console_pos = 0u64;
+    let mut phases: Vec<(String, f64)> = vec![];
+    let mut failures = 0;
+    let deadline = started + Duration::from_secs(a.timeout);
+    let interrupted = ctrl_c_flag();
+    let result = loop {
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            break "interrupted".to_owned();
+        }
+        if a.console {
+            console_pos = copy_new(&serial, console_pos, &mut err);
+        }
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut done = None;
+        for line in lines.iter().skip(seen) {
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if e.get("node").and_then(|n| n.as_str()) != Some(a.node.as_str()) {
+                continue;
+            }
+            let t = started.elapsed().as_secs_f64();
+            let Some(p) = phase_of(&e) else { continue };
+            if !phases.iter().any(|(q, _)| q == p) {
+                phases.push((p.to_owned(), t));
+                writeln!(err, "lab: [{t:7.1} s] {} → {p}", a.node)?;
+            }
+            if e.get("kind").and_then(|k| k.as_str()) == Some("progress") {
+                writeln!(err, "lab: [{t:7.1} s] image {}%", e.get("percent").and_then(|p| p.as_u64()).unwrap_or(0))?;
+            }
+            match p {
+                "ready" => done = Some("ready".to_owned()),
+                "failed" => {
+                    failures += 1;
+                    writeln!(err, "lab: install failed: {}", e.get("error").and_then(|x| x.as_str()).unwrap_or("?"))?;
+                    if failures >= 2 {
+                        done = Some("failed".to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen = lines.len();
+        if let Some(r) = done {
+            break r;
+        }
+        if let Some(why) = lab.any_exited() {
+            break format!("aborted: {why} (see {})", work.display());
+        }
+        if Instant::now() > deadline {
+            break "timed out".to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if a.console {
+        copy_new(&serial, console_pos, &mut err);
+    }
+    let mut phases_sorted = phases;
+    phases_sorted.sort_by_key(|(p, _)| PHASES.iter().position(|q| q == p).unwrap_or(usize::MAX));
+    let summary = Summary {
+        node: a.node.clone(),
+        result,
+        seconds: started.elapsed().as_secs_f64(),
+        phases: phases_sorted,
+        state_dir: state,
+        serial_log: serial,
+    };
+    std::fs::write(work.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    drop(lab);
+    Ok(summary)
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > end {
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Copies what the serial log gained since `pos` to `out`; returns the new position.
+fn copy_new(path: &Path, pos: u64, out: &mut impl Write) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return pos };
+    if f.seek(SeekFrom::Start(pos)).is_err() {
+        return pos;
+    }
+    let mut buf = vec![];
+    let n = f.read_to_end(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf);
+    // Firmware screens are full of escape sequences: keep the text lines only.
+    for line in BufReader::new(text.as_bytes()).lines().map_while(Result::ok) {
+        let clean: String = strip_ansi(&line);
+        if !clean.trim().is_empty() {
+            let _ = writeln!(out, "  | {clean}");
+        }
+    }
+    pos + n as u64
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, c) if c.is_ascii_alphabetic() => esc = false,
+            (true, _) => {}
+            (false, c) if !c.is_control() => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Set when SIGINT/SIGTERM arrives, so the loop ends and the guards clean up.
+fn ctrl_c_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        f.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    flag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_come_from_events() {
+        let e = |v: serde_json::Value| phase_of(&v).map(str::to_owned);
+        assert_eq!(e(serde_json::json!({"kind": "leased", "stage": "firmware-http"})).as_deref(), Some("firmware-dhcp"));
+        assert_eq!(e(serde_json::json!({"kind": "leased", "stage": "installer"})).as_deref(), Some("dhcp"));
+        assert_eq!(e(serde_json::json!({"kind": "phase", "phase": "ready"})).as_deref(), Some("ready"));
+        assert_eq!(e(serde_json::json!({"kind": "document"})), None);
+        assert_eq!(strip_ansi("\x1b[2J\x1b[01;01HBdsDxe: loading"), "BdsDxe: loading");
+    }
+}

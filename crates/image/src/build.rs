@@ -1,0 +1,746 @@
+//! The build, in content-addressed stages:
+//!
+//! 1. **base** — mmdebstrap's root filesystem as a tar (reproducible with
+//!    SOURCE_DATE_EPOCH, shared notes image-building §5), keyed by suite, mirror, variant,
+//!    packages, path excludes, extra repositories, epoch and the mmdebstrap version. The slow
+//!    stage (~100 s here), so a recipe change that only touches the layers below reuses it.
+//! 2. **derived** — keyed by the base key and everything else of the recipe plus the
+//!    installer binary: the tree (base + our layer: sysctl profile, units, agent, fstab),
+//!    the root ext4 (`mkfs.ext4 -d`), the node UKI (systemd stub + the image's kernel and
+//!    initramfs), the ESP (`mkfs.vfat --invariant` + `mcopy`), the GPT disk (`sfdisk`), the
+//!    qcow2, and the installer UKI (the same kernel + our own initramfs: busybox, the
+//!    installer, the module closure).
+//!
+//! Every UUID and volume id is derived from the stage key, every timestamp is the epoch.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cpio::{self, Entry};
+use crate::recipe::Recipe;
+use crate::{modules, pe, sysctl, tools};
+
+/// Bumped when the derived stage's code changes what it produces.
+const DERIVED_FORMAT: u32 = 1;
+const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+/// Discoverable Partitions Specification: root, x86-64.
+const ROOT_TYPE: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub recipe_path: PathBuf,
+    /// The artifact root `metal6 serve --artifacts` serves.
+    pub out: PathBuf,
+    pub cache: PathBuf,
+    /// The metal6-installer binary to put into the installer and the image.
+    pub installer_bin: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: &'static str,
+    pub key: String,
+    pub cached: bool,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Output {
+    /// Relative to the artifact root.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub image: String,
+    pub stages: Vec<StageReport>,
+    pub outputs: Vec<Output>,
+    pub manifest: String,
+}
+
+/// Progress lines for a terminal (the library never prints).
+pub type Progress<'a> = &'a mut dyn FnMut(&str);
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 * MIB as usize];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// A UUID (RFC 9562 version 8, custom) derived from a stage key and a purpose.
+fn uuid(key: &str, what: &str) -> String {
+    let d = Sha256::digest(format!("{key}\0{what}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+pub fn base_key(r: &Recipe, recipe_dir: &Path) -> Result<String> {
+    let mut packages = r.packages.clone();
+    packages.sort();
+    packages.dedup();
+    let mut exclude = r.exclude.clone();
+    exclude.sort();
+    let mut repos = vec![];
+    for repo in &r.apt_repositories {
+        let key = std::fs::read(recipe_dir.join(&repo.key)).with_context(|| format!("apt key {}", repo.key))?;
+        repos.push(serde_json::json!({"name": repo.name, "line": repo.line, "key": hex(&Sha256::digest(&key))}));
+    }
+    let v = serde_json::json!({
+        "suite": r.debian.suite, "mirror": r.debian.mirror, "variant": r.debian.variant,
+        "packages": packages, "exclude": exclude, "repos": repos, "epoch": r.epoch,
+        "mmdebstrap": tools::version("mmdebstrap"),
+    });
+    Ok(hex(&Sha256::digest(v.to_string().as_bytes())))
+}
+
+pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
+    tools::require(&["mmdebstrap", "tar", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "objcopy", "ldd", "strip"])?;
+    let recipe = crate::recipe::load(&opts.recipe_path)?;
+    let recipe_dir = opts.recipe_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let checked = sysctl::check(&recipe.sysctl).map_err(|errs| {
+        anyhow!(
+            "{}: the sysctl profile is refused:\n{}",
+            opts.recipe_path.display(),
+            errs.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    if !Path::new(STUB).exists() {
+        bail!("{STUB} is missing (run `make deps`: systemd-boot-efi)");
+    }
+    std::fs::create_dir_all(&opts.cache).with_context(|| format!("creating {}", opts.cache.display()))?;
+    let mut stages = vec![];
+
+    // Stage 1: base.
+    let bkey = base_key(&recipe, &recipe_dir)?;
+    let base_tar = opts.cache.join(format!("base-{}.tar", &bkey[..16]));
+    let t = Instant::now();
+    let cached = base_tar.exists();
+    if cached {
+        progress(&format!("base: cached ({})", base_tar.display()));
+    } else {
+        progress(&format!("base: mmdebstrap {} {} ({} packages)…", recipe.debian.suite, recipe.debian.mirror, recipe.packages.len()));
+        mmdebstrap(&recipe, &recipe_dir, &base_tar)?;
+    }
+    stages.push(StageReport { stage: "base", key: bkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
+
+    // Stage 2: derived.
+    let installer_sha = sha256_file(&opts.installer_bin)
+        .with_context(|| format!("the installer binary {} (build it: cargo build -p metal6-installer)", opts.installer_bin.display()))?;
+    let dkey = {
+        let mut r = recipe.clone();
+        r.name.clear(); // the name only places outputs
+        let v = serde_json::json!({"format": DERIVED_FORMAT, "base": bkey, "recipe": r, "installer": installer_sha,
+            "stub": sha256_file(Path::new(STUB))?, "busybox": sha256_file(Path::new("/bin/busybox"))?,
+            "e2fsprogs": tools::version("mkfs.ext4")});
+        hex(&Sha256::digest(v.to_string().as_bytes()))
+    };
+    let derived = opts.cache.join(format!("derived-{}", &dkey[..16]));
+    let t = Instant::now();
+    let cached = derived.join("complete").exists();
+    if cached {
+        progress(&format!("derived: cached ({})", derived.display()));
+    } else {
+        let tmp = opts.cache.join(format!("derived-{}.tmp", &dkey[..16]));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        derive(&recipe, &checked, &base_tar, &dkey, &opts.installer_bin, &tmp, progress)?;
+        let _ = std::fs::remove_dir_all(&derived);
+        std::fs::rename(&tmp, &derived)?;
+        std::fs::write(derived.join("complete"), b"")?;
+    }
+    stages.push(StageReport { stage: "derived", key: dkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
+
+    // Publish into the artifact root.
+    let img_dir = format!("images/{}", recipe.name);
+    let mut outputs = vec![];
+    let mut publish = |from: &str, to: &str| -> Result<()> {
+        let src = derived.join(from);
+        let dst = opts.out.join(to);
+        std::fs::create_dir_all(dst.parent().unwrap_or(&opts.out))?;
+        let _ = std::fs::remove_file(&dst);
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+        let bytes = std::fs::metadata(&dst)?.len();
+        outputs.push(Output { path: to.to_owned(), bytes, sha256: read_digest(&derived, from)? });
+        Ok(())
+    };
+    publish("disk.raw", &format!("{img_dir}/disk.raw"))?;
+    if recipe.outputs.qcow2 {
+        publish("disk.qcow2", &format!("{img_dir}/disk.qcow2"))?;
+    }
+    publish("node.efi", &format!("{img_dir}/node.efi"))?;
+    publish("installer.efi", "boot/installer.efi")?;
+    publish("installer.efi", "installer.efi")?;
+    let disk_sha = &outputs[0].sha256;
+    std::fs::write(opts.out.join(&img_dir).join("disk.raw.sha256"), format!("{disk_sha}  disk.raw\n"))?;
+    let mut sums = String::new();
+    for o in &outputs {
+        sums.push_str(&format!("{}  {}\n", o.sha256, o.path));
+    }
+    std::fs::write(opts.out.join(&img_dir).join("SHA256SUMS"), &sums)?;
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(derived.join("manifest.json"))?).context("manifest")?;
+    manifest["image"] = recipe.name.clone().into();
+    manifest["recipe_sha256"] = sha256_file(&opts.recipe_path)?.into();
+    manifest["outputs"] = serde_json::to_value(&outputs)?;
+    let manifest_path = format!("{img_dir}/manifest.json");
+    std::fs::write(opts.out.join(&manifest_path), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    Ok(Report { image: recipe.name, stages, outputs, manifest: manifest_path })
+}
+
+/// Digests are computed once, when a derived stage is built, and kept beside the output.
+fn read_digest(dir: &Path, file: &str) -> Result<String> {
+    let p = dir.join(format!("{file}.sha256"));
+    match std::fs::read_to_string(&p) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(_) => {
+            let d = sha256_file(&dir.join(file))?;
+            std::fs::write(&p, &d)?;
+            Ok(d)
+        }
+    }
+}
+
+fn mmdebstrap(r: &Recipe, recipe_dir: &Path, out: &Path) -> Result<()> {
+    let tmp = out.with_extension("tar.tmp");
+    let root = std::env::var("USER").is_ok_and(|u| u == "root") || is_root();
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.env("SOURCE_DATE_EPOCH", r.epoch.to_string())
+        .arg(if root { "--mode=root" } else { "--mode=unshare" })
+        .arg(format!("--variant={}", r.debian.variant))
+        .arg(format!("--include={}", r.packages.join(",")))
+        .arg("--format=tar");
+    for x in &r.exclude {
+        cmd.arg(format!("--dpkgopt=path-exclude={x}"));
+    }
+    for repo in &r.apt_repositories {
+        let key = recipe_dir.join(&repo.key);
+        cmd.arg("--setup-hook=mkdir -p \"$1\"/etc/apt/keyrings");
+        cmd.arg(format!("--setup-hook=copy-in {} /etc/apt/keyrings/", key.display()));
+        let name = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let line = repo.line.replacen("deb ", &format!("deb [signed-by=/etc/apt/keyrings/{name}] "), 1);
+        cmd.arg(format!("--setup-hook=echo '{line}' > \"$1\"/etc/apt/sources.list.d/{}.list", repo.name));
+    }
+    // Per-build files that would make two builds differ, and that a node must not share.
+    cmd.arg("--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname \"$1\"/etc/ssh/ssh_host_*");
+    cmd.arg("--customize-hook=: > \"$1\"/etc/machine-id");
+    cmd.arg(&r.debian.suite).arg(&tmp).arg(&r.debian.mirror);
+    tools::run(&mut cmd)?;
+    std::fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn set_epoch(p: &Path, epoch: u64) -> Result<()> {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(epoch);
+    let f = std::fs::File::options().write(true).open(p).or_else(|_| std::fs::File::open(p))?;
+    f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))?;
+    Ok(())
+}
+
+fn write_file(root: &Path, rel: &str, body: &[u8], mode: u32, epoch: u64) -> Result<()> {
+    let p = root.join(rel.trim_start_matches('/'));
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    set_epoch(&p, epoch)
+}
+
+/// Units metal6 adds to every image.
+const UNITS: &[(&str, &str)] = &[
+    (
+        "metal6-sysctl.service",
+        "[Unit]\nDescription=metal6: apply the image's sysctl profile, raise-only\nDefaultDependencies=no\n\
+         After=systemd-modules-load.service systemd-sysctl.service local-fs.target\nBefore=sysinit.target network-pre.target\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/sbin/metal6-installer sysctl /etc/metal6/image-sysctl.conf\n\
+         StandardOutput=journal+console\n[Install]\nWantedBy=sysinit.target\n",
+    ),
+    (
+        "metal6-ready.service",
+        "[Unit]\nDescription=metal6: report ready to the provisioning server\nWants=network-online.target\n\
+         After=network-online.target metal6-sysctl.service\nConditionPathExists=/etc/metal6/node.json\n\
+         [Service]\nType=oneshot\nExecStart=/usr/local/sbin/metal6-installer ready\nStandardOutput=journal+console\n\
+         Restart=on-failure\nRestartSec=10\n[Install]\nWantedBy=multi-user.target\n",
+    ),
+    (
+        "metal6-ssh-hostkeys.service",
+        "[Unit]\nDescription=metal6: this node's own SSH host keys (the image ships none)\nBefore=ssh.service\n\
+         ConditionPathExists=/usr/bin/ssh-keygen\n\
+         [Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n[Install]\nWantedBy=multi-user.target\n",
+    ),
+];
+
+/// `systemctl enable` without systemd: the `[Install]` section's WantedBy/RequiredBy links
+/// and `Also=` units, from the unit files in the tree.
+fn enable(tree: &Path, unit: &str, done: &mut Vec<String>) -> Result<()> {
+    if done.iter().any(|u| u == unit) {
+        return Ok(());
+    }
+    done.push(unit.to_owned());
+    let candidates = ["etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
+    let (dir, text) = candidates
+        .iter()
+        .find_map(|d| std::fs::read_to_string(tree.join(d).join(unit)).ok().map(|t| (*d, t)))
+        .ok_or_else(|| anyhow!("services: unit {unit} is not in the image (is its package in the recipe?)"))?;
+    let mut in_install = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_install = l == "[Install]";
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=').filter(|_| in_install) else { continue };
+        for target in v.split_whitespace() {
+            match k.trim() {
+                "WantedBy" | "RequiredBy" => {
+                    let suffix = if k.trim() == "WantedBy" { "wants" } else { "requires" };
+                    let link_dir = tree.join(format!("etc/systemd/system/{target}.{suffix}"));
+                    std::fs::create_dir_all(&link_dir)?;
+                    let link = link_dir.join(unit);
+                    let _ = std::fs::remove_file(&link);
+                    std::os::unix::fs::symlink(format!("/{dir}/{unit}"), &link)?;
+                }
+                "Also" => enable(tree, target, done)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Installed package versions, from the tree's dpkg status: the lock of the build.
+fn packages(tree: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(tree.join("var/lib/dpkg/status")).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for para in text.split("\n\n") {
+        let field = |f: &str| para.lines().find_map(|l| l.strip_prefix(f)).map(|v| v.trim().to_owned());
+        if let (Some(p), Some(v), Some(s)) = (field("Package:"), field("Version:"), field("Status:"))
+            && s.ends_with("installed")
+            && !s.contains("not-installed")
+        {
+            out.insert(p, v);
+        }
+    }
+    out
+}
+
+fn one_file(dir: &Path, prefix: &str) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("no {prefix}* in {}", dir.display()),
+        _ => bail!("several {prefix}* in {}: {found:?}", dir.display()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn derive(
+    r: &Recipe,
+    checked: &[sysctl::Checked],
+    base_tar: &Path,
+    key: &str,
+    installer_bin: &Path,
+    work: &Path,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let epoch = r.epoch;
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree)?;
+    progress("derived: unpacking the base tree");
+    tools::run(Command::new("tar").arg("-xpf").arg(base_tar).arg("-C").arg(&tree).arg("--numeric-owner"))?;
+
+    let root_part = uuid(key, "root-partition");
+    let esp_part = uuid(key, "esp-partition");
+    let disk_guid = uuid(key, "disk");
+    let fs_uuid = uuid(key, "root-fs");
+
+    // Our layer.
+    let agent = work.join("metal6-installer");
+    tools::run(Command::new("strip").arg("-o").arg(&agent).arg(installer_bin))?;
+    let agent_bytes = std::fs::read(&agent)?;
+    write_file(&tree, "usr/local/sbin/metal6-installer", &agent_bytes, 0o755, epoch)?;
+    write_file(&tree, "etc/metal6/image-sysctl.conf", sysctl::conf(checked).as_bytes(), 0o644, epoch)?;
+    for (name, body) in UNITS {
+        write_file(&tree, &format!("etc/systemd/system/{name}"), body.as_bytes(), 0o644, epoch)?;
+    }
+    write_file(
+        &tree,
+        "etc/fstab",
+        format!("# metal6: the root grows to the disk on first boot\nPARTUUID={root_part} / ext4 rw,x-systemd.growfs 0 1\n")
+            .as_bytes(),
+        0o644,
+        epoch,
+    )?;
+    if !r.modules_load.is_empty() {
+        write_file(&tree, "etc/modules-load.d/metal6.conf", (r.modules_load.join("\n") + "\n").as_bytes(), 0o644, epoch)?;
+    }
+    for (path, f) in &r.files {
+        write_file(&tree, path, f.content.as_bytes(), f.mode, epoch)?;
+    }
+    let mut enabled = vec![];
+    for u in UNITS.iter().map(|(n, _)| (*n).to_owned()).chain(r.services.iter().cloned()) {
+        enable(&tree, &u, &mut enabled)?;
+    }
+
+    let boot = tree.join("boot");
+    let vmlinuz = one_file(&boot, "vmlinuz-")?;
+    let initrd = one_file(&boot, "initrd.img-")?;
+    let kver = vmlinuz.file_name().map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_owned()).unwrap_or_default();
+    let os_release = std::fs::read(tree.join("usr/lib/os-release")).context("os-release in the image")?;
+
+    // Root filesystem.
+    let t = Instant::now();
+    let du = tools::run(Command::new("du").arg("-s").arg("-B1").arg(&tree))?;
+    let used: u64 = du.split_whitespace().next().and_then(|n| n.parse().ok()).context("du")?;
+    let root_bytes = (used + used / 10 + r.root_headroom_mib * MIB).div_ceil(MIB) * MIB;
+    let root_img = work.join("root.ext4");
+    tools::run(
+        Command::new("mkfs.ext4")
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .args(["-q", "-F", "-L", "metal6-root", "-U", &fs_uuid])
+            .arg("-E")
+            .arg(format!("hash_seed={fs_uuid},root_owner=0:0"))
+            .arg("-d")
+            .arg(&tree)
+            .arg(&root_img)
+            .arg(format!("{}k", root_bytes / 1024)),
+    )?;
+    progress(&format!("derived: root.ext4 {} MiB in {:.1} s", root_bytes / MIB, t.elapsed().as_secs_f64()));
+
+    // Node UKI: the image's own kernel and initramfs.
+    let cmdline = format!("root=PARTUUID={root_part} rw {}", r.kernel_cmdline).trim().to_owned();
+    let node_uki = work.join("node.efi");
+    uki(&vmlinuz, &std::fs::read(&initrd)?, &cmdline, &os_release, &node_uki, work, epoch)?;
+
+    // ESP with the UKI as the removable-media path: firmware boots it with no boot entry.
+    let uki_len = std::fs::metadata(&node_uki)?.len();
+    let esp_bytes = ((uki_len + 8 * MIB) * 5 / 4).div_ceil(MIB).max(64) * MIB;
+    let esp_img = work.join("esp.img");
+    let stage = work.join("esp");
+    std::fs::create_dir_all(stage.join("EFI/BOOT"))?;
+    std::fs::copy(&node_uki, stage.join("EFI/BOOT/BOOTX64.EFI"))?;
+    for p in [stage.join("EFI/BOOT/BOOTX64.EFI"), stage.join("EFI/BOOT"), stage.join("EFI")] {
+        set_epoch(&p, epoch)?;
+    }
+    let vol_id = &uuid(key, "esp-volume").replace('-', "")[..8];
+    tools::run(
+        Command::new("mkfs.vfat")
+            .args(["--invariant", "-F", "32", "-n", "METAL6-ESP", "-i", vol_id, "-C"])
+            .arg(&esp_img)
+            .arg((esp_bytes / 1024).to_string()),
+    )?;
+    tools::run(
+        Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .args(["-s", "-m", "-i"])
+            .arg(&esp_img)
+            .arg(stage.join("EFI"))
+            .arg("::/"),
+    )?;
+
+    // GPT disk: 1 MiB, ESP, root, 1 MiB for the backup table.
+    let disk = work.join("disk.raw");
+    let total = MIB + esp_bytes + root_bytes + MIB;
+    std::fs::File::create(&disk)?.set_len(total)?;
+    let s = |b: u64| b / 512;
+    let script = format!(
+        "label: gpt\nlabel-id: {disk_guid}\nunit: sectors\nfirst-lba: 2048\n\
+         start=2048, size={}, type={ESP_TYPE}, uuid={esp_part}, name=\"esp\"\n\
+         start={}, size={}, type={ROOT_TYPE}, uuid={root_part}, name=\"root\"\n",
+        s(esp_bytes),
+        s(MIB + esp_bytes),
+        s(root_bytes)
+    );
+    tools::run_stdin(Command::new("sfdisk").args(["--quiet", "--no-reread", "--no-tell-kernel"]).arg(&disk), &script)?;
+    copy_sparse(&esp_img, &disk, MIB)?;
+    copy_sparse(&root_img, &disk, MIB + esp_bytes)?;
+    std::fs::remove_file(&root_img)?;
+    std::fs::remove_file(&esp_img)?;
+    if r.outputs.qcow2 {
+        tools::run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&disk).arg(work.join("disk.qcow2")))?;
+    }
+
+    // Installer UKI: the same kernel, our initramfs.
+    let t = Instant::now();
+    let initramfs = installer_initramfs(r, &tree, &kver, &agent_bytes, epoch)?;
+    let inst_cmdline = format!("console=tty0 console=ttyS0,115200 panic=30 {}", r.installer.kernel_cmdline).trim().to_owned();
+    let inst_osrel = format!("ID=metal6-installer\nNAME=\"metal6 installer\"\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION"));
+    uki(&vmlinuz, &initramfs, &inst_cmdline, inst_osrel.as_bytes(), &work.join("installer.efi"), work, epoch)?;
+    progress(&format!(
+        "derived: installer UKI ({} KiB initramfs) in {:.1} s",
+        initramfs.len() / 1024,
+        t.elapsed().as_secs_f64()
+    ));
+
+    for f in ["disk.raw", "disk.qcow2", "node.efi", "installer.efi"] {
+        if work.join(f).exists() {
+            std::fs::write(work.join(format!("{f}.sha256")), sha256_file(&work.join(f))?)?;
+        }
+    }
+    let manifest = serde_json::json!({
+        "epoch": epoch,
+        "base_key": base_tar.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "derived_key": key,
+        "kernel": kver,
+        "kernel_cmdline": cmdline,
+        "installer_cmdline": inst_cmdline,
+        "partitions": {"disk_guid": disk_guid, "esp": esp_part, "root": root_part, "root_fs_uuid": fs_uuid},
+        "sysctl": checked,
+        "enabled_units": enabled,
+        "packages": packages(&tree),
+        "tools": {"mmdebstrap": tools::version("mmdebstrap"), "e2fsprogs": tools::version("mkfs.ext4"),
+                  "objcopy": tools::version("objcopy"), "mtools": tools::version("mcopy"), "sfdisk": tools::version("sfdisk")},
+    });
+    std::fs::write(work.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+    std::fs::remove_dir_all(&tree)?;
+    std::fs::remove_dir_all(&stage)?;
+    Ok(())
+}
+
+/// Copies `src` into `dst` at `offset`, leaving all-zero blocks as holes.
+fn copy_sparse(src: &Path, dst: &Path, offset: u64) -> Result<()> {
+    let mut i = std::fs::File::open(src)?;
+    let mut o = std::fs::OpenOptions::new().write(true).open(dst)?;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut pos = offset;
+    loop {
+        let n = read_full(&mut i, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            o.seek(SeekFrom::Start(pos))?;
+            o.write_all(&buf[..n])?;
+        }
+        pos += n as u64;
+    }
+    o.sync_all()?;
+    Ok(())
+}
+
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// A UKI: the systemd stub with .osrel, .cmdline, .initrd and .linux sections placed after
+/// the stub's image, page-aligned (objcopy; bookworm has no ukify), then normalized.
+fn uki(kernel: &Path, initrd: &[u8], cmdline: &str, osrel: &[u8], out: &Path, work: &Path, epoch: u64) -> Result<()> {
+    let stub = std::fs::read(STUB)?;
+    let l = pe::layout(&stub)?;
+    let align = l.section_alignment.max(4096);
+    let up = |x: u64| x.div_ceil(align) * align;
+    let parts = work.join("uki-parts");
+    std::fs::create_dir_all(&parts)?;
+    let osrel_p = parts.join("osrel");
+    let cmd_p = parts.join("cmdline");
+    let initrd_p = parts.join("initrd");
+    std::fs::write(&osrel_p, osrel)?;
+    std::fs::write(&cmd_p, cmdline)?;
+    std::fs::write(&initrd_p, initrd)?;
+    let klen = std::fs::metadata(kernel)?.len();
+    let o = up(l.end_rva);
+    let c = up(o + osrel.len() as u64);
+    let i = up(c + cmdline.len() as u64);
+    let k = up(i + initrd.len() as u64);
+    let _ = klen;
+    let vma = |rva: u64| format!("0x{:x}", l.image_base + rva);
+    let tmp = out.with_extension("tmp");
+    tools::run(
+        Command::new("objcopy")
+            .arg("--add-section")
+            .arg(format!(".osrel={}", osrel_p.display()))
+            .arg("--change-section-vma")
+            .arg(format!(".osrel={}", vma(o)))
+            .arg("--add-section")
+            .arg(format!(".cmdline={}", cmd_p.display()))
+            .arg("--change-section-vma")
+            .arg(format!(".cmdline={}", vma(c)))
+            .arg("--add-section")
+            .arg(format!(".initrd={}", initrd_p.display()))
+            .arg("--change-section-vma")
+            .arg(format!(".initrd={}", vma(i)))
+            .arg("--add-section")
+            .arg(format!(".linux={}", kernel.display()))
+            .arg("--change-section-vma")
+            .arg(format!(".linux={}", vma(k)))
+            .arg(STUB)
+            .arg(&tmp),
+    )?;
+    let mut b = std::fs::read(&tmp)?;
+    pe::normalize(&mut b, u32::try_from(epoch).unwrap_or(u32::MAX))?;
+    std::fs::write(out, &b)?;
+    std::fs::remove_file(&tmp)?;
+    std::fs::remove_dir_all(&parts)?;
+    Ok(())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+# metal6 installer initramfs: mount the kernel filesystems, load the drivers, run the installer.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /mnt
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox --install -s /bin
+export PATH=/bin
+echo "metal6: installer initramfs at $(cut -d' ' -f1 /proc/uptime) s"
+for m in $(cat /etc/metal6/modules); do
+  insmod "/lib/modules/$m.ko" 2>/tmp/insmod.err || grep -q "File exists" /tmp/insmod.err || echo "metal6: insmod $m: $(cat /tmp/insmod.err)"
+done
+/bin/metal6-installer install
+echo "metal6: the installer exited ($?); rebooting in 30 s"
+sleep 30
+reboot -f
+"#;
+
+fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &[u8], epoch: u64) -> Result<Vec<u8>> {
+    let mut e: BTreeMap<String, Entry> = BTreeMap::new();
+    for d in ["bin", "dev", "etc", "etc/metal6", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"] {
+        e.insert(d.into(), Entry::Dir { mode: 0o755 });
+    }
+    e.insert("init".into(), Entry::File { mode: 0o755, data: INIT.as_bytes().to_vec() });
+    e.insert("bin/busybox".into(), Entry::File { mode: 0o755, data: std::fs::read("/bin/busybox")? });
+    e.insert("bin/metal6-installer".into(), Entry::File { mode: 0o755, data: agent.to_vec() });
+    // The installer is linked against the build host's glibc (Debian, like the image).
+    let host_bin = tempfile_path("metal6-installer-ldd")?;
+    std::fs::write(&host_bin, agent)?;
+    std::fs::set_permissions(&host_bin, std::fs::Permissions::from_mode(0o755))?;
+    let libs = tools::shared_libs(&host_bin);
+    let _ = std::fs::remove_file(&host_bin);
+    for lib in libs? {
+        let rel = lib.trim_start_matches('/').to_owned();
+        let mut dir = String::new();
+        for part in rel.split('/').take(rel.split('/').count() - 1) {
+            dir = if dir.is_empty() { part.to_owned() } else { format!("{dir}/{part}") };
+            e.entry(dir.clone()).or_insert(Entry::Dir { mode: 0o755 });
+        }
+        let data = std::fs::read(&lib).with_context(|| format!("reading {lib}"))?;
+        e.insert(rel, Entry::File { mode: 0o755, data });
+    }
+    let mdir = tree.join("usr/lib/modules").join(kver);
+    let mdir = if mdir.exists() { mdir } else { tree.join("lib/modules").join(kver) };
+    let dep = modules::parse_dep(&std::fs::read_to_string(mdir.join("modules.dep")).context("modules.dep")?);
+    let builtin = std::fs::read_to_string(mdir.join("modules.builtin")).unwrap_or_default();
+    let (order, missing) = modules::closure(&dep, &r.installer.modules);
+    let absent: Vec<&String> =
+        missing.iter().filter(|m| !builtin.lines().any(|l| modules::name_of(l) == m.replace('-', "_"))).collect();
+    if !absent.is_empty() {
+        bail!("installer.modules: {absent:?} neither built into {kver} nor in its modules (excluded by the recipe?)");
+    }
+    let mut names = vec![];
+    for p in &order {
+        let name = modules::name_of(p);
+        let raw = std::fs::read(mdir.join(p)).with_context(|| format!("module {p}"))?;
+        let data = if p.ends_with(".ko") {
+            raw
+        } else if p.ends_with(".ko.xz") {
+            decompress("xz", &mdir.join(p))?
+        } else if p.ends_with(".ko.zst") {
+            decompress("zstd", &mdir.join(p))?
+        } else {
+            bail!("module {p}: unknown compression");
+        };
+        e.insert(format!("lib/modules/{name}.ko"), Entry::File { mode: 0o644, data });
+        names.push(name);
+    }
+    e.insert("etc/metal6/modules".into(), Entry::File { mode: 0o644, data: (names.join("\n") + "\n").into_bytes() });
+    let mut raw = vec![];
+    cpio::write(&mut raw, &e, u32::try_from(epoch).unwrap_or(u32::MAX))?;
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(vec![], flate2::Compression::new(6));
+    gz.write_all(&raw)?;
+    Ok(gz.finish()?)
+}
+
+fn decompress(tool: &str, p: &Path) -> Result<Vec<u8>> {
+    let out = Command::new(tool).arg("-dc").arg(p).output().with_context(|| format!("{tool} -dc"))?;
+    if !out.status.success() {
+        bail!("{tool} -dc {} failed", p.display());
+    }
+    Ok(out.stdout)
+}
+
+fn tempfile_path(name: &str) -> Result<PathBuf> {
+    Ok(std::env::temp_dir().join(format!("{name}-{}", std::process::id())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_stable_and_distinct() {
+        let a = uuid("k", "root");
+        assert_eq!(a, uuid("k", "root"));
+        assert_ne!(a, uuid("k", "esp"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8", "version 8");
+    }
+
+    #[test]
+    fn enable_follows_install_sections() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = dir.path();
+        std::fs::create_dir_all(t.join("usr/lib/systemd/system")).expect("dir");
+        std::fs::write(
+            t.join("usr/lib/systemd/system/a.service"),
+            "[Unit]\nDescription=a\n[Install]\nWantedBy=multi-user.target\nAlso=b.socket\n",
+        )
+        .expect("a");
+        std::fs::write(t.join("usr/lib/systemd/system/b.socket"), "[Install]\nWantedBy=sockets.target\n").expect("b");
+        let mut done = vec![];
+        enable(t, "a.service", &mut done).expect("enable");
+        let l = std::fs::read_link(t.join("etc/systemd/system/multi-user.target.wants/a.service")).expect("link");
+        assert_eq!(l, PathBuf::from("/usr/lib/systemd/system/a.service"));
+        assert!(t.join("etc/systemd/system/sockets.target.wants/b.socket").is_symlink());
+        assert!(enable(t, "missing.service", &mut done).is_err());
+    }
+}
