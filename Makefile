@@ -10,6 +10,10 @@ METAL6 := target/debug/metal6
 # beyond what their docs allow. Checked by `make deps-rule`.
 PURE_CRATES := metal6-inventory metal6-dhcp6 metal6-ra metal6-render
 FORBIDDEN_IN_PURE := tokio hyper reqwest mio socket2
+# The installer runs in a minimal initramfs, the image builder only writes files: neither
+# carries an async runtime or the server's HTTP stack.
+NO_RUNTIME_CRATES := metal6-installer metal6-image
+FORBIDDEN_IN_NO_RUNTIME := tokio hyper reqwest mio
 
 .PHONY: help
 help: ## List the targets
@@ -44,15 +48,34 @@ deps-rule: ## Check the dependency rule: pure crates pull in no runtime or netwo
 	  done; \
 	  echo "deps-rule: $$c has none of: $(FORBIDDEN_IN_PURE)"; \
 	done
+	@for c in $(NO_RUNTIME_CRATES); do \
+	  tree=$$($(CARGO) tree --locked -p $$c -e normal --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
+	  for f in $(FORBIDDEN_IN_NO_RUNTIME); do \
+	    if grep -qx "$$f" <<<"$$tree"; then echo "dependency rule broken: $$c depends on $$f"; exit 1; fi; \
+	  done; \
+	  echo "deps-rule: $$c has none of: $(FORBIDDEN_IN_NO_RUNTIME)"; \
+	done
 
 .PHONY: unit
-unit: ## Unit, corpus and CLI snapshot tests
+unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)
 	@mkdir -p target
+	# The binaries first: the end-to-end test puts metal6-installer into the installer UKI.
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log
 	@./scripts/test-summary.sh target/unit-tests.log
 
 .PHONY: test
 test: deps fmt-check lint deps-rule unit ## Everything CI checks
+
+.PHONY: e2e
+e2e: deps ## Blank QEMU disk to ready node over IPv6 (HTTP boot, then PXE/TFTP); minutes under TCG
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --locked -p metal6-cli --test e2e -- --nocapture
+
+.PHONY: image
+image: deps ## Build the lab image and installer UKI into artifacts/ (cached by content)
+	$(CARGO) build --locked -p metal6-cli -p metal6-installer
+	$(METAL6) image build images/lab.yaml --out artifacts
 
 .PHONY: ci
 ci: test ## What .ci/run runs
@@ -94,5 +117,5 @@ fuzz: ## Fuzz DHCPv6 decode+decide for FUZZ_SECONDS (default 60) with cargo-fuzz
 	cd fuzz && cargo +nightly fuzz run dhcp6_decode_decide -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=1500
 
 .PHONY: demo
-demo: deps ## The inventory tour (the netboot demo joins it with the end-to-end issue)
+demo: deps ## A QEMU lab node netbooted over IPv6 and installed, followed live until ready
 	@./scripts/demo.sh

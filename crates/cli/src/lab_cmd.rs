@@ -2,7 +2,7 @@
 //! netbooted over IPv6 by a real `metal6 serve`, followed through its timeline until it
 //! reports `ready` (or fails). What `make demo` shows and the end-to-end test runs.
 //!
-//! Everything lives in a network namespace of its own (`m6lab-<pid>`): a tap named after the
+//! Everything lives in a network namespace of its own (`m6lab-<pid>-<node>`): a tap named after the
 //! inventory's provisioning interface carries the boot server's addresses, the server and
 //! QEMU run inside it, and nothing reaches another network. Leftover namespaces of dead runs
 //! are removed first; this run's is removed on exit, on error and on Ctrl-C.
@@ -75,9 +75,9 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Result<Lab> {
+    fn new(node: &str) -> Result<Lab> {
         remove_dead_namespaces();
-        let ns = format!("m6lab-{}", std::process::id());
+        let ns = format!("m6lab-{}-{node}", std::process::id());
         run("ip", &["netns", "add", &ns])?;
         Ok(Lab { ns, children: vec![] })
     }
@@ -141,17 +141,17 @@ fn remove_dead_namespaces() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(pid) = name.strip_prefix("m6lab-").and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(pid) =
+            name.strip_prefix("m6lab-").and_then(|p| p.split('-').next()).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             kill_all_in(name);
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
-
-/// Phases in the order a node goes through them; the summary reports the first time of each.
-const PHASES: &[&str] =
-    &["firmware-dhcp", "netboot", "dhcp", "installer", "writing-image", "image-written", "configured", "installed", "ready"];
 
 fn phase_of(e: &serde_json::Value) -> Option<&str> {
     if let Some(p) = e.get("phase").and_then(|p| p.as_str()) {
@@ -191,7 +191,11 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     }
     let artifacts = a.artifacts.canonicalize().with_context(|| format!("artifacts {}", a.artifacts.display()))?;
     if !artifacts.join("boot/installer.efi").exists() {
-        bail!("{} has no boot/installer.efi: run `metal6 image build images/lab.yaml --out {}`", artifacts.display(), artifacts.display());
+        bail!(
+            "{} has no boot/installer.efi: run `metal6 image build images/lab.yaml --out {}`",
+            artifacts.display(),
+            artifacts.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&a.workdir);
     let state = a.workdir.join("state");
@@ -203,7 +207,7 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     let vars = work.join("OVMF_VARS.fd");
     std::fs::copy(OVMF_VARS, &vars)?;
 
-    let mut lab = Lab::new()?;
+    let mut lab = Lab::new(&a.node)?;
     let iface = &inv.site.interface;
     let server = inv.site.boot_server.address;
     let plen = inv.site.segments.first().map_or(64, |s| s.prefix.prefix_len());
@@ -218,8 +222,15 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     let me = std::env::current_exe()?;
     let inv_path = a.inventory.canonicalize()?;
     let serve_args: Vec<String> = [
-        "serve", "-i", &inv_path.to_string_lossy(), "--interface", iface, "--state-dir", &state.to_string_lossy(),
-        "--artifacts", &artifacts.to_string_lossy(),
+        "serve",
+        "-i",
+        &inv_path.to_string_lossy(),
+        "--interface",
+        iface,
+        "--state-dir",
+        &state.to_string_lossy(),
+        "--artifacts",
+        &artifacts.to_string_lossy(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -234,17 +245,38 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     let serial = work.join("serial.log");
     let mac = node.boot_mac().to_string();
     let mut qemu: Vec<String> = [
-        "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &a.memory.to_string(), "-display", "none",
-        "-serial", &format!("file:{}", serial.display()),
-        "-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
-        "-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-        "-drive", &format!("if=none,id=d0,format=qcow2,file={},discard=unmap,detect-zeroes=unmap", disk.display()),
-        "-device", "virtio-blk-pci,drive=d0,bootindex=0",
-        "-netdev", &format!("tap,id=n0,ifname={iface},script=no,downscript=no"),
-        "-device", &format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={mac}"),
-        "-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=n",
-        "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
-        "-boot", "menu=on,splash-time=3000",
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        &a.memory.to_string(),
+        "-display",
+        "none",
+        "-serial",
+        &format!("file:{}", serial.display()),
+        "-drive",
+        &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        "-drive",
+        &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-drive",
+        &format!("if=none,id=d0,format=qcow2,file={},discard=unmap,detect-zeroes=unmap", disk.display()),
+        "-device",
+        "virtio-blk-pci,drive=d0,bootindex=0",
+        "-netdev",
+        &format!("tap,id=n0,ifname={iface},script=no,downscript=no"),
+        "-device",
+        &format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={mac}"),
+        "-fw_cfg",
+        "name=opt/org.tianocore/IPv4Support,string=n",
+        "-fw_cfg",
+        "name=opt/org.tianocore/IPv4PXESupport,string=n",
+        "-boot",
+        "menu=on,splash-time=3000",
         "-no-shutdown",
     ]
     .iter()
@@ -317,7 +349,7 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         copy_new(&serial, console_pos, &mut err);
     }
     let mut phases_sorted = phases;
-    phases_sorted.sort_by_key(|(p, _)| PHASES.iter().position(|q| q == p).unwrap_or(usize::MAX));
+    phases_sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
     let summary = Summary {
         node: a.node.clone(),
         result,
@@ -405,7 +437,10 @@ mod tests {
     #[test]
     fn phases_come_from_events() {
         let e = |v: serde_json::Value| phase_of(&v).map(str::to_owned);
-        assert_eq!(e(serde_json::json!({"kind": "leased", "stage": "firmware-http"})).as_deref(), Some("firmware-dhcp"));
+        assert_eq!(
+            e(serde_json::json!({"kind": "leased", "stage": "firmware-http"})).as_deref(),
+            Some("firmware-dhcp")
+        );
         assert_eq!(e(serde_json::json!({"kind": "leased", "stage": "installer"})).as_deref(), Some("dhcp"));
         assert_eq!(e(serde_json::json!({"kind": "phase", "phase": "ready"})).as_deref(), Some("ready"));
         assert_eq!(e(serde_json::json!({"kind": "document"})), None);

@@ -27,6 +27,10 @@ pub struct StatusArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long)]
     count: Option<u64>,
+    /// With --watch: stop (exit 0) once NODE is in PHASE, e.g. `lab-node-1=ready`; exit 1
+    /// if it reaches `failed` first.
+    #[arg(long, value_name = "NODE=PHASE")]
+    until: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -118,6 +122,16 @@ pub fn run(a: &StatusArgs, format: Format) -> Result<ExitCode> {
             out.flush()?;
             drop(out);
             shown += 1;
+            if let Some((node, phase)) = a.until.as_deref().and_then(|u| u.split_once('='))
+                && let Some(n) = nodes.iter().find(|n| n.name == node)
+            {
+                if n.phase == phase {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if n.phase == "failed" {
+                    return Ok(ExitCode::from(1));
+                }
+            }
             if !a.watch || a.count.is_some_and(|c| shown >= c) {
                 return Ok(ExitCode::SUCCESS);
             }

@@ -136,6 +136,12 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
         bail!("{STUB} is missing (run `make deps`: systemd-boot-efi)");
     }
     std::fs::create_dir_all(&opts.cache).with_context(|| format!("creating {}", opts.cache.display()))?;
+    // One build per cache at a time: stages are renamed into place and pruned.
+    let lock = std::fs::File::create(opts.cache.join(".lock"))?;
+    if lock.try_lock().is_err() {
+        progress(&format!("cache {} is in use by another build; waiting", opts.cache.display()));
+        lock.lock()?;
+    }
     let mut stages = vec![];
 
     // Stage 1: base.
@@ -146,14 +152,20 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
     if cached {
         progress(&format!("base: cached ({})", base_tar.display()));
     } else {
-        progress(&format!("base: mmdebstrap {} {} ({} packages)…", recipe.debian.suite, recipe.debian.mirror, recipe.packages.len()));
+        progress(&format!(
+            "base: mmdebstrap {} {} ({} packages)…",
+            recipe.debian.suite,
+            recipe.debian.mirror,
+            recipe.packages.len()
+        ));
         mmdebstrap(&recipe, &recipe_dir, &base_tar)?;
     }
     stages.push(StageReport { stage: "base", key: bkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
 
     // Stage 2: derived.
-    let installer_sha = sha256_file(&opts.installer_bin)
-        .with_context(|| format!("the installer binary {} (build it: cargo build -p metal6-installer)", opts.installer_bin.display()))?;
+    let installer_sha = sha256_file(&opts.installer_bin).with_context(|| {
+        format!("the installer binary {} (build it: cargo build -p metal6-installer)", opts.installer_bin.display())
+    })?;
     let dkey = {
         let mut r = recipe.clone();
         r.name.clear(); // the name only places outputs
@@ -174,7 +186,8 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
         derive(&recipe, &checked, &base_tar, &dkey, &opts.installer_bin, &tmp, progress)?;
         let _ = std::fs::remove_dir_all(&derived);
         std::fs::rename(&tmp, &derived)?;
-        std::fs::write(derived.join("complete"), b"")?;
+        std::fs::write(derived.join("complete"), recipe.name.as_bytes())?;
+        prune(&opts.cache, &recipe.name, &derived, &base_tar, progress);
     }
     stages.push(StageReport { stage: "derived", key: dkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
 
@@ -215,6 +228,46 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
     let manifest_path = format!("{img_dir}/manifest.json");
     std::fs::write(opts.out.join(&manifest_path), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(Report { image: recipe.name, stages, outputs, manifest: manifest_path })
+}
+
+/// Keeps the cache from growing without bound: other derived stages of the same recipe,
+/// unfinished stages, and base tars no derived stage came from are removed.
+fn prune(cache: &Path, name: &str, keep: &Path, base: &Path, progress: Progress<'_>) {
+    let Ok(dir) = std::fs::read_dir(cache) else { return };
+    let mut bases_in_use = vec![base.to_path_buf()];
+    let mut drop_list = vec![];
+    for e in dir.flatten() {
+        let p = e.path();
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".tmp") {
+            drop_list.push(p);
+        } else if n.starts_with("derived-") && p != keep {
+            match std::fs::read_to_string(p.join("complete")) {
+                Ok(owner) if owner == name => drop_list.push(p),
+                Ok(_) => {
+                    if let Ok(m) = std::fs::read_to_string(p.join("manifest.json"))
+                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&m)
+                        && let Some(b) = v["base_key"].as_str()
+                    {
+                        bases_in_use.push(cache.join(b));
+                    }
+                }
+                Err(_) => drop_list.push(p),
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(cache) {
+        for e in dir.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with("base-") && !bases_in_use.contains(&p) {
+                drop_list.push(p);
+            }
+        }
+    }
+    for p in drop_list {
+        progress(&format!("cache: removing {}", p.display()));
+        let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+    }
 }
 
 /// Digests are computed once, when a derived stage is built, and kept beside the output.
@@ -408,13 +461,21 @@ fn derive(
     write_file(
         &tree,
         "etc/fstab",
-        format!("# metal6: the root grows to the disk on first boot\nPARTUUID={root_part} / ext4 rw,x-systemd.growfs 0 1\n")
-            .as_bytes(),
+        format!(
+            "# metal6: the root grows to the disk on first boot\nPARTUUID={root_part} / ext4 rw,x-systemd.growfs 0 1\n"
+        )
+        .as_bytes(),
         0o644,
         epoch,
     )?;
     if !r.modules_load.is_empty() {
-        write_file(&tree, "etc/modules-load.d/metal6.conf", (r.modules_load.join("\n") + "\n").as_bytes(), 0o644, epoch)?;
+        write_file(
+            &tree,
+            "etc/modules-load.d/metal6.conf",
+            (r.modules_load.join("\n") + "\n").as_bytes(),
+            0o644,
+            epoch,
+        )?;
     }
     for (path, f) in &r.files {
         write_file(&tree, path, f.content.as_bytes(), f.mode, epoch)?;
@@ -427,7 +488,8 @@ fn derive(
     let boot = tree.join("boot");
     let vmlinuz = one_file(&boot, "vmlinuz-")?;
     let initrd = one_file(&boot, "initrd.img-")?;
-    let kver = vmlinuz.file_name().map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_owned()).unwrap_or_default();
+    let kver =
+        vmlinuz.file_name().map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_owned()).unwrap_or_default();
     let os_release = std::fs::read(tree.join("usr/lib/os-release")).context("os-release in the image")?;
 
     // Root filesystem.
@@ -506,8 +568,10 @@ fn derive(
     // Installer UKI: the same kernel, our initramfs.
     let t = Instant::now();
     let initramfs = installer_initramfs(r, &tree, &kver, &agent_bytes, epoch)?;
-    let inst_cmdline = format!("console=tty0 console=ttyS0,115200 panic=30 {}", r.installer.kernel_cmdline).trim().to_owned();
-    let inst_osrel = format!("ID=metal6-installer\nNAME=\"metal6 installer\"\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION"));
+    let inst_cmdline =
+        format!("console=tty0 console=ttyS0,115200 panic=30 {}", r.installer.kernel_cmdline).trim().to_owned();
+    let inst_osrel =
+        format!("ID=metal6-installer\nNAME=\"metal6 installer\"\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION"));
     uki(&vmlinuz, &initramfs, &inst_cmdline, inst_osrel.as_bytes(), &work.join("installer.efi"), work, epoch)?;
     progress(&format!(
         "derived: installer UKI ({} KiB initramfs) in {:.1} s",
@@ -587,12 +651,10 @@ fn uki(kernel: &Path, initrd: &[u8], cmdline: &str, osrel: &[u8], out: &Path, wo
     std::fs::write(&osrel_p, osrel)?;
     std::fs::write(&cmd_p, cmdline)?;
     std::fs::write(&initrd_p, initrd)?;
-    let klen = std::fs::metadata(kernel)?.len();
     let o = up(l.end_rva);
     let c = up(o + osrel.len() as u64);
     let i = up(c + cmdline.len() as u64);
     let k = up(i + initrd.len() as u64);
-    let _ = klen;
     let vma = |rva: u64| format!("0x{:x}", l.image_base + rva);
     let tmp = out.with_extension("tmp");
     tools::run(

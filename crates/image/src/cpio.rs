@@ -18,9 +18,8 @@ const S_IFLNK: u32 = 0o120000;
 
 /// Writes `entries` (path without leading `/` → entry), sorted by path, then the trailer.
 pub fn write(out: &mut impl Write, entries: &std::collections::BTreeMap<String, Entry>, mtime: u32) -> io::Result<()> {
-    let mut ino = 1u32;
     let mut pos = 0usize;
-    for (path, e) in entries {
+    for (ino, (path, e)) in (1u32..).zip(entries) {
         let (mode, data): (u32, &[u8]) = match e {
             Entry::Dir { mode } => (S_IFDIR | mode, &[]),
             Entry::File { mode, data } => (S_IFREG | mode, data),
@@ -31,7 +30,6 @@ pub fn write(out: &mut impl Write, entries: &std::collections::BTreeMap<String, 
         out.write_all(data)?;
         pos += data.len();
         pos += pad(out, pos)?;
-        ino += 1;
     }
     pos += header(out, 0, 0, 1, 0, 0, "TRAILER!!!", pos)?;
     let _ = pos;

@@ -29,7 +29,12 @@ pub fn closure(dep: &BTreeMap<String, (String, Vec<String>)>, wanted: &[String])
     let mut order = vec![];
     let mut seen = BTreeSet::new();
     let mut missing = vec![];
-    fn visit<'a>(p: &'a str, by_path: &BTreeMap<&'a str, &'a Vec<String>>, seen: &mut BTreeSet<&'a str>, order: &mut Vec<String>) {
+    fn visit<'a>(
+        p: &'a str,
+        by_path: &BTreeMap<&'a str, &'a Vec<String>>,
+        seen: &mut BTreeSet<&'a str>,
+        order: &mut Vec<String>,
+    ) {
         if !seen.insert(p) {
             return;
         }

@@ -52,9 +52,7 @@ pub fn require(tools: &[&str]) -> Result<()> {
     let missing: Vec<&str> = tools
         .iter()
         .copied()
-        .filter(|t| {
-            !std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
-        })
+        .filter(|t| !std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file())))
         .collect();
     if !missing.is_empty() {
         bail!("missing tools: {} (run `make deps`)", missing.join(", "));

@@ -103,6 +103,10 @@ impl Default for Retry {
 /// Streams the image from `src` onto `disk`, verifying `sha256` (lower-case hex). Returns the
 /// held head (the caller patches its GPT, writes it with [`write_all_at`] and syncs), and
 /// what was written. `progress(done, total)` is called after each buffer.
+///
+/// SHA-256 runs on its own thread, fed through a bounded queue: on a node (and even more
+/// under QEMU TCG) hashing costs as much CPU as receiving, and a second core does it while
+/// the first keeps the stream moving.
 pub fn stream(
     src: &mut dyn Source,
     disk: &mut dyn Disk,
@@ -110,8 +114,36 @@ pub fn stream(
     retry: Retry,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<u8>, Written), WriteError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(&chunk);
+            }
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        });
+        let streamed = stream_inner(src, disk, retry, progress, &tx);
+        drop(tx);
+        let actual = hasher.join().unwrap_or_default();
+        let (head, mut written) = streamed?;
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(WriteError::Checksum { expected: sha256.to_owned(), actual });
+        }
+        disk.sync().map_err(|source| WriteError::Disk { offset: written.bytes, source })?;
+        written.sha256 = actual;
+        Ok((head, written))
+    })
+}
+
+fn stream_inner(
+    src: &mut dyn Source,
+    disk: &mut dyn Disk,
+    retry: Retry,
+    progress: &mut dyn FnMut(u64, u64),
+    hash: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<(Vec<u8>, Written), WriteError> {
     let started = Instant::now();
-    let mut hasher = Sha256::new();
     let mut head = Vec::with_capacity(HEAD);
     let mut pos = 0u64;
     let mut resumes = 0u32;
@@ -159,7 +191,8 @@ pub fn stream(
                 Err(e) => break Some(e),
             };
             let chunk = &buf[..n];
-            hasher.update(chunk);
+            // The hasher only stops when we drop the sender: a send cannot fail before that.
+            let _ = hash.send(chunk.to_vec());
             // The part inside the head is held; the rest goes to disk now.
             let in_head = usize::try_from((HEAD as u64).saturating_sub(pos)).unwrap_or(0).min(n);
             head.extend_from_slice(&chunk[..in_head]);
@@ -177,12 +210,7 @@ pub fn stream(
         drop(reader);
         std::thread::sleep(retry.backoff);
     }
-    let actual: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    if !actual.eq_ignore_ascii_case(sha256) {
-        return Err(WriteError::Checksum { expected: sha256.to_owned(), actual });
-    }
-    disk.sync().map_err(|source| WriteError::Disk { offset: pos, source })?;
-    Ok((head, Written { bytes: pos, sha256: actual, resumes, seconds: started.elapsed().as_secs_f64() }))
+    Ok((head, Written { bytes: pos, sha256: String::new(), resumes, seconds: started.elapsed().as_secs_f64() }))
 }
 
 /// A block device or image file.

@@ -1,0 +1,177 @@
+//! The end-to-end path, as an operator runs it: `metal6 image build images/lab.yaml`, then
+//! `metal6 lab up` boots a QEMU guest (OVMF, TCG) with a blank disk against a real
+//! `metal6 serve`: UEFI HTTPv6 (and PXEv6/TFTP) boot → installer → image written → reboot
+//! from disk → `ready`. Completion comes from the node's event stream (`lab up` follows it),
+//! never from a sleep. Then the timeline is checked: the node had its inventory address at
+//! every stage, the installed system runs with it, and the sysctl profiles are applied.
+//!
+//! Slow (minutes under TCG): `make e2e` runs it, and `make test` includes it.
+
+#![allow(clippy::print_stderr)] // the test prints per-phase timings
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{metal6, root};
+use serde_json::Value;
+
+fn artifacts() -> PathBuf {
+    root().join("target/lab-artifacts")
+}
+
+/// Builds the lab image (cached across runs by content) into target/lab-artifacts.
+fn build_image() -> Value {
+    let out = Command::new(metal6())
+        .args(["image", "build", "images/lab.yaml", "-o", "json", "--out"])
+        .arg(artifacts())
+        .current_dir(root())
+        .output()
+        .expect("metal6 image build");
+    assert!(out.status.success(), "metal6 image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("build report")
+}
+
+fn lab_up(node: &str) -> (Value, Vec<Value>, PathBuf) {
+    let work = root().join("target/lab-run").join(node);
+    let out = Command::new(metal6())
+        .args(["lab", "up", "--node", node, "--timeout", "900", "--artifacts"])
+        .arg(artifacts())
+        .arg("--workdir")
+        .arg(&work)
+        .current_dir(root())
+        .output()
+        .expect("metal6 lab up");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(work.join("summary.json")).unwrap_or_default())
+        .unwrap_or_default();
+    let events: Vec<Value> = std::fs::read_to_string(work.join("state/events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &Value| e["node"] == node)
+        .collect();
+    if !out.status.success() || summary["result"] != "ready" {
+        let serial = std::fs::read_to_string(work.join("serial.log")).unwrap_or_default();
+        let tail: Vec<&str> = serial.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "{node} did not become ready: {}\n--- lab up\n{}\n--- serial (tail)\n{}\n--- events\n{}",
+            summary["result"],
+            String::from_utf8_lossy(&out.stderr),
+            tail.join("\n"),
+            events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+        );
+    }
+    (summary, events, work)
+}
+
+fn recipe_sysctls() -> Vec<(String, i128)> {
+    let text = std::fs::read_to_string(root().join("images/lab.yaml")).expect("recipe");
+    let mut in_sysctl = false;
+    let mut out = vec![];
+    for line in text.lines() {
+        if line.starts_with("sysctl:") {
+            in_sysctl = true;
+            continue;
+        }
+        if in_sysctl {
+            let Some((k, v)) = line.strip_prefix("  ").and_then(|l| l.split_once(':')) else { break };
+            out.push((k.trim().to_owned(), v.trim().parse().expect("numeric sysctl")));
+        }
+    }
+    assert!(out.len() > 10, "recipe sysctls: {out:?}");
+    out
+}
+
+/// Checks what every lab node's timeline must show; returns the ready event.
+fn check_timeline(node: &str, address: &str, firmware_stage: &str, events: &[Value]) -> Value {
+    // The inventory address at every stage: firmware, installer (DHCPv6), installed OS (ready).
+    for stage in [firmware_stage, "installer"] {
+        let leased: Vec<&Value> = events.iter().filter(|e| e["kind"] == "leased" && e["stage"] == stage).collect();
+        assert!(!leased.is_empty(), "{node}: no {stage} lease in {events:?}");
+        assert!(leased.iter().all(|e| e["addr"] == address), "{node}: {stage} got another address: {leased:?}");
+    }
+    let installer = events.iter().find(|e| e["phase"] == "installer").expect("installer phase");
+    assert_eq!(installer["address"], address);
+    // The timeline is complete and in order.
+    let order = ["installer", "writing-image", "image-written", "configured", "installed", "ready"];
+    let mut at = 0;
+    for p in order {
+        let i = events.iter().position(|e| e["phase"] == p && e["kind"] != "progress");
+        let i = i.unwrap_or_else(|| panic!("{node}: no {p} phase in the timeline"));
+        assert!(i >= at, "{node}: {p} out of order");
+        at = i;
+    }
+    let ready = events.iter().find(|e| e["phase"] == "ready").expect("ready").clone();
+    let global: Vec<&Value> =
+        ready["addresses"].as_array().expect("addresses").iter().filter(|a| a["scope"] == "global").collect();
+    assert!(
+        global.iter().any(|a| a["address"] == address && a["prefix_len"] == 64),
+        "{node}: installed OS has {global:?}"
+    );
+    assert_eq!(global.len(), 1, "{node}: only the inventory address, no SLAAC or DHCP extras: {global:?}");
+    ready
+}
+
+fn check_sysctls(node: &str, ready: &Value) {
+    // The image's profile (recipe), raise-only: every value at least what the recipe says.
+    for (k, want) in recipe_sysctls() {
+        let got: i128 = ready["image_sysctl"][&k]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{node}: {k} not read back: {}", ready["image_sysctl"]));
+        assert!(got >= want, "{node}: {k} = {got}, recipe wants {want}");
+    }
+    // The inventory's per-node profile (lab.yaml dense-pods), read back by the agent.
+    for (k, want) in
+        [("net.ipv6.neigh.default.gc_thresh3", 65536), ("kernel.pid_max", 4_194_304), ("vm.max_map_count", 1_048_576)]
+    {
+        let got: i128 = ready["sysctl"][k].as_str().and_then(|v| v.parse().ok()).expect("node sysctl");
+        assert!(got >= want, "{node}: {k} = {got}");
+    }
+}
+
+fn print_timings(summary: &Value) {
+    eprintln!("{} {} in {:.1} s", summary["node"], summary["result"], summary["seconds"].as_f64().unwrap_or(0.0));
+    for p in summary["phases"].as_array().into_iter().flatten() {
+        eprintln!("  {:<14} at {:7.1} s", p[0].as_str().unwrap_or("?"), p[1].as_f64().unwrap_or(0.0));
+    }
+}
+
+#[test]
+fn blank_disk_to_ready_over_ipv6_http_then_pxe() {
+    if let Some(why) = common::cannot_run() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    for tool in ["qemu-system-x86_64", "mmdebstrap", "mkfs.vfat", "sfdisk"] {
+        if !common::have(tool) {
+            assert!(std::env::var_os("CI").is_none(), "{tool} is not installed: `make deps` should have installed it");
+            eprintln!("SKIP: {tool} is not installed (run `make deps`)");
+            return;
+        }
+    }
+    let report = build_image();
+    eprintln!("image build: {}", report["stages"]);
+    assert!(Path::new(&artifacts().join("images/lab/disk.raw.sha256")).exists());
+
+    // UEFI HTTP boot (lab-node-1).
+    let (summary, events, _) = lab_up("lab-node-1");
+    print_timings(&summary);
+    let fetch = events.iter().find(|e| e["kind"] == "boot-fetch").expect("firmware fetched the installer");
+    assert_eq!(fetch["source"], "http");
+    assert_eq!(fetch["path"], "/boot/installer.efi");
+    let ready = check_timeline("lab-node-1", "fd00:6d:1::100", "firmware-http", &events);
+    check_sysctls("lab-node-1", &ready);
+    let written = events.iter().find(|e| e["phase"] == "image-written").expect("image-written");
+    let want_sha = std::fs::read_to_string(artifacts().join("images/lab/disk.raw.sha256")).expect("sha");
+    assert_eq!(Some(written["sha256"].as_str().unwrap_or("")), want_sha.split_whitespace().next());
+
+    // PXEv6 over our TFTP (lab-node-2): the same installer, the same checks.
+    let (summary, events, _) = lab_up("lab-node-2");
+    print_timings(&summary);
+    let fetch = events.iter().find(|e| e["kind"] == "boot-fetch").expect("firmware fetched the installer");
+    assert_eq!(fetch["source"], "tftp");
+    let ready = check_timeline("lab-node-2", "fd00:6d:1::101", "firmware-pxe", &events);
+    check_sysctls("lab-node-2", &ready);
+}
