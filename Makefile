@@ -61,6 +61,7 @@ unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)
 	@mkdir -p target
 	# The binaries first: the end-to-end test puts metal6-installer into the installer UKI.
 	$(CARGO) build --workspace --bins --locked
+	$(CARGO) build --profile installer -p metal6-installer --locked
 	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log
 	@./scripts/test-summary.sh target/unit-tests.log
 
@@ -70,12 +71,14 @@ test: deps fmt-check lint deps-rule unit ## Everything CI checks
 .PHONY: e2e
 e2e: deps ## Blank QEMU disk to ready node over IPv6 (HTTP boot, then PXE/TFTP); minutes under TCG
 	$(CARGO) build --workspace --bins --locked
+	$(CARGO) build --profile installer -p metal6-installer --locked
 	$(CARGO) test --locked -p metal6-cli --test e2e -- --nocapture
 
 .PHONY: image
 image: deps ## Build the lab image and installer UKI into artifacts/ (cached by content)
-	$(CARGO) build --locked -p metal6-cli -p metal6-installer
-	$(METAL6) image build images/lab.yaml --out artifacts
+	$(CARGO) build --locked -p metal6-cli
+	$(CARGO) build --profile installer -p metal6-installer --locked
+	$(METAL6) image build images/lab.yaml --out artifacts --installer target/installer/metal6-installer
 
 .PHONY: ci
 ci: test ## What .ci/run runs

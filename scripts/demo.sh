@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NODE=${NODE:-lab-node-1}
-cargo build -q --locked -p metal6-cli -p metal6-installer
+cargo build -q --locked -p metal6-cli
+cargo build -q --locked --profile installer -p metal6-installer
 m6=target/debug/metal6
 
 echo "== The lab inventory"
@@ -17,7 +18,7 @@ echo "== The lab inventory"
 
 echo
 echo "== Building the lab image and the installer UKI (images/lab.yaml)"
-"$m6" image build images/lab.yaml --out artifacts
+"$m6" image build images/lab.yaml --out artifacts --installer target/installer/metal6-installer
 
 echo
 echo "== Booting $NODE: blank disk to installed node over IPv6"

@@ -26,8 +26,9 @@ pub struct BuildArgs {
     /// Stage cache (content-addressed; safe to delete).
     #[arg(long, env = "METAL6_IMAGE_CACHE", default_value = "/var/cache/metal6/images")]
     cache: PathBuf,
-    /// The metal6-installer binary; default: next to this metal6 binary.
-    #[arg(long)]
+    /// The metal6-installer binary (make builds it with `--profile installer`); default: next
+    /// to this metal6 binary.
+    #[arg(long, env = "METAL6_INSTALLER")]
     installer: Option<PathBuf>,
 }
 

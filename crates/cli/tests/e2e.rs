@@ -26,6 +26,8 @@ fn build_image() -> Value {
     let out = Command::new(metal6())
         .args(["image", "build", "images/lab.yaml", "-o", "json", "--out"])
         .arg(artifacts())
+        .arg("--installer")
+        .arg(root().join("target/installer/metal6-installer"))
         .current_dir(root())
         .output()
         .expect("metal6 image build");

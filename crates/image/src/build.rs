@@ -695,9 +695,7 @@ const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 echo "metal6: installer initramfs at $(cut -d' ' -f1 /proc/uptime) s"
-for m in $(cat /etc/metal6/modules); do
-  insmod "/lib/modules/$m.ko" 2>/tmp/insmod.err || grep -q "File exists" /tmp/insmod.err || echo "metal6: insmod $m: $(cat /tmp/insmod.err)"
-done
+/bin/metal6-installer coldplug
 /bin/metal6-installer install
 echo "metal6: the installer exited ($?); rebooting in 30 s"
 sleep 30
@@ -738,7 +736,8 @@ fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &[u8], epoch:
     if !absent.is_empty() {
         bail!("installer.modules: {absent:?} neither built into {kver} nor in its modules (excluded by the recipe?)");
     }
-    let mut names = vec![];
+    let aliases = std::fs::read_to_string(mdir.join("modules.alias")).unwrap_or_default();
+    let mut index = vec![];
     for p in &order {
         let name = modules::name_of(p);
         let raw = std::fs::read(mdir.join(p)).with_context(|| format!("module {p}"))?;
@@ -752,9 +751,13 @@ fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &[u8], epoch:
             bail!("module {p}: unknown compression");
         };
         e.insert(format!("lib/modules/{name}.ko"), Entry::File { mode: 0o644, data });
-        names.push(name);
+        let deps: Vec<String> =
+            dep.get(&name).map(|(_, d)| d.iter().map(|x| modules::name_of(x)).collect()).unwrap_or_default();
+        let named = r.installer.modules.iter().any(|w| w.replace('-', "_") == name);
+        index.push(serde_json::json!({"name": name, "deps": deps, "aliases": modules::aliases_of(&aliases, &name), "named": named}));
     }
-    e.insert("etc/metal6/modules".into(), Entry::File { mode: 0o644, data: (names.join("\n") + "\n").into_bytes() });
+    // The installer's coldplug loads what the machine's devices need, in this order.
+    e.insert("etc/metal6/modules.json".into(), Entry::File { mode: 0o644, data: serde_json::to_vec_pretty(&index)? });
     let mut raw = vec![];
     cpio::write(&mut raw, &e, u32::try_from(epoch).unwrap_or(u32::MAX))?;
     let mut gz = flate2::GzBuilder::new().mtime(0).write(vec![], flate2::Compression::new(6));

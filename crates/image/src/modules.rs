@@ -22,6 +22,19 @@ pub fn name_of(path: &str) -> String {
     base.replace('-', "_")
 }
 
+/// The patterns of `modules.alias` (`alias PATTERN MODULE`) for one module.
+pub fn aliases_of(alias_file: &str, module: &str) -> Vec<String> {
+    alias_file
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("alias")).then_some(())?;
+            let (pat, m) = (f.next()?, f.next()?);
+            (m.replace('-', "_") == module).then(|| pat.to_owned())
+        })
+        .collect()
+}
+
 /// Module paths to load, dependencies first; the names not found (built into the kernel, or
 /// absent) come back separately.
 pub fn closure(dep: &BTreeMap<String, (String, Vec<String>)>, wanted: &[String]) -> (Vec<String>, Vec<String>) {
@@ -81,5 +94,13 @@ mod tests {
         assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
         assert!(pos("jbd2") < pos("ext4") && pos("crc16") < pos("ext4"));
         assert_eq!(order.len(), 7);
+    }
+
+    #[test]
+    fn aliases_are_read_per_module() {
+        let text = "# comment\nalias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_net\nalias virtio:d00000001v* virtio_net\n\
+                    alias fs-ext4 ext4\nalias pci:v00008086d* e1000e\n";
+        assert_eq!(aliases_of(text, "virtio_net").len(), 2);
+        assert_eq!(aliases_of(text, "ext4"), vec!["fs-ext4".to_owned()]);
     }
 }

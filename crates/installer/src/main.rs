@@ -12,6 +12,7 @@
 //! talks to the server only over HTTP and DHCPv6.
 
 mod cmdline;
+mod coldplug;
 mod console;
 mod dhcp;
 mod disk;
@@ -43,6 +44,13 @@ enum Cmd {
         #[arg(long)]
         cmdline: Option<String>,
     },
+    /// Load the drivers for the devices present (the installer initramfs has no udev).
+    Coldplug {
+        #[arg(long, default_value = "/etc/metal6/modules.json")]
+        index: PathBuf,
+        #[arg(long, default_value = "/lib/modules")]
+        dir: PathBuf,
+    },
     /// Apply a `key = value` sysctl file raise-only (the image's profile, at boot).
     Sysctl { file: PathBuf },
     /// Report `ready` from the installed system.
@@ -62,6 +70,7 @@ fn main() -> ExitCode {
             let text = cmdline.unwrap_or_else(|| std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
             install::run(cmdline::parse(text.split_whitespace()))
         }
+        Cmd::Coldplug { index, dir } => coldplug::run(&index, &dir),
         Cmd::Sysctl { file } => ready::apply_file(&file),
         Cmd::Ready { node_file, wait } => ready::run(&node_file, Duration::from_secs(wait)),
     };
