@@ -92,7 +92,7 @@ schema: ## Regenerate inventory/schema.json
 	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
 
 .PHONY: bench
-bench: bench-inventory bench-dhcp bench-http bench-tftp ## All benchmarks
+bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image ## All benchmarks
 
 .PHONY: bench-inventory
 bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
@@ -113,6 +113,10 @@ bench-http: bench-deps ## 100 clients x 1 GiB from metal6 vs nginx-light (target
 .PHONY: bench-tftp
 bench-tftp: bench-deps ## 100 MB over TFTP from metal6 (windowsize) vs tftpd-hpa (target >= 3x)
 	@./scripts/bench-tftp.sh
+
+.PHONY: bench-image
+bench-image: bench-deps ## The lab image: metal6 cold and sysctl-only warm builds vs mkosi 14 cold, same run
+	@./scripts/bench-image.sh
 
 .PHONY: fuzz
 fuzz: ## Fuzz DHCPv6 decode+decide for FUZZ_SECONDS (default 60) with cargo-fuzz (nightly)

@@ -36,6 +36,7 @@ if [[ ${BENCH:-0} == 1 ]]; then
   APT_PACKAGES+=(
     nginx-light     # the HTTP peer of bench-http (sendfile on)
     tftpd-hpa       # the TFTP peer of bench-tftp
+    mkosi           # the image builder bench-image compares against (Debian's 14)
   )
 fi
 

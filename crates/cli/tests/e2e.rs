@@ -37,8 +37,10 @@ fn build_image() -> Value {
 
 fn lab_up(node: &str) -> (Value, Vec<Value>, PathBuf) {
     let work = root().join("target/lab-run").join(node);
+    // 900 s covers a cold, contended machine; METAL6_E2E_TIMEOUT shortens it when a failure is expected.
+    let timeout = std::env::var("METAL6_E2E_TIMEOUT").unwrap_or_else(|_| "900".into());
     let out = Command::new(metal6())
-        .args(["lab", "up", "--node", node, "--timeout", "900", "--artifacts"])
+        .args(["lab", "up", "--node", node, "--timeout", &timeout, "--artifacts"])
         .arg(artifacts())
         .arg("--workdir")
         .arg(&work)

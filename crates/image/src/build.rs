@@ -158,7 +158,7 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
             recipe.debian.mirror,
             recipe.packages.len()
         ));
-        mmdebstrap(&recipe, &recipe_dir, &base_tar)?;
+        mmdebstrap(&recipe, &recipe_dir, &base_tar, progress)?;
     }
     stages.push(StageReport { stage: "base", key: bkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
 
@@ -283,7 +283,7 @@ fn read_digest(dir: &Path, file: &str) -> Result<String> {
     }
 }
 
-fn mmdebstrap(r: &Recipe, recipe_dir: &Path, out: &Path) -> Result<()> {
+fn mmdebstrap(r: &Recipe, recipe_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<()> {
     let tmp = out.with_extension("tar.tmp");
     let root = std::env::var("USER").is_ok_and(|u| u == "root") || is_root();
     let mut cmd = Command::new("mmdebstrap");
@@ -307,7 +307,7 @@ fn mmdebstrap(r: &Recipe, recipe_dir: &Path, out: &Path) -> Result<()> {
     cmd.arg("--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname \"$1\"/etc/ssh/ssh_host_*");
     cmd.arg("--customize-hook=: > \"$1\"/etc/machine-id");
     cmd.arg(&r.debian.suite).arg(&tmp).arg(&r.debian.mirror);
-    tools::run(&mut cmd)?;
+    tools::run_streaming(&mut cmd, &mut |l| progress(&format!("base: {l}")))?;
     std::fs::rename(&tmp, out)?;
     Ok(())
 }

@@ -18,6 +18,36 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Like [`run`], passing each stderr line the tool prints to `progress` as it comes (for the
+/// long steps: mmdebstrap's `I: …` lines), and keeping the tail for the error.
+pub fn run_streaming(cmd: &mut Command, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    use std::io::BufRead;
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {shown}"))?;
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    if let Some(err) = child.stderr.take() {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(msg) = line.strip_prefix("I: ") {
+                progress(msg);
+            }
+            tail.push_back(line);
+            if tail.len() > 15 {
+                tail.pop_front();
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{shown} failed ({status}):\n{}", tail.into_iter().collect::<Vec<_>>().join("\n"));
+    }
+    Ok(())
+}
+
 pub fn run_stdin(cmd: &mut Command, input: &str) -> Result<String> {
     use std::io::Write;
     let shown = format!("{cmd:?}");
