@@ -2,6 +2,7 @@
 //! results. It owns no domain logic: what a command decides lives in a library crate where it
 //! can be tested without a terminal.
 
+mod emulate_cmd;
 mod image_cmd;
 mod inventory_cmd;
 mod lab_cmd;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Check, show and describe inventory files.
     #[command(subcommand)]
     Inventory(inventory_cmd::InventoryCmd),
+    /// The satellite-constellation workload: topology, addressing, pictures.
+    #[command(subcommand)]
+    Emulate(emulate_cmd::EmulateCmd),
     /// Build node images and the installer UKI from recipes.
     #[command(subcommand)]
     Image(image_cmd::ImageCmd),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
+        Command::Emulate(cmd) => emulate_cmd::run(cmd, cli.output),
         Command::Image(cmd) => image_cmd::run(cmd, cli.output),
         Command::Lab(cmd) => lab_cmd::run_cmd(cmd),
         Command::Serve(args) => serve_cmd::run(args),

@@ -1,0 +1,184 @@
+//! `metal6 emulate`: the satellite-constellation workload. `plan` prints the topology at an
+//! instant (links, delays, addresses) and the link events over a window; `draw` writes the
+//! picture. The shell is given as `PLANESxPER_PLANE` with altitude, inclination and phasing.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use metal6_emulation::topology::End;
+use metal6_emulation::{Addressing, GroundStation, Shell, ShellKind, Topology};
+use serde::Serialize;
+
+use crate::output::{self, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EmulateCmd {
+    /// The topology at --at (links, delays, addresses) and link events until --until.
+    Plan(PlanArgs),
+    /// An SVG of the constellation, its links and ground stations at --at.
+    Draw(DrawArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// Planes x satellites per plane, e.g. 72x22.
+    #[arg(long, default_value = "72x22")]
+    shell: String,
+    #[arg(long, default_value_t = 550.0)]
+    altitude_km: f64,
+    #[arg(long, default_value_t = 53.0)]
+    inclination: f64,
+    /// Walker phasing F (0 ≤ F < planes).
+    #[arg(long, default_value_t = 1)]
+    phasing: u32,
+    /// Walker star (polar, 180° of planes, a seam) instead of delta.
+    #[arg(long)]
+    star: bool,
+    /// Ground stations as NAME:LAT:LON, repeatable.
+    #[arg(long = "station", value_name = "NAME:LAT:LON")]
+    stations: Vec<String>,
+    /// Minimum elevation of a ground link, degrees.
+    #[arg(long, default_value_t = 25.0)]
+    elevation_mask: f64,
+    /// The per-node address block the satellites' /64s come from.
+    #[arg(long, default_value = "fd00:5a7::/48")]
+    block: ipnet::Ipv6Net,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    shell: ShellArgs,
+    /// Seconds since epoch of the plan.
+    #[arg(long, default_value_t = 0.0)]
+    at: f64,
+    /// Also list link events from --at to this time (seconds).
+    #[arg(long)]
+    until: Option<f64>,
+    /// Sampling step of the events, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    step: f64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DrawArgs {
+    #[command(flatten)]
+    shell: ShellArgs,
+    #[arg(long, default_value_t = 0.0)]
+    at: f64,
+    /// Where to write the SVG.
+    #[arg(long, short = 'f', default_value = "constellation.svg")]
+    file: PathBuf,
+}
+
+fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
+    let (p, s) = a.shell.split_once('x').context("--shell: PLANESxPER_PLANE, e.g. 72x22")?;
+    let (planes, per_plane): (u32, u32) =
+        (p.parse().context("--shell planes")?, s.parse().context("--shell per plane")?);
+    if planes == 0 || per_plane == 0 {
+        bail!("--shell: at least one plane of one satellite");
+    }
+    if a.phasing >= planes {
+        bail!("--phasing {} must be below the number of planes ({planes})", a.phasing);
+    }
+    let mut stations = vec![];
+    for st in &a.stations {
+        let f: Vec<&str> = st.split(':').collect();
+        let [name, lat, lon] = f.as_slice() else { bail!("--station {st}: NAME:LAT:LON") };
+        stations.push(GroundStation {
+            name: (*name).to_owned(),
+            lat_deg: lat.parse().with_context(|| format!("--station {st}: latitude"))?,
+            lon_deg: lon.parse().with_context(|| format!("--station {st}: longitude"))?,
+        });
+    }
+    let shell = Shell {
+        kind: if a.star { ShellKind::Star } else { ShellKind::Delta },
+        planes,
+        per_plane,
+        phasing: a.phasing,
+        altitude_km: a.altitude_km,
+        inclination_deg: a.inclination,
+    };
+    let n = shell.count();
+    let count = u32::try_from(stations.len()).unwrap_or(u32::MAX);
+    let mut topo = Topology::new(shell, stations);
+    topo.elevation_mask_deg = a.elevation_mask;
+    let addr = Addressing::new(a.block, n, count)?;
+    Ok((topo, addr))
+}
+
+#[derive(Serialize)]
+struct LinkOut {
+    kind: metal6_emulation::LinkKind,
+    a: String,
+    b: String,
+    a_addr: String,
+    b_addr: String,
+    distance_km: f64,
+    delay_ms: f64,
+}
+
+fn end_name(t: &Topology, addr: &Addressing, e: End) -> (String, String) {
+    match e {
+        End::Sat { sat, iface } => {
+            let (p, s) = t.plane_slot(sat);
+            (format!("sat-{p}-{s}/{}", Addressing::iface_name(iface)), addr.interface(sat, iface).to_string())
+        }
+        End::Station { station } => (t.stations[station as usize].name.clone(), addr.station(station).to_string()),
+    }
+}
+
+pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
+    match cmd {
+        EmulateCmd::Draw(a) => {
+            let (topo, _) = topology(&a.shell)?;
+            std::fs::write(&a.file, metal6_emulation::draw::svg(&topo, a.at))
+                .with_context(|| format!("writing {}", a.file.display()))?;
+            writeln!(std::io::stdout(), "{}", a.file.display())?;
+        }
+        EmulateCmd::Plan(a) => {
+            let (topo, addr) = topology(&a.shell)?;
+            let links: Vec<LinkOut> = topo
+                .links_at(a.at)
+                .into_iter()
+                .map(|l| {
+                    let (an, aa) = end_name(&topo, &addr, l.a);
+                    let (bn, ba) = end_name(&topo, &addr, l.b);
+                    LinkOut {
+                        kind: l.kind,
+                        a: an,
+                        b: bn,
+                        a_addr: aa,
+                        b_addr: ba,
+                        distance_km: l.distance_km,
+                        delay_ms: l.delay_ms,
+                    }
+                })
+                .collect();
+            let events = a.until.map(|u| topo.events(a.at, u, a.step)).unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Table => {
+                    writeln!(out, "{} satellites, {} links up at t = {} s", topo.shell.count(), links.len(), a.at)?;
+                    let rows: Vec<Vec<String>> = links
+                        .iter()
+                        .take(40)
+                        .map(|l| vec![format!("{:?}", l.kind), l.a.clone(), l.b.clone(), format!("{:.2}", l.delay_ms)])
+                        .collect();
+                    output::write_table(&mut out, &["KIND", "FROM", "TO", "DELAY MS"], &rows)?;
+                    if links.len() > 40 {
+                        writeln!(out, "… {} more (-o json for all)", links.len() - 40)?;
+                    }
+                    if a.until.is_some() {
+                        let ups = events.iter().filter(|e| e.up).count();
+                        writeln!(out, "{} link events ({} up, {} down)", events.len(), ups, events.len() - ups)?;
+                    }
+                }
+                f => output::write_data(&mut out, f, &serde_json::json!({"links": links, "events": events}))?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
