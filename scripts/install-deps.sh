@@ -28,6 +28,8 @@ APT_PACKAGES=(
   e2fsprogs         # mkfs.ext4 -d: the root partition without mounting
   busybox-static    # the installer initramfs's shell, insmod, mount
   qemu-utils        # qemu-img: the qcow2 output
+  iputils-ping      # ping across emulated satellite links
+  frr               # IS-IS routing in the satellite namespaces (metal6 emulate, netns backend)
   cpio              # GNU cpio reads back the initramfs we write (a test peer)
 )
 

@@ -1,0 +1,245 @@
+//! The netns backend of `metal6 emulate run`: one network namespace per satellite (and per
+//! ground station), the constellation's links as veth pairs, all through netlink — no `ip`
+//! or `tc` per link.
+//!
+//! Why it is built this way (shared notes, emulation §2): per-namespace CLI calls cost
+//! O(number of namespaces) each (`ip -n` copies every netns mount), so an update round of a
+//! 2,000-satellite constellation took tens of seconds that way. Here every namespace is made
+//! by `unshare` on a dedicated thread that also opens that namespace's rtnetlink socket and
+//! writes its sysctls, then returns to the host namespace; the socket stays bound to the
+//! satellite's namespace, so every later change is one message on an open socket. Each veth
+//! is created in one end's namespace with its peer placed in the other's (IFLA_NET_NS_FD),
+//! with fixed interface indexes, so no lookups are needed afterwards.
+//!
+//! Namespaces are named `m6e<pid>-<n>`; a run removes leftovers of dead runs first and its
+//! own on drop.
+
+pub mod frr;
+pub mod netns;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use futures_util::future::join_all;
+use metal6_emulation::topology::{End, LinkEvent, LinkKind};
+use metal6_emulation::{Addressing, Topology};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+use serde::Serialize;
+
+pub use netns::Netns;
+
+/// Interface indexes inside every satellite namespace: isl0..isl3, gsl0.
+pub const IFINDEX_BASE: u32 = 10;
+type Req = std::pin::Pin<Box<dyn Future<Output = Result<(), rtnetlink::Error>> + Send>>;
+
+/// How many netlink requests are in flight at once.
+const IN_FLIGHT: usize = 512;
+
+/// A running constellation.
+#[derive(Debug)]
+pub struct Emulation {
+    pub sats: Vec<Netns>,
+    pub stations: Vec<Netns>,
+    /// Ground links up now: satellite → station.
+    ground: BTreeMap<u32, u32>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Timings {
+    pub namespaces_s: f64,
+    pub links_s: f64,
+    pub addresses_s: f64,
+    pub interfaces: usize,
+}
+
+fn sat_ifname(iface: u8) -> String {
+    metal6_emulation::topology::IFACES.get(usize::from(iface)).map_or_else(|| format!("if{iface}"), |s| (*s).to_owned())
+}
+
+/// A veth created in `a`'s namespace (name `an`, index `ai`) with its peer in `b`'s, down:
+/// the kernel refuses IFF_UP at creation (veth_open needs the peer, ENOTCONN), so ends are
+/// brought up afterwards.
+fn veth_msg(an: &str, ai: u32, bn: &str, bi: u32, b: &Netns) -> rtnetlink::packet_route::link::LinkMessage {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(bn.to_owned()).index(bi).setns_by_fd(b.raw_fd()).build();
+    LinkVeth::new(an, bn).index(ai).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build()
+}
+
+async fn in_batches<F, T>(futs: Vec<F>) -> Vec<T>
+where
+    F: Future<Output = T>,
+{
+    let mut out = Vec::with_capacity(futs.len());
+    let mut it = futs.into_iter().peekable();
+    while it.peek().is_some() {
+        let batch: Vec<F> = it.by_ref().take(IN_FLIGHT).collect();
+        out.extend(join_all(batch).await);
+    }
+    out
+}
+
+impl Emulation {
+    /// Creates the namespaces, every ISL of the grid (up or down as at `t`) and the ground
+    /// links up at `t`, and the addresses. Call inside a tokio runtime.
+    pub async fn create(topo: &Topology, addr: &Addressing, t: f64) -> Result<Emulation> {
+        netns::remove_dead();
+        let started = Instant::now();
+        let n = topo.shell.count();
+        let rt = tokio::runtime::Handle::current();
+        let pid = std::process::id();
+        let (sats, stations) = tokio::task::spawn_blocking(move || -> Result<(Vec<Netns>, Vec<Netns>)> {
+            let _g = rt.enter();
+            let sats = (0..n).map(|i| Netns::create(&format!("m6e{pid}-{i}"))).collect::<Result<Vec<_>>>()?;
+            Ok((sats, vec![]))
+        })
+        .await??;
+        let mut emu = Emulation { sats, stations, ground: BTreeMap::new(), timings: Timings::default() };
+        let rt = tokio::runtime::Handle::current();
+        let names: Vec<String> = topo.stations.iter().enumerate().map(|(g, _)| format!("m6e{pid}-gs{g}")).collect();
+        emu.stations = tokio::task::spawn_blocking(move || -> Result<Vec<Netns>> {
+            let _g = rt.enter();
+            names.iter().map(|n| Netns::create(n)).collect()
+        })
+        .await??;
+        emu.timings.namespaces_s = started.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let up: std::collections::BTreeSet<(u32, u32)> = topo
+            .links_at(t)
+            .iter()
+            .filter(|l| l.kind != LinkKind::Ground)
+            .filter_map(|l| match (l.a, l.b) {
+                (End::Sat { sat: a, .. }, End::Sat { sat: b, .. }) => Some((a, b)),
+                _ => None,
+            })
+            .collect();
+        let mut reqs = vec![];
+        for (kind, a, b) in topo.grid() {
+            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            let msg = veth_msg(
+                &sat_ifname(ia),
+                IFINDEX_BASE + u32::from(ia),
+                &sat_ifname(ib),
+                IFINDEX_BASE + u32::from(ib),
+                &emu.sats[b as usize],
+            );
+            let h = emu.sats[a as usize].handle.clone();
+            reqs.push(async move { h.link().add(msg).execute().await.with_context(|| format!("ISL {a}-{b}")) });
+        }
+        for r in in_batches(reqs).await {
+            r?;
+        }
+        let mut ups = vec![];
+        for (kind, a, b) in topo.grid().into_iter().filter(|(_, a, b)| up.contains(&(*a, *b))) {
+            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            ups.push(emu.set_state(a, ia, true));
+            ups.push(emu.set_state(b, ib, true));
+        }
+        for r in in_batches(ups).await {
+            r.context("bringing ISLs up")?;
+        }
+        emu.timings.interfaces = topo.grid().len() * 2;
+        for l in topo.links_at(t).iter().filter(|l| l.kind == LinkKind::Ground) {
+            if let (End::Sat { sat, .. }, End::Station { station }) = (l.a, l.b) {
+                emu.ground_up(sat, station).await?;
+            }
+        }
+        emu.timings.links_s = t1.elapsed().as_secs_f64();
+
+        // Loopback and interface addresses (/128 each; ISLs also keep their link-local).
+        let t2 = Instant::now();
+        let mut reqs: Vec<Req> = vec![];
+        for (i, ns) in emu.sats.iter().enumerate() {
+            let sat = u32::try_from(i).unwrap_or(u32::MAX);
+            let h = ns.handle.clone();
+            let lo = IpAddr::V6(addr.loopback(sat));
+            reqs.push(Box::pin(async move {
+                h.link().set(LinkUnspec::new_with_index(1).up().build()).execute().await?;
+                h.address().add(1, lo, 128).execute().await
+            }));
+            for k in 0..4u8 {
+                let h = ns.handle.clone();
+                let a = IpAddr::V6(addr.interface(sat, k));
+                reqs.push(Box::pin(
+                    async move { h.address().add(IFINDEX_BASE + u32::from(k), a, 128).execute().await },
+                ));
+            }
+        }
+        for r in in_batches(reqs).await {
+            r.context("adding addresses")?;
+        }
+        emu.timings.addresses_s = t2.elapsed().as_secs_f64();
+        Ok(emu)
+    }
+
+    async fn ground_up(&mut self, sat: u32, station: u32) -> Result<()> {
+        let st = &self.stations[station as usize];
+        let msg = veth_msg("gsl0", IFINDEX_BASE + 4, &format!("s{sat}"), 0, st);
+        let h = &self.sats[sat as usize].handle;
+        h.link().add(msg).execute().await.with_context(|| format!("ground link {sat}"))?;
+        h.link().set(LinkUnspec::new_with_index(IFINDEX_BASE + 4).up().build()).execute().await?;
+        st.handle.link().set(LinkUnspec::new_with_name(&format!("s{sat}")).up().build()).execute().await?;
+        self.ground.insert(sat, station);
+        Ok(())
+    }
+
+    async fn ground_down(&mut self, sat: u32) -> Result<()> {
+        if self.ground.remove(&sat).is_some() {
+            self.sats[sat as usize].handle.link().del(IFINDEX_BASE + 4).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// Sets one ISL end up or down.
+    fn set_state(&self, sat: u32, iface: u8, up: bool) -> impl Future<Output = Result<(), rtnetlink::Error>> + use<> {
+        let h = self.sats[sat as usize].handle.clone();
+        let b = LinkUnspec::new_with_index(IFINDEX_BASE + u32::from(iface));
+        let msg = if up { b.up().build() } else { b.down().build() };
+        async move { h.link().set(msg).execute().await }
+    }
+
+    /// Applies link events: ISLs switch state at both ends, ground links are re-made.
+    pub async fn apply(&mut self, events: &[LinkEvent]) -> Result<usize> {
+        let mut reqs = vec![];
+        for e in events.iter().filter(|e| e.kind != LinkKind::Ground) {
+            for end in [e.a, e.b] {
+                if let End::Sat { sat, iface } = end {
+                    reqs.push(self.set_state(sat, iface, e.up));
+                }
+            }
+        }
+        let n = reqs.len();
+        for r in in_batches(reqs).await {
+            r?;
+        }
+        for e in events.iter().filter(|e| e.kind == LinkKind::Ground) {
+            if let (End::Sat { sat, .. }, End::Station { station }) = (e.a, e.b) {
+                if e.up {
+                    self.ground_down(sat).await?;
+                    self.ground_up(sat, station).await?;
+                } else if self.ground.get(&sat) == Some(&station) {
+                    self.ground_down(sat).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sets every ISL end to `up` at once: the "full link-state update" of the benchmark.
+    pub async fn set_all(&self, topo: &Topology, up: bool) -> Result<usize> {
+        let mut reqs = vec![];
+        for (kind, a, b) in topo.grid() {
+            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            reqs.push(self.set_state(a, ia, up));
+            reqs.push(self.set_state(b, ib, up));
+        }
+        let n = reqs.len();
+        for r in in_batches(reqs).await {
+            r?;
+        }
+        Ok(n)
+    }
+}
