@@ -19,6 +19,41 @@ pub enum EmulateCmd {
     Plan(PlanArgs),
     /// An SVG of the constellation, its links and ground stations at --at.
     Draw(DrawArgs),
+    /// Run the constellation: one network namespace per satellite (netns backend), links
+    /// switched as the satellites move, optionally IS-IS routing with FRR.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Network namespaces and veth pairs on this machine, through netlink.
+    Netns,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    shell: ShellArgs,
+    #[arg(long, value_enum, default_value_t = Backend::Netns)]
+    backend: Backend,
+    /// Constellation time at start, seconds.
+    #[arg(long, default_value_t = 0.0)]
+    at: f64,
+    /// Run this many seconds of constellation time (0: build, report, tear down).
+    #[arg(long, default_value_t = 0.0)]
+    duration: f64,
+    /// Constellation seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Seconds between link-state updates (constellation time).
+    #[arg(long, default_value_t = 10.0)]
+    step: f64,
+    /// Start FRR (zebra + isisd) in every satellite namespace.
+    #[arg(long)]
+    frr: bool,
+    /// Where FRR's configs, sockets and logs go.
+    #[arg(long, default_value = "emulation")]
+    workdir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,8 +165,84 @@ fn end_name(t: &Topology, addr: &Addressing, e: End) -> (String, String) {
     }
 }
 
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
+    let (topo, addr) = topology(&a.shell)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut err = std::io::stderr();
+        let mem0 = mem_available_kib();
+        let t0 = std::time::Instant::now();
+        let mut emu = metal6_emunet::Emulation::create(&topo, &addr, a.at).await?;
+        let create_s = t0.elapsed().as_secs_f64();
+        let mem_mib = mem0.saturating_sub(mem_available_kib()) / 1024;
+        writeln!(
+            err,
+            "emulate: {} satellites, {} interfaces in {create_s:.2} s ({:?}); {mem_mib} MiB",
+            topo.shell.count(),
+            emu.timings.interfaces,
+            emu.timings
+        )?;
+        let netem = metal6_emunet::netem_available();
+        writeln!(
+            err,
+            "emulate: netem {}",
+            if netem { "available (delays applied)" } else { "not in this kernel: links run without delay" }
+        )?;
+        let frr = if a.frr {
+            std::fs::create_dir_all(&a.workdir)?;
+            Some(metal6_emunet::frr::start(&emu, &topo, &addr, &a.workdir.canonicalize()?)?)
+        } else {
+            None
+        };
+        let t1 = std::time::Instant::now();
+        let n = emu.set_all(&topo, false).await?;
+        emu.set_all(&topo, true).await?;
+        let update_s = t1.elapsed().as_secs_f64() / 2.0;
+        writeln!(err, "emulate: one full link-state update ({n} interface changes) in {update_s:.3} s")?;
+        let mut t = a.at;
+        let mut applied = 0usize;
+        let wall = std::time::Instant::now();
+        while t < a.at + a.duration {
+            let next = (t + a.step).min(a.at + a.duration);
+            let ev: Vec<_> = topo.events(t, next, a.step).into_iter().filter(|e| e.t > t).collect();
+            applied += emu.apply(&ev).await?;
+            t = next;
+            let due = std::time::Duration::from_secs_f64((t - a.at) / a.speed.max(1e-3));
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                () = tokio::time::sleep(due.saturating_sub(wall.elapsed())) => {}
+            }
+        }
+        drop(frr);
+        let t2 = std::time::Instant::now();
+        drop(emu);
+        let teardown_s = t2.elapsed().as_secs_f64();
+        let report = serde_json::json!({"satellites": topo.shell.count(), "create_s": create_s, "update_s": update_s,
+            "teardown_s": teardown_s, "memory_mib": mem_mib, "netem": netem, "events_applied": applied});
+        let mut out = std::io::stdout().lock();
+        match format {
+            Format::Table => writeln!(
+                out,
+                "create {create_s:.2} s, update {update_s:.3} s, teardown {teardown_s:.2} s, {mem_mib} MiB"
+            )?,
+            f => output::write_data(&mut out, f, &report)?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
     match cmd {
+        EmulateCmd::Run(a) => return run_netns(a, format),
         EmulateCmd::Draw(a) => {
             let (topo, _) = topology(&a.shell)?;
             std::fs::write(&a.file, metal6_emulation::draw::svg(&topo, a.at))

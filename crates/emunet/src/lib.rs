@@ -11,7 +11,7 @@
 //! is created in one end's namespace with its peer placed in the other's (IFLA_NET_NS_FD),
 //! with fixed interface indexes, so no lookups are needed afterwards.
 //!
-//! Namespaces are named `m6e<pid>-<n>`; a run removes leftovers of dead runs first and its
+//! Namespaces are named `m6e<pid>-<run>-<n>`; a run removes leftovers of dead runs first and its
 //! own on drop.
 
 pub mod frr;
@@ -89,7 +89,10 @@ impl Emulation {
         let started = Instant::now();
         let n = topo.shell.count();
         let rt = tokio::runtime::Handle::current();
-        let pid = std::process::id();
+        // Unique per run, so two emulations of one process never collide.
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pid = format!("{}-{}", std::process::id(), RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let pid2 = pid.clone();
         let (sats, stations) = tokio::task::spawn_blocking(move || -> Result<(Vec<Netns>, Vec<Netns>)> {
             let _g = rt.enter();
             let sats = (0..n).map(|i| Netns::create(&format!("m6e{pid}-{i}"))).collect::<Result<Vec<_>>>()?;
@@ -98,7 +101,7 @@ impl Emulation {
         .await??;
         let mut emu = Emulation { sats, stations, ground: BTreeMap::new(), timings: Timings::default() };
         let rt = tokio::runtime::Handle::current();
-        let names: Vec<String> = topo.stations.iter().enumerate().map(|(g, _)| format!("m6e{pid}-gs{g}")).collect();
+        let names: Vec<String> = topo.stations.iter().enumerate().map(|(g, _)| format!("m6e{pid2}-gs{g}")).collect();
         emu.stations = tokio::task::spawn_blocking(move || -> Result<Vec<Netns>> {
             let _g = rt.enter();
             names.iter().map(|n| Netns::create(n)).collect()
@@ -151,6 +154,13 @@ impl Emulation {
 
         // Loopback and interface addresses (/128 each; ISLs also keep their link-local).
         let t2 = Instant::now();
+        // Only interfaces the grid has: a star shell's seam planes lack isl2 or isl3.
+        let mut exists = std::collections::BTreeSet::new();
+        for (kind, a, b) in topo.grid() {
+            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            exists.insert((a, ia));
+            exists.insert((b, ib));
+        }
         let mut reqs: Vec<Req> = vec![];
         for (i, ns) in emu.sats.iter().enumerate() {
             let sat = u32::try_from(i).unwrap_or(u32::MAX);
@@ -160,7 +170,7 @@ impl Emulation {
                 h.link().set(LinkUnspec::new_with_index(1).up().build()).execute().await?;
                 h.address().add(1, lo, 128).execute().await
             }));
-            for k in 0..4u8 {
+            for k in (0..4u8).filter(|k| exists.contains(&(sat, *k))) {
                 let h = ns.handle.clone();
                 let a = IpAddr::V6(addr.interface(sat, k));
                 reqs.push(Box::pin(
@@ -242,4 +252,17 @@ impl Emulation {
         }
         Ok(n)
     }
+}
+
+/// Whether this kernel can delay packets (sch_netem): tried once on a scratch namespace's
+/// loopback with `tc`, the one tool call of the backend (not per link).
+pub fn netem_available() -> bool {
+    let ns = format!("m6e{}-netem", std::process::id());
+    let run = |args: &[&str]| std::process::Command::new("ip").args(args).output().is_ok_and(|o| o.status.success());
+    if !run(&["netns", "add", &ns]) {
+        return false;
+    }
+    let ok = run(&["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]);
+    run(&["netns", "del", &ns]);
+    ok
 }

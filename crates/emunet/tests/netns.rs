@@ -85,3 +85,84 @@ async fn a_small_shell_becomes_namespaces_and_links() {
         .into_owned();
     assert!(names.iter().all(|n| !left.contains(n.as_str())), "namespaces left: {left}");
 }
+
+/// `ip -6 route show proto isis` in `ns`: destination → the outgoing devices (several for
+/// equal-cost routes, which `ip` prints as indented `nexthop` lines).
+fn isis_routes(ns: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = vec![];
+    for l in ip(ns, "-6 route show proto isis").lines() {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let dev = words.iter().position(|w| *w == "dev").and_then(|i| words.get(i + 1)).map(|d| (*d).to_owned());
+        if !l.starts_with(char::is_whitespace) {
+            out.push((words.first().map_or_else(String::new, |w| (*w).to_owned()), dev.into_iter().collect()));
+        } else if let (Some(last), Some(d)) = (out.last_mut(), dev) {
+            last.1.push(d);
+        }
+    }
+    out
+}
+
+fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < end, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frr_isis_converges_and_reroutes_around_a_failed_link() {
+    if !root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    if !std::path::Path::new(metal6_emunet::frr::ISISD).exists() {
+        assert!(std::env::var_os("CI").is_none(), "frr is not installed: `make deps` installs it");
+        eprintln!("SKIP: frr is not installed");
+        return;
+    }
+    let (topo, addr) = small();
+    let mut emu = Emulation::create(&topo, &addr, 0.0).await.expect("create");
+    let dir = tempfile_dir();
+    let mut frr = metal6_emunet::frr::start(&emu, &topo, &addr, &dir).expect("frr");
+    let started = std::time::Instant::now();
+    let ns: Vec<String> = emu.sats.iter().map(|n| n.name.clone()).collect();
+    // Converged: every satellite has an IS-IS route to each other satellite's loopback.
+    wait_until("IS-IS to converge on 36 satellites", 120, || {
+        if let Some(d) = frr.dead() {
+            panic!("{d}");
+        }
+        ns.iter().all(|n| isis_routes(n).iter().filter(|(d, _)| d.ends_with(":ffff")).count() >= 35).then_some(())
+    });
+    eprintln!("IS-IS converged in {:.1} s", started.elapsed().as_secs_f64());
+    let target = format!("{}", addr.loopback(1));
+    let via = |n: &str| isis_routes(n).into_iter().find(|(d, _)| *d == target).map(|(_, dev)| dev);
+    assert_eq!(via(&ns[0]), Some(vec!["isl0".to_owned()]), "sat 1 is sat 0's isl0 neighbour");
+    // The ISL between sat 0 and sat 1 fails: both ends down, as a link event.
+    let ev = metal6_emulation::LinkEvent {
+        t: 1.0,
+        up: false,
+        kind: metal6_emulation::LinkKind::IntraPlane,
+        a: metal6_emulation::topology::End::Sat { sat: 0, iface: 0 },
+        b: metal6_emulation::topology::End::Sat { sat: 1, iface: 1 },
+    };
+    let t = std::time::Instant::now();
+    emu.apply(&[ev]).await.expect("link down");
+    let dev = wait_until("the route to sat 1 to leave isl0", 60, || {
+        via(&ns[0]).filter(|d| !d.is_empty() && !d.iter().any(|x| x == "isl0"))
+    });
+    eprintln!("rerouted via {dev:?} in {:.1} s", t.elapsed().as_secs_f64());
+    drop(frr);
+    drop(emu);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("m6e-frr-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("dir");
+    d
+}
