@@ -92,7 +92,7 @@ schema: ## Regenerate inventory/schema.json
 	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
 
 .PHONY: bench
-bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image ## All benchmarks
+bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image bench-emulation ## All benchmarks
 
 .PHONY: bench-inventory
 bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
@@ -117,6 +117,10 @@ bench-tftp: bench-deps ## 100 MB over TFTP from metal6 (windowsize) vs tftpd-hpa
 .PHONY: bench-image
 bench-image: bench-deps ## The lab image: metal6 cold and sysctl-only warm builds vs mkosi 14 cold, same run
 	@./scripts/bench-image.sh
+
+.PHONY: bench-emulation
+bench-emulation: deps ## 2,000 and 4,000 satellites x 5 interfaces in namespaces: create, update, teardown, memory
+	@./scripts/bench-emulation.sh
 
 .PHONY: fuzz
 fuzz: ## Fuzz DHCPv6 decode+decide for FUZZ_SECONDS (default 60) with cargo-fuzz (nightly)

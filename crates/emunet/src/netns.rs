@@ -23,6 +23,10 @@ const SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv6/conf/default/accept_ra", "0"),
     ("net/ipv6/conf/default/autoconf", "0"),
     ("net/ipv6/conf/all/forwarding", "1"),
+    // A link that goes down keeps its addresses, as a radio link's would: no re-addressing
+    // (and no new link-local address for FRR's adjacency) when it comes back.
+    ("net/ipv6/conf/all/keep_addr_on_down", "1"),
+    ("net/ipv6/conf/default/keep_addr_on_down", "1"),
 ];
 
 #[derive(Debug)]

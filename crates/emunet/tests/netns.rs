@@ -48,6 +48,9 @@ async fn a_small_shell_becomes_namespaces_and_links() {
     for i in ["isl0", "isl1", "isl2", "isl3"] {
         assert!(links.lines().any(|l| l.starts_with(i) && l.contains("UP")), "{i} in {links}");
     }
+    // The fifth interface: a port of the ground segment's bridge, down without a ground link.
+    assert!(links.lines().any(|l| l.starts_with("gsl0") && l.contains("DOWN")), "gsl0 in {links}");
+    assert_eq!(emu.timings.interfaces, 180, "36 satellites x 5");
     let addrs = ip(&ns0, "-6 -br addr show dev lo");
     assert!(addrs.contains(&addr.loopback(0).to_string()), "{addrs}");
     // sat 0's isl0 peers with sat 1's isl1: ping its link-local across the veth.
@@ -75,8 +78,10 @@ async fn a_small_shell_becomes_namespaces_and_links() {
     );
     // All ISLs down, then up again.
     let n = emu.set_all(&topo, false).await.expect("down");
-    assert_eq!(n, 144);
+    assert_eq!(n, 72, "one message per link");
     assert!(ip(&ns0, "-br link show dev isl0").contains("DOWN"));
+    let peer = ip(ns1, "link show dev isl1");
+    assert!(!peer.contains("LOWER_UP"), "the peer end loses carrier: {peer}");
     emu.set_all(&topo, true).await.expect("up");
     assert!(ip(&ns0, "-br link show dev isl0").contains("UP"));
     let names: Vec<String> = emu.sats.iter().map(|n| n.name.clone()).collect();
@@ -165,4 +170,44 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("m6e-frr-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("dir");
     d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ground_station_reaches_the_satellite_it_sees() {
+    if !root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    let (mut topo, addr) = small();
+    topo.stations.push(metal6_emulation::GroundStation { name: "null-island".into(), lat_deg: 0.0, lon_deg: 0.0 });
+    topo.elevation_mask_deg = 10.0;
+    let linked: Vec<u32> = topo
+        .links_at(0.0)
+        .iter()
+        .filter_map(|l| match l.a {
+            metal6_emulation::topology::End::Sat { sat, iface: 4 } => Some(sat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(linked.len(), 1, "one satellite above 10° over (0, 0) at t=0: {linked:?}");
+    let emu = Emulation::create(&topo, &addr, 0.0).await.expect("create");
+    let sat = linked[0];
+    let up: Vec<usize> =
+        (0..36).filter(|i| ip(&emu.sats[*i].name, "-br link show dev gsl0").contains(" UP ")).collect();
+    assert_eq!(up, vec![sat as usize], "only the linked satellite's gsl0 is up");
+    let ll = ip(&emu.sats[sat as usize].name, "-6 -br addr show dev gsl0");
+    let ll = ll
+        .split_whitespace()
+        .find(|w| w.starts_with("fe80::"))
+        .expect("link-local")
+        .split('/')
+        .next()
+        .expect("a")
+        .to_owned();
+    let st = &emu.stations[0].name;
+    let ping = Command::new("ip")
+        .args(["netns", "exec", st, "ping", "-6", "-c", "1", "-W", "2", &format!("{ll}%seg0")])
+        .output()
+        .expect("ping");
+    assert!(ping.status.success(), "station → satellite {sat}: {}", String::from_utf8_lossy(&ping.stdout));
 }
