@@ -40,21 +40,19 @@ lint: ## clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: deps-rule
+# $(call no_deps,CRATES,FORBIDDEN): fail if any of CRATES has any of FORBIDDEN in its tree.
+define no_deps
+	@for c in $(1); do \
+	  tree=$$($(CARGO) tree --locked -p $$c -e normal --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
+	  for f in $(2); do \
+	    if grep -qx "$$f" <<<"$$tree"; then echo "dependency rule broken: $$c depends on $$f"; exit 1; fi; \
+	  done; \
+	  echo "deps-rule: $$c has none of: $(2)"; \
+	done
+endef
 deps-rule: ## Check the dependency rule: pure crates pull in no runtime or network stack
-	@for c in $(PURE_CRATES); do \
-	  tree=$$($(CARGO) tree --locked -p $$c -e normal --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
-	  for f in $(FORBIDDEN_IN_PURE); do \
-	    if grep -qx "$$f" <<<"$$tree"; then echo "dependency rule broken: $$c depends on $$f"; exit 1; fi; \
-	  done; \
-	  echo "deps-rule: $$c has none of: $(FORBIDDEN_IN_PURE)"; \
-	done
-	@for c in $(NO_RUNTIME_CRATES); do \
-	  tree=$$($(CARGO) tree --locked -p $$c -e normal --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
-	  for f in $(FORBIDDEN_IN_NO_RUNTIME); do \
-	    if grep -qx "$$f" <<<"$$tree"; then echo "dependency rule broken: $$c depends on $$f"; exit 1; fi; \
-	  done; \
-	  echo "deps-rule: $$c has none of: $(FORBIDDEN_IN_NO_RUNTIME)"; \
-	done
+	$(call no_deps,$(PURE_CRATES),$(FORBIDDEN_IN_PURE))
+	$(call no_deps,$(NO_RUNTIME_CRATES),$(FORBIDDEN_IN_NO_RUNTIME))
 
 .PHONY: unit
 unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)

@@ -45,7 +45,7 @@ fetch_all() {
   local url=$1 args=() start end
   for _ in $(seq "$CLIENTS"); do args+=(-o /dev/null "$url"); done
   start=$(date +%s.%N)
-  in_ns curl -sS -g --fail --parallel --parallel-max "$CLIENTS" "${args[@]}"
+  in_ns curl -sS --no-progress-meter -g --fail --parallel --parallel-max "$CLIENTS" "${args[@]}"
   end=$(date +%s.%N)
   # --fail above: any HTTP error aborts; a short body would fail curl's length check.
   awk -v s="$start" -v e="$end" -v n="$CLIENTS" -v mb="$SIZE_MB" 'BEGIN { printf "%.0f", n * mb / (e - s) }'

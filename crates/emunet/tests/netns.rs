@@ -13,6 +13,16 @@ fn root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// True (and a message) when not root; in CI that is a failure, since CI runs as root.
+fn skip_unless_root() -> bool {
+    if root() {
+        return false;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+    eprintln!("SKIP: needs root");
+    true
+}
+
 fn ip(ns: &str, args: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(format!("ip -n {ns} {args}")).output().expect("ip");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -34,9 +44,7 @@ pub fn small() -> (Topology, Addressing) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_shell_becomes_namespaces_and_links() {
-    if !root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIP: needs root");
+    if skip_unless_root() {
         return;
     }
     let (topo, addr) = small();
@@ -120,9 +128,7 @@ fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frr_isis_converges_and_reroutes_around_a_failed_link() {
-    if !root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIP: needs root");
+    if skip_unless_root() {
         return;
     }
     if !std::path::Path::new(metal6_emunet::frr::ISISD).exists() {
@@ -174,8 +180,7 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ground_station_reaches_the_satellite_it_sees() {
-    if !root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+    if skip_unless_root() {
         return;
     }
     let (mut topo, addr) = small();
