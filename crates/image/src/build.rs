@@ -122,7 +122,18 @@ pub fn base_key(r: &Recipe, recipe_dir: &Path) -> Result<String> {
 }
 
 pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
-    tools::require(&["mmdebstrap", "tar", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "objcopy", "ldd", "strip"])?;
+    tools::require(&[
+        "mmdebstrap",
+        "tar",
+        "mkfs.ext4",
+        "debugfs",
+        "mkfs.vfat",
+        "mcopy",
+        "sfdisk",
+        "objcopy",
+        "ldd",
+        "strip",
+    ])?;
     let recipe = crate::recipe::load(&opts.recipe_path)?;
     let recipe_dir = opts.recipe_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let checked = sysctl::check(&recipe.sysctl).map_err(|errs| {
@@ -166,30 +177,52 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
     let installer_sha = sha256_file(&opts.installer_bin).with_context(|| {
         format!("the installer binary {} (build it: cargo build -p metal6-installer)", opts.installer_bin.display())
     })?;
-    let dkey = {
+    let tkey = {
         let mut r = recipe.clone();
         r.name.clear(); // the name only places outputs
+        r.sysctl.clear(); // the sysctl profile is patched in by the last stage
         let v = serde_json::json!({"format": DERIVED_FORMAT, "base": bkey, "recipe": r, "installer": installer_sha,
             "stub": sha256_file(Path::new(STUB))?, "busybox": sha256_file(Path::new("/bin/busybox"))?,
             "e2fsprogs": tools::version("mkfs.ext4")});
+        hex(&Sha256::digest(v.to_string().as_bytes()))
+    };
+    let tree_dir = opts.cache.join(format!("tree-{}", &tkey[..16]));
+    let t = Instant::now();
+    let cached = tree_dir.join("complete").exists();
+    if cached {
+        progress(&format!("tree: cached ({})", tree_dir.display()));
+    } else {
+        let tmp = opts.cache.join(format!("tree-{}.tmp", &tkey[..16]));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        derive(&recipe, &base_tar, &tkey, &opts.installer_bin, &tmp, progress)?;
+        let _ = std::fs::remove_dir_all(&tree_dir);
+        std::fs::rename(&tmp, &tree_dir)?;
+        std::fs::write(tree_dir.join("complete"), recipe.name.as_bytes())?;
+    }
+    stages.push(StageReport { stage: "tree", key: tkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
+
+    // Stage 3: the disk, with the sysctl profile patched into the tree's root filesystem.
+    let dkey = {
+        let v = serde_json::json!({"tree": tkey, "sysctl": checked, "qcow2": recipe.outputs.qcow2});
         hex(&Sha256::digest(v.to_string().as_bytes()))
     };
     let derived = opts.cache.join(format!("derived-{}", &dkey[..16]));
     let t = Instant::now();
     let cached = derived.join("complete").exists();
     if cached {
-        progress(&format!("derived: cached ({})", derived.display()));
+        progress(&format!("disk: cached ({})", derived.display()));
     } else {
         let tmp = opts.cache.join(format!("derived-{}.tmp", &dkey[..16]));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        derive(&recipe, &checked, &base_tar, &dkey, &opts.installer_bin, &tmp, progress)?;
+        assemble(&recipe, &checked, &tree_dir, &tmp, progress)?;
         let _ = std::fs::remove_dir_all(&derived);
         std::fs::rename(&tmp, &derived)?;
         std::fs::write(derived.join("complete"), recipe.name.as_bytes())?;
-        prune(&opts.cache, &recipe.name, &derived, &base_tar, progress);
+        prune(&opts.cache, &recipe.name, &[&derived, &tree_dir], &base_tar, progress);
     }
-    stages.push(StageReport { stage: "derived", key: dkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
+    stages.push(StageReport { stage: "disk", key: dkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
 
     // Publish into the artifact root.
     let img_dir = format!("images/{}", recipe.name);
@@ -232,7 +265,7 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
 
 /// Keeps the cache from growing without bound: other derived stages of the same recipe,
 /// unfinished stages, and base tars no derived stage came from are removed.
-fn prune(cache: &Path, name: &str, keep: &Path, base: &Path, progress: Progress<'_>) {
+fn prune(cache: &Path, name: &str, keep: &[&Path], base: &Path, progress: Progress<'_>) {
     let Ok(dir) = std::fs::read_dir(cache) else { return };
     let mut bases_in_use = vec![base.to_path_buf()];
     let mut drop_list = vec![];
@@ -241,7 +274,7 @@ fn prune(cache: &Path, name: &str, keep: &Path, base: &Path, progress: Progress<
         let n = e.file_name().to_string_lossy().into_owned();
         if n.ends_with(".tmp") {
             drop_list.push(p);
-        } else if n.starts_with("derived-") && p != keep {
+        } else if (n.starts_with("derived-") || n.starts_with("tree-")) && !keep.contains(&p.as_path()) {
             match std::fs::read_to_string(p.join("complete")) {
                 Ok(owner) if owner == name => drop_list.push(p),
                 Ok(_) => {
@@ -431,7 +464,6 @@ fn one_file(dir: &Path, prefix: &str) -> Result<PathBuf> {
 #[allow(clippy::too_many_arguments)]
 fn derive(
     r: &Recipe,
-    checked: &[sysctl::Checked],
     base_tar: &Path,
     key: &str,
     installer_bin: &Path,
@@ -454,7 +486,9 @@ fn derive(
     tools::run(Command::new("strip").arg("-o").arg(&agent).arg(installer_bin))?;
     let agent_bytes = std::fs::read(&agent)?;
     write_file(&tree, "usr/local/sbin/metal6-installer", &agent_bytes, 0o755, epoch)?;
-    write_file(&tree, "etc/metal6/image-sysctl.conf", sysctl::conf(checked).as_bytes(), 0o644, epoch)?;
+    // The sysctl profile is written by the last stage (`assemble`); its directory is here.
+    std::fs::create_dir_all(tree.join("etc/metal6"))?;
+    set_epoch(&tree.join("etc/metal6"), epoch)?;
     for (name, body) in UNITS {
         write_file(&tree, &format!("etc/systemd/system/{name}"), body.as_bytes(), 0o644, epoch)?;
     }
@@ -543,28 +577,6 @@ fn derive(
             .arg("::/"),
     )?;
 
-    // GPT disk: 1 MiB, ESP, root, 1 MiB for the backup table.
-    let disk = work.join("disk.raw");
-    let total = MIB + esp_bytes + root_bytes + MIB;
-    std::fs::File::create(&disk)?.set_len(total)?;
-    let s = |b: u64| b / 512;
-    let script = format!(
-        "label: gpt\nlabel-id: {disk_guid}\nunit: sectors\nfirst-lba: 2048\n\
-         start=2048, size={}, type={ESP_TYPE}, uuid={esp_part}, name=\"esp\"\n\
-         start={}, size={}, type={ROOT_TYPE}, uuid={root_part}, name=\"root\"\n",
-        s(esp_bytes),
-        s(MIB + esp_bytes),
-        s(root_bytes)
-    );
-    tools::run_stdin(Command::new("sfdisk").args(["--quiet", "--no-reread", "--no-tell-kernel"]).arg(&disk), &script)?;
-    copy_sparse(&esp_img, &disk, MIB)?;
-    copy_sparse(&root_img, &disk, MIB + esp_bytes)?;
-    std::fs::remove_file(&root_img)?;
-    std::fs::remove_file(&esp_img)?;
-    if r.outputs.qcow2 {
-        tools::run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&disk).arg(work.join("disk.qcow2")))?;
-    }
-
     // Installer UKI: the same kernel, our initramfs.
     let t = Instant::now();
     let initramfs = installer_initramfs(r, &tree, &kver, &agent_bytes, epoch)?;
@@ -579,20 +591,18 @@ fn derive(
         t.elapsed().as_secs_f64()
     ));
 
-    for f in ["disk.raw", "disk.qcow2", "node.efi", "installer.efi"] {
-        if work.join(f).exists() {
-            std::fs::write(work.join(format!("{f}.sha256")), sha256_file(&work.join(f))?)?;
-        }
+    for f in ["node.efi", "installer.efi"] {
+        std::fs::write(work.join(format!("{f}.sha256")), sha256_file(&work.join(f))?)?;
     }
     let manifest = serde_json::json!({
         "epoch": epoch,
         "base_key": base_tar.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "derived_key": key,
+        "tree_key": key,
+        "layout": {"esp_bytes": esp_bytes, "root_bytes": root_bytes},
         "kernel": kver,
         "kernel_cmdline": cmdline,
         "installer_cmdline": inst_cmdline,
         "partitions": {"disk_guid": disk_guid, "esp": esp_part, "root": root_part, "root_fs_uuid": fs_uuid},
-        "sysctl": checked,
         "enabled_units": enabled,
         "packages": packages(&tree),
         "tools": {"mmdebstrap": tools::version("mmdebstrap"), "e2fsprogs": tools::version("mkfs.ext4"),
@@ -601,6 +611,86 @@ fn derive(
     std::fs::write(work.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     std::fs::remove_dir_all(&tree)?;
     std::fs::remove_dir_all(&stage)?;
+    Ok(())
+}
+
+/// The last stage: the tree's root filesystem with the sysctl profile written into it by
+/// debugfs (no mount; times pinned to the epoch, so the result is as reproducible as the
+/// tree), then the GPT disk, the qcow2, digests and the manifest. A sysctl-only change
+/// rebuilds just this.
+fn assemble(r: &Recipe, checked: &[sysctl::Checked], tree: &Path, work: &Path, progress: Progress<'_>) -> Result<()> {
+    let t = Instant::now();
+    let epoch = r.epoch;
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tree.join("manifest.json"))?).context("tree manifest")?;
+    let esp_bytes = manifest["layout"]["esp_bytes"].as_u64().context("layout")?;
+    let root_bytes = manifest["layout"]["root_bytes"].as_u64().context("layout")?;
+    let part = |k: &str| manifest["partitions"][k].as_str().map(str::to_owned).context("partitions");
+    let (disk_guid, esp_part, root_part) = (part("disk_guid")?, part("esp")?, part("root")?);
+
+    let root_img = work.join("root.ext4");
+    std::fs::copy(tree.join("root.ext4"), &root_img)?;
+    let conf = work.join("image-sysctl.conf");
+    std::fs::write(&conf, sysctl::conf(checked))?;
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644))?;
+    let target = "/etc/metal6/image-sysctl.conf";
+    let mut cmds = format!("write {} {target}\n", conf.display());
+    for path in [target, "/etc/metal6"] {
+        for field in ["mtime", "ctime", "atime", "crtime"] {
+            cmds.push_str(&format!("set_inode_field {path} {field} @{epoch}\n"));
+        }
+    }
+    let cmd_file = work.join("debugfs.cmds");
+    std::fs::write(&cmd_file, cmds)?;
+    let out = tools::run(
+        Command::new("debugfs")
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .arg("-w")
+            .arg("-f")
+            .arg(&cmd_file)
+            .arg(&root_img),
+    )?;
+    if out.contains("File exists") || out.contains("not found") {
+        bail!("debugfs could not write {target}: {out}");
+    }
+    std::fs::remove_file(&cmd_file)?;
+    std::fs::remove_file(&conf)?;
+
+    // GPT disk: 1 MiB, ESP, root, 1 MiB for the backup table.
+    let disk = work.join("disk.raw");
+    let total = MIB + esp_bytes + root_bytes + MIB;
+    std::fs::File::create(&disk)?.set_len(total)?;
+    let s = |b: u64| b / 512;
+    let script = format!(
+        "label: gpt\nlabel-id: {disk_guid}\nunit: sectors\nfirst-lba: 2048\n\
+         start=2048, size={}, type={ESP_TYPE}, uuid={esp_part}, name=\"esp\"\n\
+         start={}, size={}, type={ROOT_TYPE}, uuid={root_part}, name=\"root\"\n",
+        s(esp_bytes),
+        s(MIB + esp_bytes),
+        s(root_bytes)
+    );
+    tools::run_stdin(Command::new("sfdisk").args(["--quiet", "--no-reread", "--no-tell-kernel"]).arg(&disk), &script)?;
+    copy_sparse(&tree.join("esp.img"), &disk, MIB)?;
+    copy_sparse(&root_img, &disk, MIB + esp_bytes)?;
+    std::fs::remove_file(&root_img)?;
+    if r.outputs.qcow2 {
+        tools::run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&disk).arg(work.join("disk.qcow2")))?;
+    }
+    for f in ["node.efi", "installer.efi"] {
+        let (src, dst) = (tree.join(f), work.join(f));
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst)?;
+        }
+        std::fs::copy(tree.join(format!("{f}.sha256")), work.join(format!("{f}.sha256")))?;
+    }
+    for f in ["disk.raw", "disk.qcow2"] {
+        if work.join(f).exists() {
+            std::fs::write(work.join(format!("{f}.sha256")), sha256_file(&work.join(f))?)?;
+        }
+    }
+    manifest["sysctl"] = serde_json::to_value(checked)?;
+    std::fs::write(work.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
+    progress(&format!("disk: sysctl profile patched in, disk assembled in {:.1} s", t.elapsed().as_secs_f64()));
     Ok(())
 }
 
