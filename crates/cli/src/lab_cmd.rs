@@ -197,6 +197,8 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
             artifacts.display()
         );
     }
+    // Before anything needs cleaning up: from here on, Ctrl-C ends the run through the guards.
+    let interrupted = ctrl_c_flag()?;
     let _ = std::fs::remove_dir_all(&a.workdir);
     let state = a.workdir.join("state");
     std::fs::create_dir_all(&state)?;
@@ -296,7 +298,6 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     let mut phases: Vec<(String, f64)> = vec![];
     let mut failures = 0;
     let deadline = started + Duration::from_secs(a.timeout);
-    let interrupted = ctrl_c_flag();
     let result = loop {
         if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
             break "interrupted".to_owned();
@@ -409,25 +410,34 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// Set when SIGINT/SIGTERM arrives, so the loop ends and the guards clean up.
-fn ctrl_c_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+/// Set when SIGINT/SIGTERM arrives, so the loop ends and the guards clean up. Returns only
+/// once both handlers are installed: a signal before that would kill the process with its
+/// namespace still there.
+fn ctrl_c_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = flag.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(async {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return drop(ready_tx.send(Err(e))),
+        };
+        rt.block_on(async move {
+            let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(i), Ok(t)) => (i, t),
+                (Err(e), _) | (_, Err(e)) => return drop(ready_tx.send(Err(e))),
             };
+            let _ = ready_tx.send(Ok(()));
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
+            f.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        f.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    flag
+    ready_rx.recv().context("signal handler thread")?.context("installing signal handlers")?;
+    Ok(flag)
 }
 
 #[cfg(test)]
