@@ -473,7 +473,7 @@ fn derive(
     let epoch = r.epoch;
     let tree = work.join("tree");
     std::fs::create_dir_all(&tree)?;
-    progress("derived: unpacking the base tree");
+    progress("tree: unpacking the base");
     tools::run(Command::new("tar").arg("-xpf").arg(base_tar).arg("-C").arg(&tree).arg("--numeric-owner"))?;
 
     let root_part = uuid(key, "root-partition");
@@ -543,7 +543,7 @@ fn derive(
             .arg(&root_img)
             .arg(format!("{}k", root_bytes / 1024)),
     )?;
-    progress(&format!("derived: root.ext4 {} MiB in {:.1} s", root_bytes / MIB, t.elapsed().as_secs_f64()));
+    progress(&format!("tree: root.ext4 {} MiB in {:.1} s", root_bytes / MIB, t.elapsed().as_secs_f64()));
 
     // Node UKI: the image's own kernel and initramfs.
     let cmdline = format!("root=PARTUUID={root_part} rw {}", r.kernel_cmdline).trim().to_owned();
@@ -586,7 +586,7 @@ fn derive(
         format!("ID=metal6-installer\nNAME=\"metal6 installer\"\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION"));
     uki(&vmlinuz, &initramfs, &inst_cmdline, inst_osrel.as_bytes(), &work.join("installer.efi"), work, epoch)?;
     progress(&format!(
-        "derived: installer UKI ({} KiB initramfs) in {:.1} s",
+        "tree: installer UKI ({} KiB initramfs) in {:.1} s",
         initramfs.len() / 1024,
         t.elapsed().as_secs_f64()
     ));
