@@ -4,12 +4,14 @@
 //!    SOURCE_DATE_EPOCH, shared notes image-building §5), keyed by suite, mirror, variant,
 //!    packages, path excludes, extra repositories, epoch and the mmdebstrap version. The slow
 //!    stage (~100 s here), so a recipe change that only touches the layers below reuses it.
-//! 2. **derived** — keyed by the base key and everything else of the recipe plus the
-//!    installer binary: the tree (base + our layer: sysctl profile, units, agent, fstab),
+//! 2. **tree** — keyed by the base key and everything else of the recipe but the sysctl
+//!    profile, plus the installer binary: the tree (base + our layer: units, agent, fstab),
 //!    the root ext4 (`mkfs.ext4 -d`), the node UKI (systemd stub + the image's kernel and
-//!    initramfs), the ESP (`mkfs.vfat --invariant` + `mcopy`), the GPT disk (`sfdisk`), the
-//!    qcow2, and the installer UKI (the same kernel + our own initramfs: busybox, the
-//!    installer, the module closure).
+//!    initramfs), the ESP (`mkfs.vfat --invariant` + `mcopy`) and the installer UKI (the same
+//!    kernel + our own initramfs: busybox, the installer, the module closure).
+//! 3. **disk** — keyed by the tree key and the sysctl profile: the profile written into a
+//!    copy of the root ext4 with debugfs, the GPT disk (`sfdisk`), the qcow2, the digests. A
+//!    sysctl-only change rebuilds only this (~5 s).
 //!
 //! Every UUID and volume id is derived from the stage key, every timestamp is the epoch.
 
