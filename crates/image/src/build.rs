@@ -188,43 +188,23 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
             "e2fsprogs": tools::version("mkfs.ext4")});
         hex(&Sha256::digest(v.to_string().as_bytes()))
     };
-    let tree_dir = opts.cache.join(format!("tree-{}", &tkey[..16]));
-    let t = Instant::now();
-    let cached = tree_dir.join("complete").exists();
-    if cached {
-        progress(&format!("tree: cached ({})", tree_dir.display()));
-    } else {
-        let tmp = opts.cache.join(format!("tree-{}.tmp", &tkey[..16]));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        derive(&recipe, &base_tar, &tkey, &opts.installer_bin, &tmp, progress)?;
-        let _ = std::fs::remove_dir_all(&tree_dir);
-        std::fs::rename(&tmp, &tree_dir)?;
-        std::fs::write(tree_dir.join("complete"), recipe.name.as_bytes())?;
-    }
-    stages.push(StageReport { stage: "tree", key: tkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
+    let (tree_dir, report) = stage(&opts.cache, "tree", &tkey, &recipe.name, progress, |tmp, progress| {
+        derive(&recipe, &base_tar, &tkey, &opts.installer_bin, tmp, progress)
+    })?;
+    stages.push(report);
 
     // Stage 3: the disk, with the sysctl profile patched into the tree's root filesystem.
     let dkey = {
         let v = serde_json::json!({"tree": tkey, "sysctl": checked, "qcow2": recipe.outputs.qcow2});
         hex(&Sha256::digest(v.to_string().as_bytes()))
     };
-    let derived = opts.cache.join(format!("derived-{}", &dkey[..16]));
-    let t = Instant::now();
-    let cached = derived.join("complete").exists();
-    if cached {
-        progress(&format!("disk: cached ({})", derived.display()));
-    } else {
-        let tmp = opts.cache.join(format!("derived-{}.tmp", &dkey[..16]));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        assemble(&recipe, &checked, &tree_dir, &tmp, progress)?;
-        let _ = std::fs::remove_dir_all(&derived);
-        std::fs::rename(&tmp, &derived)?;
-        std::fs::write(derived.join("complete"), recipe.name.as_bytes())?;
+    let (derived, report) = stage(&opts.cache, "disk", &dkey, &recipe.name, progress, |tmp, progress| {
+        assemble(&recipe, &checked, &tree_dir, tmp, progress)
+    })?;
+    if !report.cached {
         prune(&opts.cache, &recipe.name, &[&derived, &tree_dir], &base_tar, progress);
     }
-    stages.push(StageReport { stage: "disk", key: dkey.clone(), cached, seconds: t.elapsed().as_secs_f64() });
+    stages.push(report);
 
     // Publish into the artifact root.
     let img_dir = format!("images/{}", recipe.name);
@@ -265,6 +245,35 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
     Ok(Report { image: recipe.name, stages, outputs, manifest: manifest_path })
 }
 
+/// A cached stage: `CACHE/PREFIX-KEY/` when its `complete` marker exists, else built by
+/// `build` into a `.tmp` directory that is renamed into place and marked with the recipe's
+/// name (which `prune` reads).
+fn stage(
+    cache: &Path,
+    prefix: &'static str,
+    key: &str,
+    recipe: &str,
+    progress: Progress<'_>,
+    build: impl FnOnce(&Path, Progress<'_>) -> Result<()>,
+) -> Result<(PathBuf, StageReport)> {
+    let dir = cache.join(format!("{prefix}-{}", &key[..16]));
+    let t = Instant::now();
+    let cached = dir.join("complete").exists();
+    if cached {
+        progress(&format!("{prefix}: cached ({})", dir.display()));
+    } else {
+        let tmp = cache.join(format!("{prefix}-{}.tmp", &key[..16]));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        build(&tmp, progress)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir)?;
+        std::fs::write(dir.join("complete"), recipe.as_bytes())?;
+    }
+    let report = StageReport { stage: prefix, key: key.to_owned(), cached, seconds: t.elapsed().as_secs_f64() };
+    Ok((dir, report))
+}
+
 /// Keeps the cache from growing without bound: other derived stages of the same recipe,
 /// unfinished stages, and base tars no derived stage came from are removed.
 fn prune(cache: &Path, name: &str, keep: &[&Path], base: &Path, progress: Progress<'_>) {
@@ -276,7 +285,8 @@ fn prune(cache: &Path, name: &str, keep: &[&Path], base: &Path, progress: Progre
         let n = e.file_name().to_string_lossy().into_owned();
         if n.ends_with(".tmp") {
             drop_list.push(p);
-        } else if (n.starts_with("derived-") || n.starts_with("tree-")) && !keep.contains(&p.as_path()) {
+        // `derived-`: what the disk stage was called before the tree stage split off.
+        } else if ["disk-", "tree-", "derived-"].iter().any(|s| n.starts_with(s)) && !keep.contains(&p.as_path()) {
             match std::fs::read_to_string(p.join("complete")) {
                 Ok(owner) if owner == name => drop_list.push(p),
                 Ok(_) => {
@@ -320,7 +330,7 @@ fn read_digest(dir: &Path, file: &str) -> Result<String> {
 
 fn mmdebstrap(r: &Recipe, recipe_dir: &Path, out: &Path, progress: Progress<'_>) -> Result<()> {
     let tmp = out.with_extension("tar.tmp");
-    let root = std::env::var("USER").is_ok_and(|u| u == "root") || is_root();
+    let root = is_root();
     let mut cmd = Command::new("mmdebstrap");
     cmd.env("SOURCE_DATE_EPOCH", r.epoch.to_string())
         .arg(if root { "--mode=root" } else { "--mode=unshare" })
@@ -581,7 +591,7 @@ fn derive(
 
     // Installer UKI: the same kernel, our initramfs.
     let t = Instant::now();
-    let initramfs = installer_initramfs(r, &tree, &kver, &agent_bytes, epoch)?;
+    let initramfs = installer_initramfs(r, &tree, &kver, &agent, epoch)?;
     let inst_cmdline =
         format!("console=tty0 console=ttyS0,115200 panic=30 {}", r.installer.kernel_cmdline).trim().to_owned();
     let inst_osrel =
@@ -794,21 +804,16 @@ sleep 30
 reboot -f
 "#;
 
-fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &[u8], epoch: u64) -> Result<Vec<u8>> {
+fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &Path, epoch: u64) -> Result<Vec<u8>> {
     let mut e: BTreeMap<String, Entry> = BTreeMap::new();
     for d in ["bin", "dev", "etc", "etc/metal6", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"] {
         e.insert(d.into(), Entry::Dir { mode: 0o755 });
     }
     e.insert("init".into(), Entry::File { mode: 0o755, data: INIT.as_bytes().to_vec() });
     e.insert("bin/busybox".into(), Entry::File { mode: 0o755, data: std::fs::read("/bin/busybox")? });
-    e.insert("bin/metal6-installer".into(), Entry::File { mode: 0o755, data: agent.to_vec() });
+    e.insert("bin/metal6-installer".into(), Entry::File { mode: 0o755, data: std::fs::read(agent)? });
     // The installer is linked against the build host's glibc (Debian, like the image).
-    let host_bin = tempfile_path("metal6-installer-ldd")?;
-    std::fs::write(&host_bin, agent)?;
-    std::fs::set_permissions(&host_bin, std::fs::Permissions::from_mode(0o755))?;
-    let libs = tools::shared_libs(&host_bin);
-    let _ = std::fs::remove_file(&host_bin);
-    for lib in libs? {
+    for lib in tools::shared_libs(agent)? {
         let rel = lib.trim_start_matches('/').to_owned();
         let mut dir = String::new();
         for part in rel.split('/').take(rel.split('/').count() - 1) {
@@ -863,10 +868,6 @@ fn decompress(tool: &str, p: &Path) -> Result<Vec<u8>> {
         bail!("{tool} -dc {} failed", p.display());
     }
     Ok(out.stdout)
-}
-
-fn tempfile_path(name: &str) -> Result<PathBuf> {
-    Ok(std::env::temp_dir().join(format!("{name}-{}", std::process::id())))
 }
 
 #[cfg(test)]
