@@ -28,6 +28,18 @@ pub enum LinkKind {
     Ground,
 }
 
+impl LinkKind {
+    /// The interfaces (indexes into [`IFACES`]) a link of this kind uses at its `from` and
+    /// `to` ends; a ground link's satellite end is `gsl0`.
+    pub fn ifaces(self) -> (u8, u8) {
+        match self {
+            LinkKind::IntraPlane => (0, 1),
+            LinkKind::InterPlane => (2, 3),
+            LinkKind::Ground => (4, 4),
+        }
+    }
+}
+
 /// One end of a link: satellite `sat` (plane-major index) on interface `iface` (0..5), or
 /// ground station `station`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -126,7 +138,7 @@ impl Topology {
             if !geometry::line_of_sight(pa, pb) {
                 continue;
             }
-            let (ia, ib) = if kind == LinkKind::IntraPlane { (0, 1) } else { (2, 3) };
+            let (ia, ib) = kind.ifaces();
             out.push(link(kind, End::Sat { sat: a, iface: ia }, End::Sat { sat: b, iface: ib }, pa.dist(pb)));
         }
         let mut taken = vec![false; pos.len()];

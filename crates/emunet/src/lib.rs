@@ -63,10 +63,6 @@ pub struct Timings {
     pub interfaces: usize,
 }
 
-fn sat_ifname(iface: u8) -> String {
-    metal6_emulation::topology::IFACES.get(usize::from(iface)).map_or_else(|| format!("if{iface}"), |s| (*s).to_owned())
-}
-
 /// A veth created in `a`'s namespace (name `an`, index `ai`) with its peer in `b`'s, down:
 /// the kernel refuses IFF_UP at creation (veth_open needs the peer, ENOTCONN), so ends are
 /// brought up afterwards.
@@ -124,11 +120,11 @@ impl Emulation {
             .collect();
         let mut reqs = vec![];
         for (kind, a, b) in topo.grid() {
-            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            let (ia, ib) = kind.ifaces();
             let msg = veth_msg(
-                &sat_ifname(ia),
+                Addressing::iface_name(ia),
                 IFINDEX_BASE + u32::from(ia),
-                &sat_ifname(ib),
+                Addressing::iface_name(ib),
                 IFINDEX_BASE + u32::from(ib),
                 &emu.sats[b as usize],
             );
@@ -140,7 +136,7 @@ impl Emulation {
         }
         let mut ups = vec![];
         for (kind, a, b) in topo.grid().into_iter().filter(|(_, a, b)| up.contains(&(*a, *b))) {
-            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            let (ia, ib) = kind.ifaces();
             ups.push(emu.set_state(a, ia, true));
             ups.push(emu.set_state(b, ib, true));
         }
@@ -162,7 +158,7 @@ impl Emulation {
         // Only interfaces the grid has: a star shell's seam planes lack isl2 or isl3.
         let mut exists = std::collections::BTreeSet::new();
         for (kind, a, b) in topo.grid() {
-            let (ia, ib) = if kind == LinkKind::IntraPlane { (0u8, 1u8) } else { (2, 3) };
+            let (ia, ib) = kind.ifaces();
             exists.insert((a, ia));
             exists.insert((b, ib));
         }
@@ -298,7 +294,7 @@ impl Emulation {
         let mut reqs = vec![];
         // The `from` end only: the peer follows through carrier (see `apply`).
         for (kind, a, _) in topo.grid() {
-            let ia = if kind == LinkKind::IntraPlane { 0u8 } else { 2 };
+            let (ia, _) = kind.ifaces();
             reqs.push(self.set_state(a, ia, up));
         }
         let n = reqs.len();
