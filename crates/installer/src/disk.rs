@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 /// The head of the image held back until the digest is verified.
 pub const HEAD: usize = 1 << 20;
 const BUF: usize = 1 << 20;
+/// Buffers in flight between the stream and the hasher.
+const POOL: usize = 8;
 
 /// Where the image goes: a block device in production, a file or a fault-injecting wrapper
 /// in tests.
@@ -104,9 +106,9 @@ impl Default for Retry {
 /// held head (the caller patches its GPT, writes it with [`write_all_at`] and syncs), and
 /// what was written. `progress(done, total)` is called after each buffer.
 ///
-/// SHA-256 runs on its own thread, fed through a bounded queue: on a node (and even more
-/// under QEMU TCG) hashing costs as much CPU as receiving, and a second core does it while
-/// the first keeps the stream moving.
+/// SHA-256 runs on its own thread: on a node (and even more under QEMU TCG) hashing costs as
+/// much CPU as receiving, and a second core does it while the first keeps the stream moving.
+/// Buffers circulate between the two (a small pool), so no byte is copied for the hasher.
 pub fn stream(
     src: &mut dyn Source,
     disk: &mut dyn Disk,
@@ -114,17 +116,23 @@ pub fn stream(
     retry: Retry,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<u8>, Written), WriteError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(POOL);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..POOL {
+        let _ = free_tx.send(vec![0u8; BUF]);
+    }
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(&chunk);
+            for (buf, n) in full_rx {
+                h.update(&buf[..n]);
+                let _ = free_tx.send(buf);
             }
             h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
         });
-        let streamed = stream_inner(src, disk, retry, progress, &tx);
-        drop(tx);
+        let pool = Pool { full: full_tx, free: free_rx };
+        let streamed = stream_inner(src, disk, retry, progress, &pool);
+        drop(pool);
         let actual = hasher.join().unwrap_or_default();
         let (head, mut written) = streamed?;
         if !actual.eq_ignore_ascii_case(sha256) {
@@ -136,12 +144,18 @@ pub fn stream(
     })
 }
 
+/// Buffers to the hasher (`full`), and back from it (`free`).
+struct Pool {
+    full: std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
 fn stream_inner(
     src: &mut dyn Source,
     disk: &mut dyn Disk,
     retry: Retry,
     progress: &mut dyn FnMut(u64, u64),
-    hash: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    pool: &Pool,
 ) -> Result<(Vec<u8>, Written), WriteError> {
     let started = Instant::now();
     let mut head = Vec::with_capacity(HEAD);
@@ -149,7 +163,9 @@ fn stream_inner(
     let mut resumes = 0u32;
     let mut failures = 0u32;
     let mut total: Option<u64> = None;
-    let mut buf = vec![0u8; BUF];
+    // A buffer taken from the pool but not filled (error, interruption) is kept for the next
+    // read: lost buffers would leave the pool empty and the next take waiting forever.
+    let mut spare: Option<Vec<u8>> = None;
     loop {
         let (mut reader, len) = match src.open(pos) {
             Ok(x) => x,
@@ -184,15 +200,23 @@ fn stream_inner(
                 break None;
             }
             let want = usize::try_from((total - pos).min(BUF as u64)).unwrap_or(BUF);
+            // The hasher hands every buffer back; it only stops once we drop the pool.
+            let mut buf = spare.take().unwrap_or_else(|| pool.free.recv().unwrap_or_else(|_| vec![0u8; BUF]));
             let n = match reader.read(&mut buf[..want]) {
-                Ok(0) => break Some(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended early")),
+                Ok(0) => {
+                    spare = Some(buf);
+                    break Some(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended early"));
+                }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(e),
+                Err(e) => {
+                    spare = Some(buf);
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    break Some(e);
+                }
             };
             let chunk = &buf[..n];
-            // The hasher only stops when we drop the sender: a send cannot fail before that.
-            let _ = hash.send(chunk.to_vec());
             // The part inside the head is held; the rest goes to disk now.
             let in_head = usize::try_from((HEAD as u64).saturating_sub(pos)).unwrap_or(0).min(n);
             head.extend_from_slice(&chunk[..in_head]);
@@ -200,6 +224,7 @@ fn stream_inner(
                 write_all_at(disk, pos + in_head as u64, &chunk[in_head..])?;
             }
             pos += n as u64;
+            let _ = pool.full.send((buf, n));
             progress(pos, total);
         };
         let Some(source) = err else { break };
@@ -318,6 +343,16 @@ mod tests {
         assert_eq!(disk.data[HEAD..img.len()], img[HEAD..]);
         write_all_at(&mut disk, 0, &head).expect("head");
         assert_eq!(disk.data[..img.len()], img[..]);
+    }
+
+    #[test]
+    fn more_dropped_connections_than_pooled_buffers_do_not_stall_the_stream() {
+        let img = image(3 * HEAD);
+        let mut disk = MemDisk { data: vec![0; 3 * HEAD], max_write: usize::MAX, writes: 0, fail_at: None };
+        let mut src = Flaky { data: &img, cut: 100_000, refuse: 0, opens: vec![] };
+        let retry = Retry { attempts: 64, backoff: Duration::from_millis(0) };
+        let (_, w) = stream(&mut src, &mut disk, &sha(&img), retry, &mut |_, _| {}).expect("stream");
+        assert!(w.resumes as usize > POOL, "{} resumes", w.resumes);
     }
 
     #[test]
