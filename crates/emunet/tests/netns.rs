@@ -23,6 +23,13 @@ fn skip_unless_root() -> bool {
     true
 }
 
+/// The link-local address of `dev` in `ns`.
+fn link_local(ns: &str, dev: &str) -> String {
+    let out = ip(ns, &format!("-6 -br addr show dev {dev}"));
+    let w = out.split_whitespace().find(|w| w.starts_with("fe80::")).unwrap_or_else(|| panic!("no link-local: {out}"));
+    w.split('/').next().unwrap_or(w).to_owned()
+}
+
 fn ip(ns: &str, args: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(format!("ip -n {ns} {args}")).output().expect("ip");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -63,15 +70,7 @@ async fn a_small_shell_becomes_namespaces_and_links() {
     assert!(addrs.contains(&addr.loopback(0).to_string()), "{addrs}");
     // sat 0's isl0 peers with sat 1's isl1: ping its link-local across the veth.
     let ns1 = &emu.sats[1].name;
-    let ll = ip(ns1, "-6 -br addr show dev isl1");
-    let ll = ll
-        .split_whitespace()
-        .find(|w| w.starts_with("fe80::"))
-        .expect("link-local")
-        .split('/')
-        .next()
-        .expect("addr")
-        .to_owned();
+    let ll = link_local(ns1, "isl1");
     let ping = Command::new("ip")
         .args(["netns", "exec", &ns0, "ping", "-6", "-c", "1", "-W", "2", &format!("{ll}%isl0")])
         .output()
@@ -200,15 +199,7 @@ async fn a_ground_station_reaches_the_satellite_it_sees() {
     let up: Vec<usize> =
         (0..36).filter(|i| ip(&emu.sats[*i].name, "-br link show dev gsl0").contains(" UP ")).collect();
     assert_eq!(up, vec![sat as usize], "only the linked satellite's gsl0 is up");
-    let ll = ip(&emu.sats[sat as usize].name, "-6 -br addr show dev gsl0");
-    let ll = ll
-        .split_whitespace()
-        .find(|w| w.starts_with("fe80::"))
-        .expect("link-local")
-        .split('/')
-        .next()
-        .expect("a")
-        .to_owned();
+    let ll = link_local(&emu.sats[sat as usize].name, "gsl0");
     let st = &emu.stations[0].name;
     let ping = Command::new("ip")
         .args(["netns", "exec", st, "ping", "-6", "-c", "1", "-W", "2", &format!("{ll}%seg0")])
