@@ -101,6 +101,46 @@ fn artifacts_head_range_and_conditional_get() {
     assert_eq!(status(&f.cli, &format!("-r 0-9 -H 'If-Range: {etag}' {url}")), (206, 10));
 }
 
+/// Artifact fetches are answered by the sendfile fast path and everything else by hyper; one
+/// keep-alive connection moves from the first to the second (curl reuses a connection for the
+/// URLs of one invocation: `num_connects` is 0 after the first).
+#[test]
+fn one_connection_carries_artifacts_and_the_api() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let file = format!("{BASE}/boot/installer.efi");
+    let api = format!("{BASE}/v1/nodes");
+    let o = curl(
+        &f.cli,
+        &format!(
+            "-o /dev/null -o /dev/null -o /dev/null -o /dev/null \
+             -w '%{{num_connects}} %{{http_code}} %{{size_download}}\n' {file} {file} {api} {file}"
+        ),
+    );
+    let lines: Vec<Vec<u64>> =
+        stdout(&o).lines().map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect()).collect();
+    assert_eq!(lines.len(), 4, "{}", stdout(&o));
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l[0], u64::from(i == 0), "request {i} must reuse the connection: {lines:?}");
+        assert_eq!(l[1], 200, "request {i}: {lines:?}");
+    }
+    assert_eq!((lines[0][2], lines[1][2], lines[3][2]), (1 << 20, 1 << 20, 1 << 20), "{lines:?}");
+    assert!(lines[2][2] > 10, "the node list: {lines:?}");
+    // HTTP/1.0 and `Connection: close` get the whole file and a closed connection.
+    assert_eq!(status(&f.cli, &format!("--http1.0 {file}")), (200, 1 << 20));
+    let h = stdout(&curl(&f.cli, &format!("-H 'Connection: close' -D - -o /dev/null {file}"))).to_ascii_lowercase();
+    assert!(h.contains("connection: close") && h.contains("content-length: 1048576"), "{h}");
+    // A request line that does not parse is a 400, not a hang or a dropped connection.
+    assert_eq!(status(&f.cli, &format!("-X 'BAD METHOD' {file}")).0, 400);
+    // Which path sent what: the two first fetches, HTTP/1.0 and `close` went by sendfile; the
+    // fetch after the API request, on the connection hyper took over, was streamed by hyper.
+    let metrics = stdout(&curl(&f.cli, &format!("{BASE}/metrics")));
+    let metric = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("");
+    assert_eq!(metric("metal6_http_sendfile_bytes_total "), (4u64 << 20).to_string(), "{metrics}");
+    assert_eq!(metric("metal6_http_sent_bytes_total "), (5u64 << 20).to_string(), "{metrics}");
+}
+
 #[test]
 fn traversal_is_refused_in_every_spelling() {
     require_netns!();

@@ -57,6 +57,11 @@ pub fn render(state: &HttpState) -> String {
         "# HELP metal6_http_sent_bytes_total Bytes of file bodies sent.\n# TYPE metal6_http_sent_bytes_total counter\nmetal6_http_sent_bytes_total {}",
         c.bytes_sent.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP metal6_http_sendfile_bytes_total Bytes of file bodies sent by sendfile (the artifact fast path).\n# TYPE metal6_http_sendfile_bytes_total counter\nmetal6_http_sendfile_bytes_total {}",
+        c.bytes_sendfile.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP metal6_nodes Inventory nodes, by phase.\n# TYPE metal6_nodes gauge");
     let mut phases: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for n in &state.inv.nodes {

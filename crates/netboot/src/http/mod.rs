@@ -13,6 +13,7 @@
 //! Which node asks is answered by the inventory's identifier (the source address DHCPv6 gave
 //! it); a node's boot-file fetch becomes a `boot-fetch` event in its timeline.
 
+mod fast;
 pub mod files;
 
 use std::convert::Infallible;
@@ -36,7 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::events::EventStore;
 use crate::stats::Stats;
@@ -54,11 +55,26 @@ const MAX_EVENT_BODY: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct HttpCounters {
     pub requests: AtomicU64,
+    /// File body bytes promised in responses, on either path.
     pub bytes_sent: AtomicU64,
+    /// File body bytes actually sent by the sendfile fast path.
+    pub bytes_sendfile: AtomicU64,
     pub status_2xx: AtomicU64,
     pub status_3xx: AtomicU64,
     pub status_4xx: AtomicU64,
     pub status_5xx: AtomicU64,
+}
+
+impl HttpCounters {
+    fn count_status(&self, status: StatusCode) {
+        let counter = match status.as_u16() {
+            200..=299 => &self.status_2xx,
+            300..=399 => &self.status_3xx,
+            400..=499 => &self.status_4xx,
+            _ => &self.status_5xx,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -105,27 +121,36 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
         let cancel = cancel.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
-                () = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-            }
+            fast::serve_connection(stream, peer, &state, &cancel).await;
         });
         // Reap finished connections so the set stays small.
         while conns.try_join_next().is_some() {}
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// Serves the rest of a connection with hyper (everything but artifact fetches, see `fast`).
+async fn serve_hyper<I>(io: I, peer: SocketAddr, state: &Arc<HttpState>, cancel: &CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = state.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { debug!(%peer, error = %e, "connection ended") },
+        () = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
 }
 
 fn source_ip(peer: SocketAddr) -> Ipv6Addr {
@@ -139,15 +164,8 @@ async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> 
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     let span = tracing::debug_span!("http", method = %req.method(), path = %path, peer = %peer);
-    let _g = span.enter();
-    let resp = route(state, req, peer, &path).await;
-    let counter = match resp.status().as_u16() {
-        200..=299 => &state.counters.status_2xx,
-        300..=399 => &state.counters.status_3xx,
-        400..=499 => &state.counters.status_4xx,
-        _ => &state.counters.status_5xx,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+    let resp = route(state, req, peer, &path).instrument(span).await;
+    state.counters.count_status(resp.status());
     resp
 }
 
@@ -165,7 +183,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path
             node_document(state, &req, peer, name, doc).await
         }
         (&Method::GET | &Method::HEAD, ["v1", ..]) => not_found(),
-        (&Method::GET | &Method::HEAD, _) => serve_file(state, &req, peer, path).await,
+        (&Method::GET | &Method::HEAD, _) if is_artifact_path(path) => serve_file(state, &req, peer, path).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), "text/plain"),
     }
 }
@@ -270,30 +288,49 @@ async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr,
     text(StatusCode::ACCEPTED, "recorded\n".into(), "text/plain")
 }
 
-async fn serve_file(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr, path: &str) -> Response<Body> {
-    let Some(root) = &state.artifacts else { return not_found() };
+/// What an artifact request gets: a complete (small) response, or headers plus a byte range of
+/// an open file. Both connection paths (hyper's and the sendfile fast path) send it, so the
+/// rules (paths, validators, ranges, events) are decided once.
+pub(crate) enum FileReply {
+    Done(Response<Body>),
+    Body { head: Response<()>, file: std::fs::File, start: u64, count: u64 },
+}
+
+/// Whether `GET|HEAD path` names an artifact (and not the API or metrics).
+pub(crate) fn is_artifact_path(path: &str) -> bool {
+    path.starts_with('/') && path != "/metrics" && path != "/v1" && !path.starts_with("/v1/")
+}
+
+pub(crate) async fn resolve_file(
+    state: &HttpState,
+    method: &Method,
+    h: &header::HeaderMap,
+    peer: SocketAddr,
+    path: &str,
+) -> FileReply {
+    use FileReply::Done;
+    let Some(root) = &state.artifacts else { return Done(not_found()) };
     let rel = match files::relative_path(path) {
         Ok(r) => r,
-        Err(_) => return refuse(path, Refusal::Traversal),
+        Err(_) => return Done(refuse(path, Refusal::Traversal)),
     };
     let full = root.join(&rel);
     // Canonicalize after joining: symlinks (and anything else) pointing out of the root fail.
     let canonical = match tokio::fs::canonicalize(&full).await {
         Ok(c) => c,
-        Err(_) => return not_found(),
+        Err(_) => return Done(not_found()),
     };
     if let Err(r) = files::check_inside(root, &canonical) {
-        return refuse(path, r);
+        return Done(refuse(path, r));
     }
-    let Ok(mut file) = tokio::fs::File::open(&canonical).await else { return not_found() };
-    let Ok(meta) = file.metadata().await else { return not_found() };
+    let Ok(file) = tokio::fs::File::open(&canonical).await else { return Done(not_found()) };
+    let Ok(meta) = file.metadata().await else { return Done(not_found()) };
     if !meta.is_file() {
-        return not_found();
+        return Done(not_found());
     }
     let len = meta.len();
     let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
     let etag = files::etag(len, modified);
-    let h = req.headers();
     let get = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
     let mut builder = Response::builder()
         .header(header::ETAG, &etag)
@@ -301,7 +338,7 @@ async fn serve_file(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_TYPE, files::content_type(&rel));
     if files::not_modified(get(header::IF_NONE_MATCH), get(header::IF_MODIFIED_SINCE), &etag, modified) {
-        return builder.status(StatusCode::NOT_MODIFIED).body(empty()).unwrap_or_else(|_| internal());
+        return Done(builder.status(StatusCode::NOT_MODIFIED).body(empty()).unwrap_or_else(|_| internal()));
     }
     let range = if files::if_range_allows(get(header::IF_RANGE), &etag, modified) {
         files::parse_range(get(header::RANGE), len)
@@ -315,24 +352,41 @@ async fn serve_file(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr
             (StatusCode::PARTIAL_CONTENT, a, b - a + 1)
         }
         RangeReq::Unsatisfiable => {
-            return builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                .body(empty())
-                .unwrap_or_else(|_| internal());
+            return Done(
+                builder
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                    .body(empty())
+                    .unwrap_or_else(|_| internal()),
+            );
         }
     };
     builder = builder.status(status).header(header::CONTENT_LENGTH, count);
-    record_boot_fetch(state, peer, path, req.method() == Method::HEAD, status, count);
-    if req.method() == Method::HEAD {
-        return builder.body(empty()).unwrap_or_else(|_| internal());
+    let head = method == Method::HEAD;
+    record_boot_fetch(state, peer, path, head, status, count);
+    if head {
+        return Done(builder.body(empty()).unwrap_or_else(|_| internal()));
     }
+    state.counters.bytes_sent.fetch_add(count, Ordering::Relaxed);
+    match builder.body(()) {
+        Ok(head) => FileReply::Body { head, file: file.into_std().await, start, count },
+        Err(_) => Done(internal()),
+    }
+}
+
+/// The hyper path: the file range as a body stream of `CHUNK`-sized reads.
+async fn serve_file(state: &HttpState, req: &Request<Incoming>, peer: SocketAddr, path: &str) -> Response<Body> {
+    let (head, file, start, count) = match resolve_file(state, req.method(), req.headers(), peer, path).await {
+        FileReply::Done(r) => return r,
+        FileReply::Body { head, file, start, count } => (head, file, start, count),
+    };
+    let mut file = tokio::fs::File::from_std(file);
     if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return internal();
     }
-    state.counters.bytes_sent.fetch_add(count, Ordering::Relaxed);
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), CHUNK).map_ok(Frame::data);
-    builder.body(BodyExt::boxed(StreamBody::new(stream))).unwrap_or_else(|_| internal())
+    let (parts, ()) = head.into_parts();
+    Response::from_parts(parts, BodyExt::boxed(StreamBody::new(stream)))
 }
 
 /// A node fetching a file is a step of its boot: record it in its timeline.
