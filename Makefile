@@ -14,6 +14,12 @@ FORBIDDEN_IN_PURE := tokio hyper reqwest mio socket2
 # carries an async runtime or the server's HTTP stack.
 NO_RUNTIME_CRATES := metal6-installer metal6-image
 FORBIDDEN_IN_NO_RUNTIME := tokio hyper reqwest mio
+# The netboot server never depends on the BMC (Redfish) code, and the Redfish client carries no
+# HTTP server.
+SERVER_CRATES := metal6-netboot
+FORBIDDEN_IN_SERVER := metal6-redfish
+CLIENT_CRATES := metal6-redfish
+FORBIDDEN_IN_CLIENT := metal6-netboot metal6-emunet
 
 .PHONY: help
 help: ## List the targets
@@ -53,6 +59,8 @@ endef
 deps-rule: ## Check the dependency rule: pure crates pull in no runtime or network stack
 	$(call no_deps,$(PURE_CRATES),$(FORBIDDEN_IN_PURE))
 	$(call no_deps,$(NO_RUNTIME_CRATES),$(FORBIDDEN_IN_NO_RUNTIME))
+	$(call no_deps,$(SERVER_CRATES),$(FORBIDDEN_IN_SERVER))
+	$(call no_deps,$(CLIENT_CRATES),$(FORBIDDEN_IN_CLIENT))
 
 .PHONY: unit
 unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)

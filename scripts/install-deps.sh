@@ -2,6 +2,7 @@
 # Installs what metal6's build and tests need on a fresh Debian 12 machine. Idempotent: each
 # package is installed only when missing, so a warm machine pays a few dpkg queries.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # Debian packages the tests use as real peers. The list grows with the features that need them.
 APT_PACKAGES=(
@@ -31,6 +32,10 @@ APT_PACKAGES=(
   iputils-ping      # ping across emulated satellite links
   frr               # IS-IS routing in the satellite namespaces (metal6 emulate, netns backend)
   cpio              # GNU cpio reads back the initramfs we write (a test peer)
+  # Redfish (metal6 bmc):
+  openssl           # the tests' CA and BMC certificates
+  python3           # tests/redfish/idrac_sim.py, and sushy-tools in the venv below
+  python3-venv      # the venv for pip-installed peers
 )
 
 # Peers only the benchmarks need (`make bench`): installed when BENCH=1.
@@ -67,3 +72,12 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install the Rust toolchain named in rust-toolchain.toml" >&2; exit 1; }
+
+# Peers from PyPI, pinned, in a venv of the checkout (never the system's Python).
+VENV=${VENV:-.venv}
+if [[ ! -x $VENV/bin/sushy-emulator ]] || ! cmp -s tests/requirements.txt "$VENV/.requirements"; then
+  echo "install-deps: pip install -r tests/requirements.txt into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$VENV/.requirements"
+fi

@@ -2,6 +2,7 @@
 //! results. It owns no domain logic: what a command decides lives in a library crate where it
 //! can be tested without a terminal.
 
+mod bmc_cmd;
 mod emulate_cmd;
 mod image_cmd;
 mod inventory_cmd;
@@ -43,6 +44,9 @@ pub enum Command {
     /// A QEMU lab node netbooted over IPv6 by metal6 serve, followed until ready.
     #[command(subcommand)]
     Lab(lab_cmd::LabCmd),
+    /// Talk to nodes' BMCs (Redfish): inventory, power, one-time boot, BIOS, firmware.
+    #[command(subcommand)]
+    Bmc(bmc_cmd::BmcCmd),
     /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
     Serve(serve_cmd::ServeArgs),
     /// Every node's phase, from a running `metal6 serve` (a live table with --watch).
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Emulate(cmd) => emulate_cmd::run(cmd, cli.output),
         Command::Image(cmd) => image_cmd::run(cmd, cli.output),
         Command::Lab(cmd) => lab_cmd::run_cmd(cmd),
+        Command::Bmc(cmd) => bmc_cmd::run(cmd, cli.output),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Status(args) => status_cmd::run(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),

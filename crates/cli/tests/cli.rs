@@ -44,6 +44,16 @@ fn help_texts() {
     snapshot("inventory-help", &["inventory", "--help"]);
     snapshot("inventory-check-help", &["inventory", "check", "--help"]);
     snapshot("inventory-show-help", &["inventory", "show", "--help"]);
+    snapshot("bmc-help", &["bmc", "--help"]);
+    snapshot("bmc-bios-apply-help", &["bmc", "bios", "apply", "--help"]);
+}
+
+/// Selection errors come before any BMC is contacted.
+#[test]
+fn bmc_selection_errors() {
+    snapshot("bmc-unknown-node", &["bmc", "inventory", "-i", "inventory/lab.yaml", "lab-node-9"]);
+    snapshot("bmc-node-without-bmc", &["bmc", "power", "status", "-i", "inventory/lab.yaml", "lab-node-1"]);
+    snapshot("bmc-all-without-bmcs", &["bmc", "inventory", "-i", "inventory/lab.yaml", "--all"]);
 }
 
 #[test]

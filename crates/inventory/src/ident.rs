@@ -212,6 +212,48 @@ impl FromStr for SecretRef {
     }
 }
 
+/// Reading a secret failed. Names the reference, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {reference}: the environment variable is not set")]
+    EnvUnset { reference: String },
+    #[error("secret {reference}: cannot read the file")]
+    File {
+        reference: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret {reference} is empty")]
+    Empty { reference: String },
+}
+
+impl SecretRef {
+    /// The secret itself, read now (one trailing newline of a file is not part of it).
+    pub fn resolve(&self) -> Result<String, SecretError> {
+        let reference = self.to_string();
+        let value = match self {
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::EnvUnset { reference: reference.clone() })?
+            }
+            SecretRef::File(path) => {
+                let mut v = std::fs::read_to_string(path)
+                    .map_err(|source| SecretError::File { reference: reference.clone(), source })?;
+                if v.ends_with('\n') {
+                    v.pop();
+                    if v.ends_with('\r') {
+                        v.pop();
+                    }
+                }
+                v
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty { reference });
+        }
+        Ok(value)
+    }
+}
+
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -112,16 +112,52 @@ pub struct FirmwareComponent {
     pub sha256: Option<String>,
 }
 
-/// A dotted firmware version (`1.8.2`, `7.00.00.181`), compared numerically part by part.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(pub Vec<u64>);
+/// A dotted firmware version (`1.8.2`, `7.00.00.181`), compared numerically part by part and
+/// shown as written (Dell pads parts with zeros: `6.00.30.00`).
+#[derive(Debug, Clone)]
+pub struct Version {
+    parts: Vec<u64>,
+    text: String,
+}
+
+impl Version {
+    pub fn parts(&self) -> &[u64] {
+        &self.parts
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts == other.parts
+    }
+}
+
+impl Eq for Version {}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts.cmp(&other.parts)
+    }
+}
+
+impl std::hash::Hash for Version {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts.hash(state);
+    }
+}
 
 impl std::str::FromStr for Version {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         let parts: Result<Vec<u64>, _> = s.split('.').map(str::parse).collect();
         match parts {
-            Ok(p) if !p.is_empty() => Ok(Version(p)),
+            Ok(p) if !p.is_empty() => Ok(Version { parts: p, text: s.to_owned() }),
             _ => Err(()),
         }
     }
@@ -129,8 +165,7 @@ impl std::str::FromStr for Version {
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(u64::to_string).collect();
-        f.write_str(&parts.join("."))
+        f.write_str(&self.text)
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use metal6_inventory::model::{AttributeValue, Inventory, Node};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -41,6 +42,9 @@ pub struct AttrDef {
     pub upper_bound: Option<i128>,
     pub max_length: Option<u64>,
     pub min_length: Option<u64>,
+    /// A regular expression string values must match (Dell: 73 attributes on the R750, e.g.
+    /// `HttpDev1Ip` takes only IPv4 literals on BIOS 1.8.2).
+    pub value_expression: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,9 +154,25 @@ impl Registry {
             ("String", Value::String(s)) => {
                 let n = s.chars().count() as u64;
                 if def.max_length.is_some_and(|m| n > m) || def.min_length.is_some_and(|m| n < m) {
-                    Err(format!("length {n} outside {}..={}", def.min_length.unwrap_or(0), def.max_length.unwrap_or(0)))
-                } else {
-                    Ok(())
+                    return Err(format!(
+                        "length {n} outside {}..={}",
+                        def.min_length.unwrap_or(0),
+                        def.max_length.unwrap_or(0)
+                    ));
+                }
+                match def.value_expression.as_deref().map(regex::Regex::new) {
+                    Some(Ok(re)) if !re.is_match(s) => Err(format!(
+                        "`{s}` does not match the registry's ValueExpression {}{}",
+                        re.as_str(),
+                        if s.parse::<std::net::Ipv6Addr>().is_ok() {
+                            " (this BIOS takes no IPv6 literal here; a newer BIOS may)"
+                        } else {
+                            ""
+                        }
+                    )),
+                    // An expression our regex engine cannot compile is not checked here;
+                    // the BMC still validates it.
+                    _ => Ok(()),
                 }
             }
             ("Integer", Value::Number(n)) => match n.as_i64().map(i128::from) {
@@ -341,6 +361,50 @@ pub fn plan(registry: &Registry, current: &BTreeMap<String, Value>, desired: &BT
         out.refused.push(Refused { attribute: attr.clone(), value: want.clone(), reason });
     }
     out
+}
+
+/// The attributes a node's BIOS profile asks for, with `http_boot` spelled out as Dell
+/// `HttpDev1*` attributes (IPv6, the node's boot URL unless the profile names one, and with
+/// `static_address` the node's inventory address, gateway and DNS instead of DHCPv6).
+/// `None` when the node's profile has no BIOS profile.
+pub fn desired_for(inv: &Inventory, node: &Node) -> Option<(String, BTreeMap<String, Value>)> {
+    let name = inv.profile_of(node).bios.clone()?;
+    let profile = inv.bios_profiles.get(&name)?;
+    let mut out: BTreeMap<String, Value> = profile
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                AttributeValue::Bool(b) => Value::Bool(*b),
+                AttributeValue::Int(i) => Value::from(*i),
+                AttributeValue::Str(s) => Value::String(s.clone()),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    if let Some(hb) = &profile.http_boot {
+        let uri = hb.uri.clone().unwrap_or_else(|| metal6_inventory::plan::boot_url(inv, node).url);
+        for (k, v) in [
+            ("HttpDev1EnDis", "Enabled"),
+            ("HttpDev1Protocol", "IPv6"),
+            ("HttpDev1Interface", hb.interface.as_str()),
+            ("HttpDev1Uri", uri.as_str()),
+        ] {
+            out.insert(k.into(), Value::String(v.into()));
+        }
+        if hb.static_address {
+            let seg = inv.segment_of(node);
+            out.insert("HttpDev1DhcpEnDis".into(), "Disabled".into());
+            out.insert("HttpDev1Ip".into(), node.address.to_string().into());
+            out.insert("HttpDev1Mask".into(), seg.prefix.prefix_len().to_string().into());
+            out.insert("HttpDev1Gateway".into(), seg.router.to_string().into());
+            if let Some(dns) = inv.site.dns.first() {
+                out.insert("HttpDev1DnsDhcpEnDis".into(), "Disabled".into());
+                out.insert("HttpDev1Dns1".into(), dns.to_string().into());
+            }
+        }
+    }
+    Some((name, out))
 }
 
 #[cfg(test)]

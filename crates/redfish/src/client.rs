@@ -303,7 +303,7 @@ impl Client {
             let result = req.send().await;
             let resp = match result {
                 Ok(r) => r,
-                Err(e) if !last && (e.is_connect() || (idempotent && e.is_timeout())) => {
+                Err(e) if !last && !is_tls(&e) && (e.is_connect() || (idempotent && e.is_timeout())) => {
                     debug!(%method, path, error = %e, attempt, "retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -346,6 +346,26 @@ impl Client {
             return Ok(Reply { status, location, etag, body });
         }
     }
+}
+
+/// A TLS failure (certificate, handshake): retrying cannot fix it.
+fn is_tls(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        // io::Error::source skips the error it wraps, and hyper-util nests one io::Error in
+        // another (Other(InvalidData(rustls::Error))): look inside each.
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            cur = Some(inner);
+            continue;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The first `@Message.ExtendedInfo` entry of an error body (Redfish §9.6), or its `message`.

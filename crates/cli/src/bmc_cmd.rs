@@ -1,0 +1,682 @@
+//! `metal6 bmc`: inventory, power, one-time boot, BIOS and firmware through each node's BMC
+//! (Redfish), for one node, several, or `--all` in parallel with a limit.
+//!
+//! Credentials come from the inventory's references (`env:`/`file:`), read when a node's BMC
+//! is contacted; they are never printed. Every session is deleted on the way out, errors
+//! included. The exit status is 1 when any node failed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use metal6_inventory::model::{Inventory, Node};
+use metal6_redfish::bios::{self, Registry};
+use metal6_redfish::firmware;
+use metal6_redfish::{Bmc, BootTarget, ConnectOptions, PowerAction, Staged};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::output::{Format, write_data, write_table};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BmcCmd {
+    /// Model, service tag, BIOS and BMC versions and NIC MACs, checked against the inventory.
+    Inventory(Target),
+    /// Power a node on, off or through a cycle (waits until the BMC reports it), or show it.
+    Power {
+        #[arg(value_enum)]
+        action: PowerArg,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Boot once from UEFI HTTP, PXE or disk, in UEFI mode; read back to verify.
+    BootOnce {
+        #[arg(value_enum)]
+        device: BootArg,
+        #[command(flatten)]
+        target: Target,
+        /// Then reset the node (power it on if it is off) so it boots that way now.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// BIOS settings from the node's BIOS profile.
+    #[command(subcommand)]
+    Bios(BiosCmd),
+    /// Firmware to the node's baseline.
+    #[command(subcommand)]
+    Firmware(FirmwareCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BiosCmd {
+    /// What would change, in how many passes, and what cannot (checked against the BIOS
+    /// attribute registry and its dependencies).
+    Plan(Target),
+    /// Stage the plan as a BIOS job; with --reboot, reset, follow the job and verify the
+    /// values by reading the BIOS again (pending values are not proof).
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        /// Reset the node to run each pass's job (without it: stage the first pass only).
+        #[arg(long)]
+        reboot: bool,
+        /// Seconds a BIOS job may take (Dell: 5-15 min with one or two reboots).
+        #[arg(long, default_value_t = 1800)]
+        job_timeout: u64,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FirmwareCmd {
+    /// Each baseline component against what the BMC reports, in update order, and the gates.
+    Plan(Target),
+    /// Update what is below the baseline (iDRAC → BIOS → NIC) by SimpleUpdate from the
+    /// baseline's image URLs; with --reboot, reset to install and verify the new versions.
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        reboot: bool,
+        /// Seconds one update may take (Dell's scripts give up after 30 min).
+        #[arg(long, default_value_t = 1800)]
+        job_timeout: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PowerArg {
+    On,
+    Off,
+    Cycle,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BootArg {
+    UefiHttp,
+    Pxe,
+    Disk,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Inventory file.
+    #[arg(short, long)]
+    inventory: PathBuf,
+    /// Nodes by name.
+    #[arg(required_unless_present = "all")]
+    nodes: Vec<String>,
+    /// Every node that has a BMC.
+    #[arg(long, conflicts_with = "nodes")]
+    all: bool,
+    /// PEM file of the CA (or the self-signed certificates) the BMCs' TLS certificates must
+    /// chain to. Without it, the system's roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Do not verify BMC certificates (logged as a warning for every BMC).
+    #[arg(long)]
+    insecure: bool,
+    /// BMCs talked to at once.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Seconds per HTTP request.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+/// One node's outcome.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    node: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    result: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Human summary for the table.
+    #[serde(skip)]
+    summary: Vec<String>,
+}
+
+pub fn run(cmd: &BmcCmd, format: Format) -> Result<ExitCode> {
+    let target = match cmd {
+        BmcCmd::Inventory(t) | BmcCmd::Power { target: t, .. } | BmcCmd::BootOnce { target: t, .. } => t,
+        BmcCmd::Bios(BiosCmd::Plan(t) | BiosCmd::Apply { target: t, .. }) => t,
+        BmcCmd::Firmware(FirmwareCmd::Plan(t) | FirmwareCmd::Apply { target: t, .. }) => t,
+    };
+    let (inv, _) = metal6_inventory::load(&target.inventory).map_err(|e| match e {
+        metal6_inventory::LoadError::Invalid(d) => anyhow!("{}", d.render()),
+        other => other.into(),
+    })?;
+    let names = select(&inv, target)?;
+    // Warnings (an --insecure connection, a session that could not be deleted) go to stderr;
+    // METAL6_LOG=debug shows every request's retries.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("METAL6_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let inv = Arc::new(inv);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let outcomes = rt.block_on(run_all(cmd, target, inv, names));
+    print(cmd, format, &outcomes)?;
+    Ok(if outcomes.iter().all(|o| o.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn select(inv: &Inventory, t: &Target) -> Result<Vec<String>> {
+    if t.all {
+        let names: Vec<String> = inv.nodes.iter().filter(|n| n.bmc.is_some()).map(|n| n.name.clone()).collect();
+        if names.is_empty() {
+            bail!("no node in {} has a bmc", inv.source);
+        }
+        return Ok(names);
+    }
+    for n in &t.nodes {
+        match inv.node(n) {
+            None => bail!("no node `{n}` in {}", inv.source),
+            Some(node) if node.bmc.is_none() => bail!("node `{n}` has no bmc in {}", inv.source),
+            Some(_) => {}
+        }
+    }
+    Ok(t.nodes.clone())
+}
+
+async fn run_all(cmd: &BmcCmd, t: &Target, inv: Arc<Inventory>, names: Vec<String>) -> Vec<Outcome> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(t.parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let (inv, limit, name, t) = (inv.clone(), limit.clone(), name.clone(), t.clone());
+        let op = Op::of(cmd);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, one_node(&inv, &name, &t, op).await)
+        });
+    }
+    let mut out: Vec<(usize, Outcome)> = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(x) = r {
+            out.push(x);
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
+}
+
+/// The command, detached from clap's borrow so tasks can own it.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Inventory,
+    Power(PowerArg),
+    BootOnce(BootArg, bool),
+    BiosPlan,
+    BiosApply { reboot: bool, job_timeout: u64 },
+    FirmwarePlan,
+    FirmwareApply { reboot: bool, job_timeout: u64 },
+}
+
+impl Op {
+    fn of(cmd: &BmcCmd) -> Op {
+        match cmd {
+            BmcCmd::Inventory(_) => Op::Inventory,
+            BmcCmd::Power { action, .. } => Op::Power(*action),
+            BmcCmd::BootOnce { device, reset, .. } => Op::BootOnce(*device, *reset),
+            BmcCmd::Bios(BiosCmd::Plan(_)) => Op::BiosPlan,
+            BmcCmd::Bios(BiosCmd::Apply { reboot, job_timeout, .. }) => {
+                Op::BiosApply { reboot: *reboot, job_timeout: *job_timeout }
+            }
+            BmcCmd::Firmware(FirmwareCmd::Plan(_)) => Op::FirmwarePlan,
+            BmcCmd::Firmware(FirmwareCmd::Apply { reboot, job_timeout, .. }) => {
+                Op::FirmwareApply { reboot: *reboot, job_timeout: *job_timeout }
+            }
+        }
+    }
+}
+
+async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op) -> Outcome {
+    let fail = |e: anyhow::Error| Outcome {
+        node: name.to_owned(),
+        ok: false,
+        result: Value::Null,
+        error: Some(format!("{e:#}")),
+        summary: vec![],
+    };
+    // `select` checked that the node exists and has a BMC.
+    let Some(node) = inv.node(name) else { return fail(anyhow!("no such node")) };
+    let Some(bmc_ref) = &node.bmc else { return fail(anyhow!("no bmc")) };
+    let password = match bmc_ref.password.resolve() {
+        Ok(p) => p,
+        Err(e) => return fail(e.into()),
+    };
+    let mut opts = ConnectOptions::new(bmc_ref.redfish_url(), bmc_ref.username.clone(), password);
+    opts.ca_file = t.ca_file.clone();
+    opts.insecure = t.insecure;
+    opts.timeout = Duration::from_secs(t.timeout.max(1));
+    let bmc = match Bmc::connect(opts).await.with_context(|| format!("connecting to {}", bmc_ref.redfish_url())) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let r = match op {
+        Op::Inventory => inventory(&bmc, node).await,
+        Op::Power(a) => power(&bmc, a).await,
+        Op::BootOnce(d, reset) => boot_once(&bmc, d, reset).await,
+        Op::BiosPlan => bios_plan(&bmc, inv, node).await,
+        Op::BiosApply { reboot, job_timeout } => bios_apply(&bmc, inv, node, reboot, job_timeout).await,
+        Op::FirmwarePlan => firmware_plan(&bmc, inv, node).await,
+        Op::FirmwareApply { reboot, job_timeout } => firmware_apply(&bmc, inv, node, reboot, job_timeout).await,
+    };
+    bmc.logout().await;
+    match r {
+        Ok((result, summary, ok)) => Outcome { node: name.to_owned(), ok, result, error: None, summary },
+        Err(e) => fail(e),
+    }
+}
+
+/// `(data for JSON, lines for the table, success)`
+type Done = Result<(Value, Vec<String>, bool)>;
+
+fn progress(node: &str, line: &str) {
+    let _ = writeln!(std::io::stderr(), "{node}: {line}");
+}
+
+async fn inventory(bmc: &Bmc, node: &Node) -> Done {
+    let inv = bmc.inventory().await?;
+    // Which inventory NICs the BMC knows, by MAC.
+    let mut checks = Vec::new();
+    let mut ok = true;
+    for nic in &node.nics {
+        let mac = nic.mac.to_string();
+        match inv.nics.iter().find(|b| b.mac.as_deref() == Some(mac.as_str())) {
+            Some(b) => checks.push(json!({"nic": nic.name, "mac": mac, "bmc_id": b.id})),
+            None => {
+                if nic.boot {
+                    ok = false;
+                }
+                checks.push(json!({"nic": nic.name, "mac": mac, "bmc_id": null}));
+            }
+        }
+    }
+    let missing: Vec<String> =
+        checks.iter().filter(|c| c["bmc_id"].is_null()).filter_map(|c| c["mac"].as_str().map(str::to_owned)).collect();
+    let check = if missing.is_empty() {
+        "all inventory MACs found".to_owned()
+    } else {
+        format!("not on the BMC: {}", missing.join(", "))
+    };
+    let cell = |v: &Option<String>| v.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
+    let row = vec![
+        cell(&inv.model),
+        cell(&inv.service_tag),
+        cell(&inv.bios_version),
+        cell(&inv.bmc_firmware),
+        cell(&inv.power),
+        inv.nics.iter().map(|n| format!("{}={}", n.id, n.mac.as_deref().unwrap_or("?"))).collect::<Vec<_>>().join(" "),
+        check,
+    ];
+    Ok((json!({"bmc": inv, "inventory_nics": checks}), row, ok))
+}
+
+async fn power(bmc: &Bmc, a: PowerArg) -> Done {
+    let wait = Duration::from_secs(120);
+    let state = match a {
+        PowerArg::Status => bmc.power_state().await?,
+        PowerArg::On => bmc.power(PowerAction::On, wait).await?,
+        PowerArg::Off => bmc.power(PowerAction::Off, wait).await?,
+        PowerArg::Cycle => bmc.power(PowerAction::Cycle, wait).await?,
+    };
+    let ok = match a {
+        PowerArg::Off => state == "Off",
+        PowerArg::On | PowerArg::Cycle => state == "On",
+        PowerArg::Status => true,
+    };
+    Ok((json!({"power": state}), vec![state], ok))
+}
+
+async fn boot_once(bmc: &Bmc, d: BootArg, reset: bool) -> Done {
+    let target = match d {
+        BootArg::UefiHttp => BootTarget::UefiHttp,
+        BootArg::Pxe => BootTarget::Pxe,
+        BootArg::Disk => BootTarget::Disk,
+    };
+    bmc.boot_once(target).await?;
+    if reset {
+        let kind = if bmc.power_state().await? == "Off" { "On" } else { "ForceRestart" };
+        bmc.reset(kind).await?;
+    }
+    let what =
+        format!("{} once{}", serde_json::to_value(target)?.as_str().unwrap_or(""), if reset { ", reset" } else { "" });
+    Ok((json!({"boot_once": target, "reset": reset}), vec![what], true))
+}
+
+struct BiosState {
+    profile: String,
+    desired: BTreeMap<String, Value>,
+    current: BTreeMap<String, Value>,
+    settings: String,
+    registry: Registry,
+}
+
+async fn bios_state(bmc: &Bmc, inv: &Inventory, node: &Node) -> Result<BiosState> {
+    let Some((profile, desired)) = bios::desired_for(inv, node) else {
+        bail!("node {} has no BIOS profile (profiles.{}.bios)", node.name, node.profile)
+    };
+    let (current, settings) = bmc.bios().await?;
+    let registry = Registry::from_json(&bmc.bios_registry().await?)?;
+    Ok(BiosState { profile, desired, current, settings, registry })
+}
+
+fn plan_lines(p: &bios::Plan) -> Vec<String> {
+    let mut lines = Vec::new();
+    let n: usize = p.passes.iter().map(Vec::len).sum();
+    lines.push(match (n, p.passes.len()) {
+        (0, _) => "no changes".to_owned(),
+        (n, 1) => format!("{n} change(s) in 1 pass"),
+        (n, k) => format!("{n} change(s) in {k} passes (one job and reboot each)"),
+    });
+    for (i, pass) in p.passes.iter().enumerate() {
+        for c in pass {
+            lines.push(format!("  pass {}: {} {} -> {}", i + 1, c.attribute, plain(&c.current), plain(&c.desired)));
+        }
+    }
+    for u in &p.unchanged {
+        lines.push(format!("  unchanged: {}={} ({})", u.attribute, plain(&u.value), u.reason));
+    }
+    for r in &p.refused {
+        lines.push(format!("  refused: {}={}: {}", r.attribute, plain(&r.value), r.reason));
+    }
+    lines
+}
+
+/// An enum as its serde (kebab-case) name.
+fn name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.is_empty() => "\"\"".into(),
+        Value::String(s) => s.clone(),
+        Value::Null => "(unset)".into(),
+        v => v.to_string(),
+    }
+}
+
+async fn bios_plan(bmc: &Bmc, inv: &Inventory, node: &Node) -> Done {
+    let s = bios_state(bmc, inv, node).await?;
+    let p = bios::plan(&s.registry, &s.current, &s.desired);
+    let pending = bmc.bios_pending(&s.settings).await?;
+    let mut lines = plan_lines(&p);
+    if !pending.is_empty() {
+        lines.push(format!("  note: {} value(s) already pending on the BMC (apply clears them first)", pending.len()));
+    }
+    lines[0] = format!("profile {}: {}", s.profile, lines[0]);
+    Ok((json!({"profile": s.profile, "plan": p, "pending": pending}), lines, p.refused.is_empty()))
+}
+
+async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_timeout: u64) -> Done {
+    let name = node.name.as_str();
+    let mut s = bios_state(bmc, inv, node).await?;
+    let first = bios::plan(&s.registry, &s.current, &s.desired);
+    if !first.refused.is_empty() {
+        let why: Vec<String> = first.refused.iter().map(|r| format!("{}: {}", r.attribute, r.reason)).collect();
+        bail!("the BIOS profile {} cannot be applied as written:\n  {}", s.profile, why.join("\n  "));
+    }
+    if first.passes.is_empty() {
+        return Ok((json!({"result": "already-applied", "plan": first}), vec!["already applied".into()], true));
+    }
+    bmc.clear_stale(&s.settings).await?;
+    let mut applied = Vec::new();
+    for pass in 1..=first.passes.len() + 1 {
+        let p = bios::plan(&s.registry, &s.current, &s.desired);
+        let Some(changes) = p.passes.first() else { break };
+        let attrs: BTreeMap<String, Value> = changes.iter().map(|c| (c.attribute.clone(), c.desired.clone())).collect();
+        let staged = bmc.stage_bios(&s.settings, &attrs).await?;
+        progress(name, &format!("pass {pass}: staged {} value(s): {staged:?}", attrs.len()));
+        if !reboot {
+            let rest = p.passes.len() - 1;
+            let line = format!(
+                "staged pass {pass} ({staged:?}); reset the node to apply{}",
+                if rest > 0 { format!(", then run apply again for {rest} more pass(es)") } else { String::new() }
+            );
+            return Ok((json!({"result": "staged", "staged": staged, "plan": p}), vec![line], true));
+        }
+        let kind = if bmc.power_state().await? == "Off" { "On" } else { "ForceRestart" };
+        bmc.reset(kind).await?;
+        let timeout = Duration::from_secs(job_timeout);
+        match &staged {
+            Staged::Job(id) => {
+                let job = bmc
+                    .wait_job(id, timeout, |j| {
+                        progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
+                    })
+                    .await?;
+                if !job.succeeded() {
+                    bail!("BIOS job {} failed: {} {}", job.id, job.state, job.message.unwrap_or_default());
+                }
+            }
+            Staged::PendingWithoutJob | Staged::Nothing => {
+                wait_pending_empty(bmc, &s.settings, timeout).await?;
+            }
+        }
+        // Verify from /Bios itself: a Completed job or an empty pending list is not proof.
+        let (current, _) = bmc.bios().await?;
+        let wrong: Vec<String> = attrs
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(v))
+            .map(|(k, v)| {
+                format!("{k}: wanted {}, BIOS has {}", plain(v), current.get(k).map_or("(unset)".into(), plain))
+            })
+            .collect();
+        if !wrong.is_empty() {
+            bail!("pass {pass} finished but the BIOS does not show it:\n  {}", wrong.join("\n  "));
+        }
+        progress(name, &format!("pass {pass}: verified {} value(s)", attrs.len()));
+        applied.extend(changes.iter().cloned());
+        s.current = current;
+    }
+    let left = bios::plan(&s.registry, &s.current, &s.desired);
+    if !left.passes.is_empty() {
+        let rest: Vec<String> = left
+            .passes
+            .iter()
+            .flatten()
+            .map(|c| format!("{}: {} -> {}", c.attribute, plain(&c.current), plain(&c.desired)))
+            .collect();
+        bail!(
+            "the BIOS still differs from profile {} after all passes:
+  {}",
+            s.profile,
+            rest.join(
+                "
+  "
+            )
+        );
+    }
+    let line = format!("applied and verified {} value(s)", applied.len());
+    Ok((json!({"result": "applied", "changes": applied}), vec![line], true))
+}
+
+async fn wait_pending_empty(bmc: &Bmc, settings: &str, timeout: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if bmc.bios_pending(settings).await.is_ok_and(|p| p.is_empty()) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("pending BIOS values were not applied within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn baseline_of<'a>(
+    inv: &'a Inventory,
+    node: &Node,
+) -> Result<(&'a str, &'a metal6_inventory::model::FirmwareBaseline)> {
+    let Some(name) = inv.profile_of(node).firmware.as_deref() else {
+        bail!("node {} has no firmware baseline (profiles.{}.firmware)", node.name, node.profile)
+    };
+    // Validation guarantees the reference resolves.
+    let b = inv.firmware_baselines.get(name).ok_or_else(|| anyhow!("no firmware baseline {name}"))?;
+    Ok((name, b))
+}
+
+fn fw_lines(p: &firmware::FwPlan) -> Vec<String> {
+    let mut lines = Vec::new();
+    for s in &p.steps {
+        lines.push(format!(
+            "  {} ({}): {} -> {}: {}",
+            name(&s.kind),
+            s.devices.first().map_or("-", String::as_str),
+            s.installed.as_deref().unwrap_or("?"),
+            s.baseline,
+            name(&s.action)
+        ));
+    }
+    for g in &p.gates {
+        lines.push(format!(
+            "  gate: {} >= {} before {}: {} now, {} after",
+            name(&g.component),
+            g.min_version,
+            name(&g.before),
+            if g.holds_now { "holds" } else { "fails" },
+            if g.holds_after { "holds" } else { "fails" }
+        ));
+    }
+    lines
+}
+
+async fn firmware_plan(bmc: &Bmc, inv: &Inventory, node: &Node) -> Done {
+    let (name, baseline) = baseline_of(inv, node)?;
+    let p = firmware::plan(baseline, &bmc.firmware().await?);
+    let n = p.updates().count();
+    let mut lines = vec![format!("baseline {name}: {n} update(s)")];
+    lines.extend(fw_lines(&p));
+    let ok = p.gates.iter().all(|g| g.holds_after);
+    Ok((json!({"baseline": name, "plan": p}), lines, ok))
+}
+
+async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_timeout: u64) -> Done {
+    let name = node.name.as_str();
+    let (bname, baseline) = baseline_of(inv, node)?;
+    let p = firmware::plan(baseline, &bmc.firmware().await?);
+    let mut done = Vec::new();
+    for step in p.updates() {
+        progress(
+            name,
+            &format!(
+                "{}: {} -> {} from {}",
+                self::name(&step.kind),
+                step.installed.as_deref().unwrap_or("?"),
+                step.baseline,
+                step.image_url
+            ),
+        );
+        let task = bmc.simple_update(&step.image_url).await?;
+        let timeout = Duration::from_secs(job_timeout);
+        // Downloading → Scheduled (waits for a reset) or straight to Completed (sideband).
+        let report = |j: &metal6_redfish::bmc::JobStatus| {
+            progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
+        };
+        let staged = wait_until(bmc, &task, timeout, |j| j.is_final() || j.state == "Scheduled", report).await?;
+        if staged.failed() {
+            bail!("update {} failed: {} {}", task, staged.state, staged.message.unwrap_or_default());
+        }
+        if !staged.succeeded() {
+            if !reboot {
+                done.push(json!({"kind": step.kind, "task": task, "result": "scheduled, reset to install"}));
+                // Later components wait for this one: order matters (iDRAC → BIOS → NIC).
+                break;
+            }
+            let kind = if bmc.power_state().await? == "Off" { "On" } else { "ForceRestart" };
+            bmc.reset(kind).await?;
+            let j = wait_until(bmc, &task, timeout, |j| j.is_final(), report).await?;
+            if !j.succeeded() {
+                bail!("update {} failed: {} {}", task, j.state, j.message.unwrap_or_default());
+            }
+        }
+        done.push(json!({"kind": step.kind, "task": task, "result": "installed"}));
+    }
+    // Verify against the inventory the BMC reports now.
+    let after = firmware::plan(baseline, &bmc.firmware().await?);
+    let behind: Vec<String> =
+        after.updates().map(|s| format!("{} {}", self::name(&s.kind), s.installed.as_deref().unwrap_or("?"))).collect();
+    let ok = behind.is_empty() || !reboot;
+    let line = if behind.is_empty() {
+        format!("baseline {bname}: all components at or above it")
+    } else {
+        format!("baseline {bname}: still behind: {}", behind.join(", "))
+    };
+    Ok((json!({"baseline": bname, "updates": done, "behind": behind}), vec![line], ok))
+}
+
+async fn wait_until(
+    bmc: &Bmc,
+    id: &str,
+    timeout: Duration,
+    stop: impl Fn(&metal6_redfish::bmc::JobStatus) -> bool,
+    report: impl Fn(&metal6_redfish::bmc::JobStatus),
+) -> Result<metal6_redfish::bmc::JobStatus> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = String::new();
+    loop {
+        if let Ok(j) = bmc.job(id).await {
+            let key = format!("{}{:?}", j.state, j.message);
+            if key != seen {
+                report(&j);
+                seen = key;
+            }
+            if stop(&j) {
+                return Ok(j);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("task {id} did not progress within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print(cmd: &BmcCmd, format: Format, outcomes: &[Outcome]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if format != Format::Table {
+        return write_data(&mut out, format, &outcomes);
+    }
+    let header: &[&str] = match cmd {
+        BmcCmd::Inventory(_) => &["NODE", "MODEL", "SERVICE-TAG", "BIOS", "BMC", "POWER", "NICS", "CHECK"],
+        BmcCmd::Power { .. } => &["NODE", "POWER"],
+        BmcCmd::BootOnce { .. } => &["NODE", "BOOT"],
+        _ => &[],
+    };
+    if header.is_empty() {
+        // Plans and applies: a block per node.
+        for o in outcomes {
+            match &o.error {
+                Some(e) => writeln!(out, "{}: error: {e}", o.node)?,
+                None => {
+                    let mut lines = o.summary.iter();
+                    writeln!(out, "{}: {}", o.node, lines.next().map_or("", String::as_str))?;
+                    for l in lines {
+                        writeln!(out, "{l}")?;
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|o| {
+            let mut row = vec![o.node.clone()];
+            match &o.error {
+                Some(e) => row.push(format!("error: {e}")),
+                None => row.extend(o.summary.iter().cloned()),
+            }
+            row
+        })
+        .collect();
+    write_table(&mut out, header, &rows)?;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! `metal6 bmc` against the iDRAC-semantics simulator (`tests/redfish/idrac_sim.py`), which
+//! serves the real iDRAC9 R750 capture over HTTPS and adds Dell's job, session and update
+//! behaviour, in a namespace of its own with the BMC addresses of `tests/redfish/r750-sim.yaml`
+//! on its loopback. Each Dell quirk the simulator can play has a test here. Skips with a
+//! message when the capture (`../shared/fixtures/idrac9-r750`) is absent.
+
+#![allow(clippy::print_stderr)] // skips say why
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use common::{Netns, Server, root, sh, wait_for};
+use serde_json::Value;
+
+const PASSWORD: &str = "calvin-sim-7f3a";
+const INV: &str = "tests/redfish/r750-sim.yaml";
+
+fn capture() -> Option<PathBuf> {
+    let p = std::env::var_os("METAL6_IDRAC_FIXTURE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/fixtures/idrac9-r750"));
+    if p.join("redfish/v1").is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: no iDRAC9 capture at {} (set METAL6_IDRAC_FIXTURE)", p.display());
+        None
+    }
+}
+
+/// A CA and a BMC certificate for the simulator's addresses (what operators do: a site CA
+/// signs the BMC certificates, `--ca-file` pins it).
+fn tls(dir: &std::path::Path) {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("leaf.cnf"),
+        "[leaf]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:fd00:6d:b::2,IP:fd00:6d:b::3,IP:fd00:6d:b::4\n",
+    )
+    .expect("cnf");
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "cd {d} && openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=metal6-test-ca 2>/dev/null \
+         && openssl req {ec} -keyout key.pem -out leaf.csr -subj /CN=bmc 2>/dev/null \
+         && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
+            -extfile leaf.cnf -extensions leaf 2>/dev/null \
+         && openssl req -x509 {ec} -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else 2>/dev/null"
+    ));
+}
+
+struct Sim {
+    ns: Netns,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sim {
+    fn start(fixture: &std::path::Path, extra: &[&str]) -> Sim {
+        let ns = Netns::new();
+        ns.exec(
+            "ip link set lo up && ip -6 addr add fd00:6d:b::2/128 dev lo && ip -6 addr add fd00:6d:b::3/128 dev lo \
+             && ip -6 addr add fd00:6d:b::4/128 dev lo",
+        );
+        Sim::start_in(ns, fixture, extra)
+    }
+
+    fn start_in(ns: Netns, fixture: &std::path::Path, extra: &[&str]) -> Sim {
+        let dir = tempfile::tempdir().expect("tmp");
+        tls(dir.path());
+        std::fs::write(dir.path().join("pw"), PASSWORD).expect("pw");
+        let p = |f: &str| dir.path().join(f).to_str().expect("utf-8").to_owned();
+        let (cert, key, pw) = (p("cert.pem"), p("key.pem"), p("pw"));
+        let fx = fixture.to_str().expect("utf-8").to_owned();
+        let script = root().join("tests/redfish/idrac_sim.py");
+        let mut args = vec![
+            script.to_str().expect("utf-8"),
+            "--fixture",
+            &fx,
+            "--listen",
+            "::",
+            "--port",
+            "8443",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--password-file",
+            &pw,
+        ];
+        args.extend_from_slice(extra);
+        let child = ns.spawn(std::path::Path::new("python3"), &args, &dir.path().join("sim.log"));
+        let sim = Sim { ns, dir, child };
+        wait_for("the simulator to listen", Duration::from_secs(20), || {
+            std::fs::read_to_string(sim.dir.path().join("sim.log")).ok().filter(|l| l.contains("listening")).map(|_| ())
+        });
+        sim
+    }
+
+    fn ca(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
+    }
+
+    /// `metal6 bmc ARGS` in the simulator's namespace, password in the environment.
+    fn bmc(&self, args: &str) -> Output {
+        let cmd = format!(
+            "cd {} && METAL6_SIM_BMC_PASSWORD={PASSWORD} {} bmc {args}",
+            root().display(),
+            common::metal6().display()
+        );
+        let out = self.ns.try_exec(&cmd);
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!all.contains(PASSWORD), "the BMC password was printed:\n{all}");
+        out
+    }
+
+    fn bmc_ok(&self, args: &str) -> String {
+        let out = self.bmc(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "`metal6 bmc {args}` failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    fn state(&self) -> Value {
+        let out = self.ns.try_exec(&format!("curl -sS --cacert {} https://[fd00:6d:b::2]:8443/sim/state", self.ca()));
+        serde_json::from_slice(&out.stdout).expect("sim state JSON")
+    }
+}
+
+fn std_args(sim: &Sim) -> String {
+    format!("-i {INV} --ca-file {}", sim.ca())
+}
+
+#[test]
+fn inventory_over_verified_tls_with_sessions_closed() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &[]);
+    let out = sim.bmc_ok(&format!("inventory {} r750", std_args(&sim)));
+    for want in [
+        "PowerEdge R750",
+        "F54P1G3",
+        "1.8.2",
+        "6.00.30.00",
+        "NIC.Integrated.1-1-1=e4:3d:1a:13:27:f0",
+        "all inventory MACs found",
+    ] {
+        assert!(out.contains(want), "missing {want}:\n{out}");
+    }
+    let json: Value =
+        serde_json::from_str(&sim.bmc_ok(&format!("inventory {} r750 -o json", std_args(&sim)))).expect("json");
+    assert_eq!(json[0]["result"]["bmc"]["service_tag"], "F54P1G3");
+    assert_eq!(json[0]["result"]["inventory_nics"][1]["bmc_id"], "NIC.Integrated.1-2-1");
+    // A node whose boot MAC the BMC does not have fails the check (exit 1).
+    let out = sim.bmc(&format!("inventory {} r750-custom", std_args(&sim)));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not on the BMC: e4:3d:1a:13:27:f3"));
+    // Every session was deleted again (iDRAC has few slots).
+    let st = sim.state();
+    assert_eq!(st["sessions_open"], 0, "{st}");
+    assert!(st["sessions_created"].as_u64() >= Some(3), "sessions, not Basic: {st}");
+    // Certificates are verified: another CA fails at once (no retries of a TLS error)...
+    let start = Instant::now();
+    let other = sim.dir.path().join("other-ca.pem");
+    let out = sim.bmc(&format!("inventory -i {INV} --ca-file {} r750", other.display()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UnknownIssuer"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(start.elapsed() < Duration::from_secs(5), "a TLS failure was retried: {:?}", start.elapsed());
+    // ...and --insecure is allowed, loudly.
+    let out = sim.bmc(&format!("inventory -i {INV} --insecure r750"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS certificate verification is off"));
+    // A wrong password is a clear error, and never shown.
+    let bad = sim.ns.try_exec(&format!(
+        "cd {} && METAL6_SIM_BMC_PASSWORD=wrong-pw-123 {} bmc inventory {} r750",
+        root().display(),
+        common::metal6().display(),
+        std_args(&sim)
+    ));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(text.contains("login as root refused (HTTP 401)") && !text.contains("wrong-pw-123"), "{text}");
+    let unset = sim.ns.try_exec(&format!(
+        "cd {} && {} bmc inventory {} r750",
+        root().display(),
+        common::metal6().display(),
+        std_args(&sim)
+    ));
+    assert!(
+        String::from_utf8_lossy(&unset.stdout)
+            .contains("secret env:METAL6_SIM_BMC_PASSWORD: the environment variable is not set")
+    );
+}
+
+/// The issue's acceptance check: the dense-pod worker profile of `inventory/example-dell.yaml`
+/// planned against the R750: three changes, all in one pass.
+#[test]
+fn bios_plan_of_the_dense_worker_profile() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    // The simulator inventory carries example-dell.yaml's r750-dense profile unchanged.
+    let profile = |path: &str| {
+        let (inv, _) = metal6_inventory::load(&root().join(path)).expect("inventory");
+        serde_json::to_value(&inv.bios_profiles["r750-dense"]).expect("json")
+    };
+    assert_eq!(profile("inventory/example-dell.yaml"), profile(INV));
+    let sim = Sim::start(&fx, &[]);
+    let out = sim.bmc_ok(&format!("bios plan {} r750", std_args(&sim)));
+    let want = "r750: profile r750-dense: 3 change(s) in 1 pass\n\
+                \x20 pass 1: HttpDev1Interface NIC.Slot.5-1 -> NIC.Integrated.1-1-1\n\
+                \x20 pass 1: HttpDev1Protocol IPv4 -> IPv6\n\
+                \x20 pass 1: WorkloadProfile NotConfigured -> TelcoOptimizedProfile\n";
+    assert!(out.starts_with(want), "{out}");
+    assert!(out.contains("unchanged: SysProfile=PerfOptimized (already set)"), "{out}");
+    // Static IPv6 HTTP boot: this BIOS's registry takes IPv4 literals only; refused with why.
+    let out = sim.bmc(&format!("bios plan {} r750-static", std_args(&sim)));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pass 1: HttpDev1Uri \"\" -> http://[fd00:6d:1::1]/boot/installer.efi"), "{text}");
+    assert!(text.contains("refused: HttpDev1Ip=fd00:6d:1::111") && text.contains("takes no IPv6 literal"), "{text}");
+    // Nothing was written by a plan.
+    assert!(sim.state()["jobs"].as_object().is_some_and(serde_json::Map::is_empty));
+}
+
+fn bios_of(sim: &Sim, attr: &str) -> Value {
+    sim.state()["bios"][attr].clone()
+}
+
+#[test]
+fn bios_apply_one_shot_job_reboot_and_verify() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &[]);
+    // Without --reboot: staged only; twice clears the first attempt's job instead of SYS011.
+    let out = sim.bmc_ok(&format!("bios apply {} r750", std_args(&sim)));
+    assert!(out.contains("staged pass 1") && out.contains("reset the node to apply"), "{out}");
+    sim.bmc_ok(&format!("bios apply {} r750", std_args(&sim)));
+    let st = sim.state();
+    assert_eq!(st["jobs"].as_object().map(serde_json::Map::len), Some(1), "stale job not cleared: {st}");
+    assert_eq!(st["pending"]["WorkloadProfile"], "TelcoOptimizedProfile");
+    let out = sim.bmc_ok(&format!("bios apply {} r750 --reboot", std_args(&sim)));
+    assert!(out.contains("applied and verified 3 value(s)"), "{out}");
+    assert_eq!(bios_of(&sim, "HttpDev1Protocol"), "IPv6");
+    assert_eq!(bios_of(&sim, "HttpDev1Interface"), "NIC.Integrated.1-1-1");
+    let st = sim.state();
+    assert_eq!(st["counters"]["resets"], serde_json::json!(["ForceRestart"]));
+    assert_eq!(st["counters"]["if_match_on_action"], 0, "If-Match sent on an action POST");
+    assert!(sim.bmc_ok(&format!("bios apply {} r750 --reboot", std_args(&sim))).contains("already applied"));
+}
+
+#[test]
+fn bios_apply_two_passes_through_the_gatekeeper() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &[]);
+    let plan = sim.bmc_ok(&format!("bios plan {} r750-custom", std_args(&sim)));
+    assert!(plan.contains("2 change(s) in 2 passes"), "{plan}");
+    let out = sim.bmc_ok(&format!("bios apply {} r750-custom --reboot", std_args(&sim)));
+    assert!(out.contains("applied and verified 2 value(s)"), "{out}");
+    assert_eq!(bios_of(&sim, "SysProfile"), "Custom");
+    assert_eq!(bios_of(&sim, "ProcCStates"), "Enabled");
+    assert_eq!(sim.state()["counters"]["resets"].as_array().map(Vec::len), Some(2), "one reboot per pass");
+}
+
+/// Dell's older style: PATCH only stages; a config job is created explicitly.
+#[test]
+fn bios_apply_two_step_job_style() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &["--job-style", "two-step"]);
+    let out = sim.bmc_ok(&format!("bios apply {} r750 --reboot", std_args(&sim)));
+    assert!(out.contains("applied and verified 3 value(s)"), "{out}");
+}
+
+#[test]
+fn bios_apply_quirks() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    // 200 without Location (libredfish#97): the job is found in the queue.
+    let sim = Sim::start(&fx, &["--quirk", "no-location"]);
+    let out = sim.bmc_ok(&format!("bios apply {} r750 --reboot", std_args(&sim)));
+    assert!(out.contains("applied and verified"), "{out}");
+    drop(sim);
+    // 503 while the BMC is busy after the reset: retried, not fatal.
+    let sim = Sim::start(&fx, &["--quirk", "busy-after-reset=2"]);
+    let out = sim.bmc_ok(&format!("bios apply {} r750 --reboot", std_args(&sim)));
+    assert!(out.contains("applied and verified"), "{out}");
+    drop(sim);
+    // A job stuck with PR30 is a failure, named as such.
+    let sim = Sim::start(&fx, &["--quirk", "stuck-pr30"]);
+    let out = sim.bmc(&format!("bios apply {} r750 --reboot --job-timeout 30", std_args(&sim)));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("failed: Scheduled Job processing initialization failure."), "{text}");
+    drop(sim);
+    // Completed, but the BIOS silently kept one value: verification catches it.
+    let sim = Sim::start(&fx, &["--quirk", "ignore=WorkloadProfile"]);
+    let out = sim.bmc(&format!("bios apply {} r750 --reboot", std_args(&sim)));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("does not show it")
+            && text.contains("WorkloadProfile: wanted TelcoOptimizedProfile, BIOS has NotConfigured"),
+        "{text}"
+    );
+}
+
+#[test]
+fn power_and_boot_once() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &[]);
+    let a = std_args(&sim);
+    assert!(sim.bmc_ok(&format!("power status {a} r750")).contains("r750  On"));
+    assert!(sim.bmc_ok(&format!("power off {a} r750")).contains("r750  Off"));
+    assert!(sim.bmc_ok(&format!("power on {a} r750")).contains("r750  On"));
+    assert!(sim.bmc_ok(&format!("power cycle {a} r750")).contains("r750  On"));
+    assert_eq!(sim.state()["counters"]["resets"], serde_json::json!(["ForceOff", "On", "PowerCycle"]));
+    sim.bmc_ok(&format!("boot-once uefi-http {a} r750"));
+    let boot = sim.ns.try_exec(&format!(
+        "curl -sS --cacert {} -u root:{PASSWORD} https://[fd00:6d:b::2]:8443/redfish/v1/Systems/System.Embedded.1",
+        sim.ca()
+    ));
+    let sys: Value = serde_json::from_slice(&boot.stdout).expect("system");
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "UefiHttp");
+    assert_eq!(sys["Boot"]["BootSourceOverrideEnabled"], "Once");
+    assert_eq!(sys["Boot"]["BootSourceOverrideMode"], "UEFI");
+    // Many nodes in parallel, one result each, in inventory order.
+    let json: Value =
+        serde_json::from_str(&sim.bmc_ok(&format!("power status {a} --all --parallel 2 -o json"))).expect("json");
+    let names: Vec<&str> = json.as_array().expect("array").iter().filter_map(|o| o["node"].as_str()).collect();
+    assert_eq!(names, ["r750", "r750-static", "r750-custom"]);
+}
+
+/// SimpleUpdate from `metal6 serve`: the simulated BMC downloads each package over IPv6 from
+/// our HTTP server, iDRAC first (it restarts: 503s), then BIOS (scheduled until a reset).
+#[test]
+fn firmware_baseline_through_metal6_serve() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let (srv, _cli) = common::lab_link("52:54:00:6d:0b:01");
+    srv.exec(
+        "ip link set lo up && ip -6 addr add fd00:6d:b::2/128 dev lo && ip -6 addr add fd00:6d:b::3/128 dev lo \
+         && ip -6 addr add fd00:6d:b::4/128 dev lo",
+    );
+    let www = tempfile::tempdir().expect("www");
+    std::fs::create_dir_all(www.path().join("firmware")).expect("dir");
+    for (f, n) in
+        [("iDRAC-with-Lifecycle-Controller_Firmware_7.00.00.181_A00.EXE", 300_000), ("BIOS_R750_1.15.2.EXE", 200_000)]
+    {
+        std::fs::write(www.path().join("firmware").join(f), vec![0x4d; n]).expect("package");
+    }
+    let artifacts = www.path().to_str().expect("utf-8").to_owned();
+    let _serve = Server::start(&srv, &root().join(INV), "m6s0", &["--no-ra", "--no-tftp", "--artifacts", &artifacts]);
+    let sim = Sim::start_in(srv, &fx, &[]);
+    let a = std_args(&sim);
+    let plan = sim.bmc_ok(&format!("firmware plan {a} r750"));
+    assert!(
+        plan.contains("idrac (Integrated Dell Remote Access Controller): 6.00.30.00 -> 7.00.00.181: update"),
+        "{plan}"
+    );
+    assert!(plan.contains("bios (BIOS): 1.8.2 -> 1.15.2: update"), "{plan}");
+    assert!(plan.contains("gate: bios >= 1.10.0 before ipv6-http-boot: fails now, holds after"), "{plan}");
+    let out = sim.bmc_ok(&format!("firmware apply {a} r750 --reboot"));
+    assert!(out.contains("all components at or above it"), "{out}");
+    let inv = sim.bmc_ok(&format!("inventory {a} r750"));
+    assert!(inv.contains("1.15.2") && inv.contains("7.00.00.181"), "{inv}");
+    let st = sim.state();
+    let sizes: Vec<u64> = st["jobs"].as_object().expect("jobs").values().filter_map(|j| j["_bytes"].as_u64()).collect();
+    assert_eq!(sizes.len(), 2, "{st}");
+    assert!(sizes.contains(&300_000) && sizes.contains(&200_000), "{sizes:?}");
+    assert_eq!(st["counters"]["resets"], serde_json::json!(["ForceRestart"]), "one reset, for the BIOS");
+    assert_eq!(st["counters"]["if_match_on_action"], 0);
+}
