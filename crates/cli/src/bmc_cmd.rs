@@ -5,7 +5,7 @@
 //! is contacted; they are never printed. Every session is deleted on the way out, errors
 //! included. The exit status is 1 when any node failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use metal6_inventory::model::{Inventory, Node};
+use metal6_inventory::diag::Severity;
+use metal6_inventory::ident::MacAddr;
+use metal6_inventory::model::{GatedStep, Inventory, Node};
 use metal6_redfish::bios::{self, Registry};
 use metal6_redfish::firmware;
 use metal6_redfish::{Bmc, BootTarget, ConnectOptions, PowerAction, Staged};
@@ -25,7 +27,14 @@ use crate::output::{Format, write_data, write_table};
 #[derive(Debug, clap::Subcommand)]
 pub enum BmcCmd {
     /// Model, service tag, BIOS and BMC versions and NIC MACs, checked against the inventory.
-    Inventory(Target),
+    Inventory {
+        #[command(flatten)]
+        target: Target,
+        /// Fill missing NIC MACs into the inventory file from the BMC (NICs that name their
+        /// `bmc_id`), changing nothing else in the file: comments and order stay.
+        #[arg(long)]
+        write_back: bool,
+    },
     /// Power a node on, off or through a cycle (waits until the BMC reports it), or show it.
     Power {
         #[arg(value_enum)]
@@ -144,14 +153,23 @@ struct Outcome {
 
 pub fn run(cmd: &BmcCmd, format: Format) -> Result<ExitCode> {
     let target = match cmd {
-        BmcCmd::Inventory(t) | BmcCmd::Power { target: t, .. } | BmcCmd::BootOnce { target: t, .. } => t,
+        BmcCmd::Inventory { target: t, .. } | BmcCmd::Power { target: t, .. } | BmcCmd::BootOnce { target: t, .. } => t,
         BmcCmd::Bios(BiosCmd::Plan(t) | BiosCmd::Apply { target: t, .. }) => t,
         BmcCmd::Firmware(FirmwareCmd::Plan(t) | FirmwareCmd::Apply { target: t, .. }) => t,
     };
-    let (inv, _) = metal6_inventory::load(&target.inventory).map_err(|e| match e {
-        metal6_inventory::LoadError::Invalid(d) => anyhow!("{}", d.render()),
-        other => other.into(),
-    })?;
+    let write_back = matches!(cmd, BmcCmd::Inventory { write_back: true, .. });
+    let src = std::fs::read_to_string(&target.inventory)
+        .with_context(|| format!("reading {}", target.inventory.display()))?;
+    let file = target.inventory.display().to_string();
+    let missing = metal6_inventory::writeback::missing_macs(&src)?;
+    let (inv, placeholders) = if write_back && !missing.is_empty() {
+        load_with_placeholders(&src, &file, &missing)?
+    } else {
+        match metal6_inventory::check_str(&src, &file) {
+            (Some(inv), _) => (inv, HashSet::new()),
+            (None, d) => bail!("{}", d.render()),
+        }
+    };
     let names = select(&inv, target)?;
     // Warnings (an --insecure connection, a session that could not be deleted) go to stderr;
     // METAL6_LOG=debug shows every request's retries.
@@ -161,9 +179,118 @@ pub fn run(cmd: &BmcCmd, format: Format) -> Result<ExitCode> {
         .try_init();
     let inv = Arc::new(inv);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let outcomes = rt.block_on(run_all(cmd, target, inv, names));
+    let placeholders = Arc::new(placeholders);
+    let mut outcomes = rt.block_on(run_all(cmd, target, inv, names, placeholders));
+    let mut wrote = Ok(());
+    if write_back && !missing.is_empty() {
+        wrote = write_back_macs(&target.inventory, &src, &missing, &mut outcomes);
+    }
     print(cmd, format, &outcomes)?;
+    wrote?;
     Ok(if outcomes.iter().all(|o| o.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Validates the file with a unique locally administered placeholder for every missing MAC,
+/// so that everything else is checked as usual and the BMCs can be reached. The placeholders
+/// never leave this command: they are not written, and the MAC check ignores them.
+fn load_with_placeholders(
+    src: &str,
+    file: &str,
+    missing: &[metal6_inventory::writeback::MissingMac],
+) -> Result<(Inventory, HashSet<MacAddr>)> {
+    // Errors other than the missing MACs are reported from the file as it is (true positions).
+    let (_, mut diags) = metal6_inventory::check_str(src, file);
+    diags.retain(|d| d.severity == Severity::Error && d.code != "missing-mac");
+    if diags.has_errors() {
+        bail!("{}", diags.render());
+    }
+    let mut set = HashSet::new();
+    let fills: Vec<(String, String, MacAddr)> = missing
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let [a, b] = u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes();
+            let mac = MacAddr([0x02, 0x6d, 0x36, 0x00, a, b]);
+            set.insert(mac);
+            (m.node.clone(), m.nic.clone(), mac)
+        })
+        .collect();
+    let text = metal6_inventory::writeback::fill_macs(src, &fills)?;
+    match metal6_inventory::check_str(&text, file) {
+        (Some(inv), _) => Ok((inv, set)),
+        (None, d) => bail!("{}", d.render()),
+    }
+}
+
+/// Adds to the last (CHECK) column of a node's row.
+fn note(o: &mut Outcome, text: &str) {
+    match o.summary.last_mut() {
+        Some(last) if last != "all inventory MACs found" => {
+            last.push_str("; ");
+            last.push_str(text);
+        }
+        Some(last) => *last = text.to_owned(),
+        None => o.summary.push(text.to_owned()),
+    }
+}
+
+/// Fills each missing MAC the BMC reported (by the NIC's `bmc_id`) into the file, atomically.
+fn write_back_macs(
+    path: &std::path::Path,
+    src: &str,
+    missing: &[metal6_inventory::writeback::MissingMac],
+    outcomes: &mut [Outcome],
+) -> Result<()> {
+    let mut fills = Vec::new();
+    for o in outcomes.iter_mut() {
+        let bmc_nics: Vec<(String, String)> = o.result["bmc"]["nics"]
+            .as_array()
+            .map(|a| {
+                a.iter().filter_map(|n| Some((n["id"].as_str()?.to_owned(), n["mac"].as_str()?.to_owned()))).collect()
+            })
+            .unwrap_or_default();
+        let node = o.node.clone();
+        for m in missing.iter().filter(|m| m.node == node) {
+            let Some(id) = &m.bmc_id else {
+                o.ok = false;
+                note(o, &format!("{}: no bmc_id, cannot fill its MAC", m.nic));
+                continue;
+            };
+            match bmc_nics.iter().find(|(bid, _)| bid == id).and_then(|(_, mac)| mac.parse::<MacAddr>().ok()) {
+                Some(mac) => fills.push((m.node.clone(), m.nic.clone(), mac)),
+                None if o.error.is_none() => {
+                    o.ok = false;
+                    note(o, &format!("{}: the BMC has no NIC {id}", m.nic));
+                }
+                None => {}
+            }
+        }
+    }
+    if fills.is_empty() {
+        return Ok(());
+    }
+    let text = metal6_inventory::writeback::fill_macs(src, &fills)?;
+    let tmp = path.with_extension("yaml.metal6-tmp");
+    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    let _ = writeln!(std::io::stderr(), "wrote {} MAC(s) into {}", fills.len(), path.display());
+    for o in outcomes.iter_mut() {
+        let n = fills.iter().filter(|(node, _, _)| node == &o.node).count();
+        if n > 0 {
+            note(o, &format!("filled {n} MAC(s)"));
+            o.result["written_macs"] = json!(
+                fills
+                    .iter()
+                    .filter(|(node, _, _)| node == &o.node)
+                    .map(|(_, nic, mac)| json!({"nic": nic, "mac": mac.to_string()}))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn select(inv: &Inventory, t: &Target) -> Result<Vec<String>> {
@@ -184,15 +311,21 @@ fn select(inv: &Inventory, t: &Target) -> Result<Vec<String>> {
     Ok(t.nodes.clone())
 }
 
-async fn run_all(cmd: &BmcCmd, t: &Target, inv: Arc<Inventory>, names: Vec<String>) -> Vec<Outcome> {
+async fn run_all(
+    cmd: &BmcCmd,
+    t: &Target,
+    inv: Arc<Inventory>,
+    names: Vec<String>,
+    placeholders: Arc<HashSet<MacAddr>>,
+) -> Vec<Outcome> {
     let limit = Arc::new(tokio::sync::Semaphore::new(t.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, name) in names.iter().enumerate() {
-        let (inv, limit, name, t) = (inv.clone(), limit.clone(), name.clone(), t.clone());
+        let (inv, limit, name, t, ph) = (inv.clone(), limit.clone(), name.clone(), t.clone(), placeholders.clone());
         let op = Op::of(cmd);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            (i, one_node(&inv, &name, &t, op).await)
+            (i, one_node(&inv, &name, &t, op, &ph).await)
         });
     }
     let mut out: Vec<(usize, Outcome)> = Vec::new();
@@ -220,7 +353,7 @@ enum Op {
 impl Op {
     fn of(cmd: &BmcCmd) -> Op {
         match cmd {
-            BmcCmd::Inventory(_) => Op::Inventory,
+            BmcCmd::Inventory { .. } => Op::Inventory,
             BmcCmd::Power { action, .. } => Op::Power(*action),
             BmcCmd::BootOnce { device, reset, .. } => Op::BootOnce(*device, *reset),
             BmcCmd::Bios(BiosCmd::Plan(_)) => Op::BiosPlan,
@@ -235,7 +368,7 @@ impl Op {
     }
 }
 
-async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op) -> Outcome {
+async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders: &HashSet<MacAddr>) -> Outcome {
     let fail = |e: anyhow::Error| Outcome {
         node: name.to_owned(),
         ok: false,
@@ -259,7 +392,7 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op) -> Outcome {
         Err(e) => return fail(e),
     };
     let r = match op {
-        Op::Inventory => inventory(&bmc, node).await,
+        Op::Inventory => inventory(&bmc, node, placeholders).await,
         Op::Power(a) => power(&bmc, a).await,
         Op::BootOnce(d, reset) => boot_once(&bmc, d, reset).await,
         Op::BiosPlan => bios_plan(&bmc, inv, node).await,
@@ -281,30 +414,25 @@ fn progress(node: &str, line: &str) {
     let _ = writeln!(std::io::stderr(), "{node}: {line}");
 }
 
-async fn inventory(bmc: &Bmc, node: &Node) -> Done {
+async fn inventory(bmc: &Bmc, node: &Node, placeholders: &HashSet<MacAddr>) -> Done {
     let inv = bmc.inventory().await?;
-    // Which inventory NICs the BMC knows, by MAC.
+    // Which inventory NICs the BMC knows, by MAC; a NIC naming its bmc_id must have that MAC.
     let mut checks = Vec::new();
-    let mut ok = true;
-    for nic in &node.nics {
+    let mut problems = Vec::new();
+    for nic in node.nics.iter().filter(|n| !placeholders.contains(&n.mac)) {
         let mac = nic.mac.to_string();
-        match inv.nics.iter().find(|b| b.mac.as_deref() == Some(mac.as_str())) {
-            Some(b) => checks.push(json!({"nic": nic.name, "mac": mac, "bmc_id": b.id})),
-            None => {
-                if nic.boot {
-                    ok = false;
-                }
-                checks.push(json!({"nic": nic.name, "mac": mac, "bmc_id": null}));
+        let found = inv.nics.iter().find(|b| b.mac.as_deref() == Some(mac.as_str()));
+        checks.push(json!({"nic": nic.name, "mac": mac, "bmc_id": found.map(|b| &b.id)}));
+        match (&nic.bmc_id, found) {
+            (Some(want), Some(b)) if &b.id != want => {
+                problems.push(format!("{mac} is {} on the BMC, not {want}", b.id));
             }
+            (_, None) => problems.push(format!("not on the BMC: {mac}")),
+            _ => {}
         }
     }
-    let missing: Vec<String> =
-        checks.iter().filter(|c| c["bmc_id"].is_null()).filter_map(|c| c["mac"].as_str().map(str::to_owned)).collect();
-    let check = if missing.is_empty() {
-        "all inventory MACs found".to_owned()
-    } else {
-        format!("not on the BMC: {}", missing.join(", "))
-    };
+    let ok = problems.is_empty();
+    let check = if ok { "all inventory MACs found".to_owned() } else { problems.join("; ") };
     let cell = |v: &Option<String>| v.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into());
     let row = vec![
         cell(&inv.model),
@@ -315,7 +443,7 @@ async fn inventory(bmc: &Bmc, node: &Node) -> Done {
         inv.nics.iter().map(|n| format!("{}={}", n.id, n.mac.as_deref().unwrap_or("?"))).collect::<Vec<_>>().join(" "),
         check,
     ];
-    Ok((json!({"bmc": inv, "inventory_nics": checks}), row, ok))
+    Ok((json!({"bmc": inv, "inventory_nics": checks, "problems": problems}), row, ok))
 }
 
 async fn power(bmc: &Bmc, a: PowerArg) -> Done {
@@ -389,6 +517,10 @@ fn plan_lines(p: &bios::Plan) -> Vec<String> {
     lines
 }
 
+fn name_of<T: Serialize>(v: &T) -> String {
+    name(v)
+}
+
 /// An enum as its serde (kebab-case) name.
 fn name<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
@@ -426,6 +558,7 @@ async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_t
     if first.passes.is_empty() {
         return Ok((json!({"result": "already-applied", "plan": first}), vec!["already applied".into()], true));
     }
+    check_gates(bmc, inv, node, &first).await?;
     bmc.clear_stale(&s.settings).await?;
     let mut applied = Vec::new();
     for pass in 1..=first.passes.len() + 1 {
@@ -496,6 +629,44 @@ async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_t
     }
     let line = format!("applied and verified {} value(s)", applied.len());
     Ok((json!({"result": "applied", "changes": applied}), vec![line], true))
+}
+
+/// The node's firmware gates on BIOS work: `bios-apply` always, `ipv6-http-boot` when the plan
+/// touches the HTTP boot device while the profile asks for IPv6 (notes: Dell BIOS IPv6 HTTP
+/// boot needs a recent BIOS).
+async fn check_gates(bmc: &Bmc, inv: &Inventory, node: &Node, plan: &bios::Plan) -> Result<()> {
+    let Ok((name, baseline)) = baseline_of(inv, node) else { return Ok(()) };
+    if baseline.gates.is_empty() {
+        return Ok(());
+    }
+    let fw = firmware::plan(baseline, &bmc.firmware().await?);
+    let ipv6_http = plan.passes.iter().flatten().any(|c| c.attribute.starts_with("HttpDev"))
+        && bios::desired_for(inv, node).is_some_and(|(_, d)| d.values().any(|v| v == "IPv6"));
+    let mut failing = Vec::new();
+    for g in &fw.gates {
+        let applies = match g.before {
+            GatedStep::BiosApply => true,
+            GatedStep::Ipv6HttpBoot => ipv6_http,
+            GatedStep::Install => false,
+        };
+        if applies && !g.holds_now {
+            let installed = fw.steps.iter().find(|s| s.kind == g.component).and_then(|s| s.installed.clone());
+            failing.push(format!(
+                "{} >= {} before {} (installed: {})",
+                name_of(&g.component),
+                g.min_version,
+                name_of(&g.before),
+                installed.as_deref().unwrap_or("unknown")
+            ));
+        }
+    }
+    if failing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "firmware baseline {name} gates this BIOS change:\n  {}\nrun `metal6 bmc firmware apply --reboot` first",
+        failing.join("\n  ")
+    )
 }
 
 async fn wait_pending_empty(bmc: &Bmc, settings: &str, timeout: Duration) -> Result<()> {
@@ -645,7 +816,7 @@ fn print(cmd: &BmcCmd, format: Format, outcomes: &[Outcome]) -> Result<()> {
         return write_data(&mut out, format, &outcomes);
     }
     let header: &[&str] = match cmd {
-        BmcCmd::Inventory(_) => &["NODE", "MODEL", "SERVICE-TAG", "BIOS", "BMC", "POWER", "NICS", "CHECK"],
+        BmcCmd::Inventory { .. } => &["NODE", "MODEL", "SERVICE-TAG", "BIOS", "BMC", "POWER", "NICS", "CHECK"],
         BmcCmd::Power { .. } => &["NODE", "POWER"],
         BmcCmd::BootOnce { .. } => &["NODE", "BOOT"],
         _ => &[],

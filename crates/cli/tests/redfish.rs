@@ -369,21 +369,81 @@ fn firmware_baseline_through_metal6_serve() {
     let _serve = Server::start(&srv, &root().join(INV), "m6s0", &["--no-ra", "--no-tftp", "--artifacts", &artifacts]);
     let sim = Sim::start_in(srv, &fx, &[]);
     let a = std_args(&sim);
-    let plan = sim.bmc_ok(&format!("firmware plan {a} r750"));
+    // A site that needs BIOS 1.10.0 for IPv6 HTTP boot: the BIOS change waits for firmware.
+    let gated = sim.dir.path().join("gated.yaml");
+    let text = std::fs::read_to_string(root().join(INV)).expect("inventory");
+    std::fs::write(&gated, text.replace("min_version: 1.8.2", "min_version: 1.10.0")).expect("write");
+    let g = format!("-i {} --ca-file {}", gated.display(), sim.ca());
+    let plan = sim.bmc_ok(&format!("firmware plan {g} r750"));
     assert!(
         plan.contains("idrac (Integrated Dell Remote Access Controller): 6.00.30.00 -> 7.00.00.181: update"),
         "{plan}"
     );
     assert!(plan.contains("bios (BIOS): 1.8.2 -> 1.15.2: update"), "{plan}");
     assert!(plan.contains("gate: bios >= 1.10.0 before ipv6-http-boot: fails now, holds after"), "{plan}");
-    let out = sim.bmc_ok(&format!("firmware apply {a} r750 --reboot"));
+    let refused = sim.bmc(&format!("bios apply {g} r750 --reboot"));
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success() && text.contains("bios >= 1.10.0 before ipv6-http-boot (installed: 1.8.2)"),
+        "{text}"
+    );
+    assert!(sim.state()["jobs"].as_object().is_some_and(serde_json::Map::is_empty), "nothing staged");
+    let out = sim.bmc_ok(&format!("firmware apply {g} r750 --reboot"));
     assert!(out.contains("all components at or above it"), "{out}");
+    let out = sim.bmc_ok(&format!("bios apply {g} r750 --reboot"));
+    assert!(out.contains("applied and verified 3 value(s)"), "{out}");
     let inv = sim.bmc_ok(&format!("inventory {a} r750"));
     assert!(inv.contains("1.15.2") && inv.contains("7.00.00.181"), "{inv}");
     let st = sim.state();
     let sizes: Vec<u64> = st["jobs"].as_object().expect("jobs").values().filter_map(|j| j["_bytes"].as_u64()).collect();
     assert_eq!(sizes.len(), 2, "{st}");
     assert!(sizes.contains(&300_000) && sizes.contains(&200_000), "{sizes:?}");
-    assert_eq!(st["counters"]["resets"], serde_json::json!(["ForceRestart"]), "one reset, for the BIOS");
+    assert_eq!(st["counters"]["resets"], serde_json::json!(["ForceRestart", "ForceRestart"]), "BIOS update, BIOS job");
     assert_eq!(st["counters"]["if_match_on_action"], 0);
+}
+
+/// `--write-back` fills the MACs of NICs that name their `bmc_id` from the BMC, changing
+/// nothing else in the file; a NIC whose MAC disagrees with its bmc_id is reported.
+#[test]
+fn inventory_write_back_fills_missing_macs_only() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &[]);
+    let original = std::fs::read_to_string(root().join(INV)).expect("inventory");
+    // r750's second NIC loses its MAC and names its BMC id instead; a comment stays next to it.
+    let edited = original.replacen(
+        "      - name: eno12409np1\n        mac: e4:3d:1a:13:27:f1\n",
+        "      - name: eno12409np1   # the second 25G port\n        bmc_id: NIC.Integrated.1-2-1\n",
+        1,
+    );
+    assert_ne!(edited, original);
+    let file = sim.dir.path().join("fleet.yaml");
+    std::fs::write(&file, &edited).expect("write");
+    // Without --write-back the file is invalid, with a hint.
+    let out = sim.bmc(&format!("inventory -i {} --ca-file {} r750", file.display(), sim.ca()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[missing-mac]"));
+    let out = sim.bmc(&format!("inventory -i {} --ca-file {} r750 --write-back", file.display(), sim.ca()));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("filled 1 MAC(s)"));
+    let after = std::fs::read_to_string(&file).expect("read");
+    let want = edited.replacen(
+        "        bmc_id: NIC.Integrated.1-2-1\n",
+        "        bmc_id: NIC.Integrated.1-2-1\n        mac: e4:3d:1a:13:27:f1\n",
+        1,
+    );
+    assert_eq!(after, want, "only the MAC line may change");
+    let check = sh(&format!("{} inventory check {}", common::metal6().display(), file.display()));
+    assert!(check.status.success());
+    // The same BMC id with another NIC's MAC is a mismatch, reported and not "fixed".
+    let wrong = after.replacen("mac: e4:3d:1a:13:27:f1", "mac: 70:b5:e8:f0:52:dc", 1);
+    std::fs::write(&file, &wrong).expect("write");
+    let out = sim.bmc(&format!("inventory -i {} --ca-file {} r750 --write-back", file.display(), sim.ca()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("70:b5:e8:f0:52:dc is NIC.Embedded.1-1-1 on the BMC, not NIC.Integrated.1-2-1")
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), wrong);
 }

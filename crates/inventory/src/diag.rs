@@ -92,6 +92,11 @@ impl Diagnostics {
         }
     }
 
+    /// Only the diagnostics `keep` accepts (same file and source).
+    pub fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
+        self.diagnostics.retain(keep);
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(|d| d.severity == Severity::Error)
     }

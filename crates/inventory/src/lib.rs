@@ -24,6 +24,7 @@ pub mod raw;
 pub mod schema;
 pub mod tree;
 mod validate;
+pub mod writeback;
 
 use std::path::Path as FsPath;
 

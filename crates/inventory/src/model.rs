@@ -245,6 +245,8 @@ pub struct Nic {
     pub name: String,
     pub mac: MacAddr,
     pub boot: bool,
+    /// The BMC's id of the NIC (Dell FQDD), when the inventory names it.
+    pub bmc_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

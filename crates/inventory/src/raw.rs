@@ -406,7 +406,13 @@ fn default_bmc_port() -> u16 {
 pub struct Nic {
     /// Interface name in the installed OS (e.g. `eno1`).
     pub name: String,
-    pub mac: String,
+    /// Required; with `bmc_id`, `metal6 bmc inventory --write-back` fills it in from the BMC.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// The BMC's id of this NIC (Redfish EthernetInterface id; on Dell the FQDD, e.g.
+    /// `NIC.Integrated.1-1-1`, the value BIOS `HttpDev1Interface` takes).
+    #[serde(default)]
+    pub bmc_id: Option<String>,
     /// This NIC netboots; exactly one per node.
     #[serde(default)]
     pub boot: bool,

@@ -916,7 +916,21 @@ fn validate_nics(
         } else {
             names.insert(&nic.name, p.key("name"));
         }
-        match nic.mac.parse::<MacAddr>() {
+        let Some(mac_text) = &nic.mac else {
+            let hint = if nic.bmc_id.is_some() {
+                "run `metal6 bmc inventory --write-back NODE` to fill it in from the BMC, or write it here"
+            } else {
+                "write the MAC, or add `bmc_id` (e.g. NIC.Integrated.1-1-1) and run `metal6 bmc inventory --write-back`"
+            };
+            cx.error(
+                "missing-mac",
+                &p,
+                format!("NIC `{}` of node `{}` has no MAC", nic.name, n.name),
+                Some(hint.into()),
+            );
+            continue;
+        };
+        match mac_text.parse::<MacAddr>() {
             Ok(mac) => {
                 cx.unique(
                     macs,
@@ -926,7 +940,7 @@ fn validate_nics(
                     format!("MAC {mac}"),
                     "every NIC has its own MAC; look for a copy-paste",
                 );
-                out.push(model::Nic { name: nic.name.clone(), mac, boot: nic.boot });
+                out.push(model::Nic { name: nic.name.clone(), mac, boot: nic.boot, bmc_id: nic.bmc_id.clone() });
             }
             Err(e) => {
                 let hint = match e {
