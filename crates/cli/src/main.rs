@@ -70,6 +70,8 @@ pub enum Dhcp6Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any reqwest client exists (`status` has one too): see `init_tls`.
+    metal6_redfish::init_tls();
     let result = match &cli.command {
         Command::Inventory(cmd) => inventory_cmd::run(cmd, cli.output),
         Command::Emulate(cmd) => emulate_cmd::run(cmd, cli.output),

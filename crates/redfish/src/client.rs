@@ -163,8 +163,7 @@ impl Client {
             return Err(RedfishError::Url { url: opts.url.clone() });
         }
         let root_path = url.path().trim_end_matches('/').to_owned();
-        // Our ring provider for rustls; a second install (tests, many BMCs) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::init_tls();
         let mut b = reqwest::Client::builder()
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))

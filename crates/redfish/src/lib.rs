@@ -19,3 +19,10 @@ pub mod firmware;
 
 pub use bmc::{Bmc, BootTarget, PowerAction, Staged};
 pub use client::{ConnectOptions, RedfishError};
+
+/// Installs rustls' ring provider as the process default. reqwest is built without a provider
+/// (aws-lc-rs needs cmake and minutes of C build here), so every reqwest client in the process
+/// — not only ours: Cargo unifies the feature — needs this before it is built. Idempotent.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
