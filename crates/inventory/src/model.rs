@@ -25,7 +25,25 @@ pub struct Inventory {
     pub bios_profiles: BTreeMap<String, BiosProfile>,
     pub firmware_baselines: BTreeMap<String, FirmwareBaseline>,
     pub sysctl_profiles: BTreeMap<String, BTreeMap<String, SysctlValue>>,
+    pub cluster: Option<Cluster>,
     pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    /// Dotted, without a `v`: `1.31.4`.
+    pub kubernetes_version: Version,
+    pub pod_subnet: Ipv6Net,
+    pub service_subnet: Ipv6Net,
+    pub node_mask: u8,
+    pub dns_domain: String,
+    pub max_pods: u32,
+    pub join_token: SecretRef,
+    /// The API server address joins use.
+    pub endpoint: Ipv6Addr,
+    /// Indexes into `nodes` of the control-plane nodes; the first runs `kubeadm init`.
+    pub control_plane: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]

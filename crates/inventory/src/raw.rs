@@ -29,7 +29,51 @@ pub struct Inventory {
     /// Kernel sysctl values baked into node images, by profile name.
     #[serde(default)]
     pub sysctl_profiles: BTreeMap<String, BTreeMap<String, SysctlValue>>,
+    /// The Kubernetes cluster the nodes form (`metal6 cluster render`).
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
     pub nodes: Vec<Node>,
+}
+
+/// An IPv6 single-stack Kubernetes cluster: control-plane nodes are those whose profile has
+/// `role: control-plane`; the first of them runs `kubeadm init`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Cluster name (kubeadm `clusterName`), a DNS label.
+    pub name: String,
+    /// Kubernetes version, `1.31.4` (what kubeadm, kubelet and the validation target).
+    pub kubernetes_version: String,
+    /// Pod network, IPv6; every node gets a /`node_mask` of it.
+    pub pod_subnet: String,
+    /// Service network, IPv6, at most 20 bits of host part (/108 or longer: kube-apiserver's limit).
+    pub service_subnet: String,
+    /// Each node's share of `pod_subnet` (controller-manager `node-cidr-mask-size-ipv6`).
+    #[serde(default = "default_node_mask")]
+    pub node_mask: u8,
+    #[serde(default = "default_dns_domain")]
+    pub dns_domain: String,
+    /// Kubelet `maxPods` on every node (the emulation needs ≥ 2,000 per worker).
+    #[serde(default = "default_max_pods")]
+    pub max_pods: u32,
+    /// The kubeadm bootstrap token, by reference (`env:NAME` or `file:PATH`); its value has
+    /// the form `abcdef.0123456789abcdef`.
+    pub join_token: String,
+    /// The API server's address for joins; default: the first control-plane node's address.
+    #[serde(default)]
+    pub control_plane_endpoint: Option<String>,
+}
+
+fn default_node_mask() -> u8 {
+    64
+}
+
+fn default_dns_domain() -> String {
+    "cluster.local".into()
+}
+
+fn default_max_pods() -> u32 {
+    2500
 }
 
 /// The provisioning site: its network and the boot server on it.

@@ -10,7 +10,7 @@ use ipnet::Ipv6Net;
 
 use crate::diag::{Diagnostics, Severity};
 use crate::ident::{Duid, DuidError, MacAddr, MacError, SecretRef, SecretRefError};
-use crate::model::{self, AddressSource, BmcHost, DiskSelector, Version};
+use crate::model::{self, AddressSource, BmcHost, DiskSelector, Role, Version};
 use crate::path;
 use crate::raw;
 use crate::schema::did_you_mean;
@@ -317,6 +317,10 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: &raw::Inventory, source: &str) -> 
     validate_sysctls(cx, &raw.sysctl_profiles);
     let nodes = site.as_ref().map(|s| validate_nodes(cx, raw, s)).unwrap_or_default();
     check_unused_profiles(cx, raw);
+    let cluster = match (&raw.cluster, &site) {
+        (Some(c), Some(site)) => validate_cluster(cx, c, site, &profiles, &nodes),
+        _ => None,
+    };
     if cx.diags.has_errors() {
         return None;
     }
@@ -327,7 +331,137 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: &raw::Inventory, source: &str) -> 
         bios_profiles: raw.bios_profiles.clone(),
         firmware_baselines: baselines,
         sysctl_profiles: raw.sysctl_profiles.clone(),
+        cluster,
         nodes,
+    })
+}
+
+fn validate_cluster(
+    cx: &mut Ctx<'_>,
+    c: &raw::Cluster,
+    site: &model::Site,
+    profiles: &BTreeMap<String, model::Profile>,
+    nodes: &[model::Node],
+) -> Option<model::Cluster> {
+    let cp = path!["cluster"];
+    check_label(cx, &c.name, &cp.key("name"), "cluster name");
+    check_label(cx, &c.dns_domain.replace('.', "-"), &cp.key("dns_domain"), "DNS domain");
+    let version = match c.kubernetes_version.trim_start_matches('v').parse::<Version>() {
+        Ok(v) if v.parts().len() == 3 && v.parts()[0] == 1 => Some(v),
+        _ => {
+            cx.error(
+                "invalid-version",
+                &cp.key("kubernetes_version"),
+                format!("`{}` is not a Kubernetes version", c.kubernetes_version),
+                Some("write major.minor.patch, e.g. 1.31.4".into()),
+            );
+            None
+        }
+    };
+    let pods = parse_prefix(cx, &c.pod_subnet, &cp.key("pod_subnet"));
+    let services = parse_prefix(cx, &c.service_subnet, &cp.key("service_subnet"));
+    if let Some(s) = services
+        && s.prefix_len() < 108
+    {
+        cx.error(
+            "service-subnet-too-large",
+            &cp.key("service_subnet"),
+            format!("{s} has {} host bits; kube-apiserver allows at most 20 for IPv6", 128 - s.prefix_len()),
+            Some(format!("use a /108 or longer, e.g. {}/112", s.network())),
+        );
+    }
+    if let Some(p) = pods
+        && (c.node_mask <= p.prefix_len() || c.node_mask > 120)
+    {
+        cx.error(
+            "node-mask",
+            &cp.key("node_mask"),
+            format!(
+                "node_mask /{} must be longer than the pod subnet's /{} (and at most /120)",
+                c.node_mask,
+                p.prefix_len()
+            ),
+            Some(format!(
+                "with pod_subnet {p}, node_mask 64 gives {} nodes",
+                1u128 << (64u8.saturating_sub(p.prefix_len()).min(100))
+            )),
+        );
+    }
+    // The cluster's networks must not overlap each other or any provisioning segment.
+    let mut nets: Vec<(String, Ipv6Net)> =
+        site.segments.iter().map(|s| (format!("segment {}", s.name), s.prefix)).collect();
+    for (key, net) in [("pod_subnet", pods), ("service_subnet", services)] {
+        let Some(net) = net else { continue };
+        if let Some((what, other)) = nets.iter().find(|(_, o)| o.contains(&net.network()) || net.contains(&o.network()))
+        {
+            cx.error(
+                "overlapping-prefix",
+                &cp.key(key),
+                format!("{net} overlaps {what} ({other})"),
+                Some("pods, services and the provisioning links need separate prefixes".into()),
+            );
+        }
+        nets.push((key.to_owned(), net));
+    }
+    if c.max_pods == 0 || c.max_pods > 65_000 {
+        cx.error(
+            "invalid-max-pods",
+            &cp.key("max_pods"),
+            format!("max_pods {} is out of range", c.max_pods),
+            Some("1..=65000".into()),
+        );
+    }
+    let token = match c.join_token.parse::<SecretRef>() {
+        Ok(r) => Some(r),
+        Err(SecretRefError::Inline) => {
+            cx.error(
+                "plaintext-secret",
+                &cp.key("join_token"),
+                "the join token is written inline".into(),
+                Some("write `env:VARIABLE` or `file:/path/to/file`, and create a new token".into()),
+            );
+            cx.diags.redact_last();
+            None
+        }
+        Err(e) => {
+            cx.error(
+                "invalid-secret-ref",
+                &cp.key("join_token"),
+                e.to_string(),
+                Some("write `env:VARIABLE` or `file:/path/to/file`".into()),
+            );
+            None
+        }
+    };
+    let control_plane: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| profiles.get(&n.profile).is_some_and(|p| p.role == Role::ControlPlane))
+        .map(|(i, _)| i)
+        .collect();
+    if control_plane.is_empty() && !nodes.is_empty() {
+        cx.error(
+            "no-control-plane",
+            &cp,
+            "the cluster has no control-plane node".into(),
+            Some("give one profile `role: control-plane` and use it for one or three nodes".into()),
+        );
+    }
+    let endpoint = match &c.control_plane_endpoint {
+        Some(text) => parse_addr(cx, text, &cp.key("control_plane_endpoint"), AddrUse::Host),
+        None => control_plane.first().map(|&i| nodes[i].address),
+    };
+    Some(model::Cluster {
+        name: c.name.clone(),
+        kubernetes_version: version?,
+        pod_subnet: pods?,
+        service_subnet: services?,
+        node_mask: c.node_mask,
+        dns_domain: c.dns_domain.clone(),
+        max_pods: c.max_pods,
+        join_token: token?,
+        endpoint: endpoint?,
+        control_plane,
     })
 }
 
