@@ -36,6 +36,8 @@ APT_PACKAGES=(
   openssl           # the tests' CA and BMC certificates
   python3           # tests/redfish/idrac_sim.py, and sushy-tools in the venv below
   python3-venv      # the venv for pip-installed peers
+  # Cluster stage (metal6 cluster render): the rendered CNI configs are executed by these.
+  containernetworking-plugins  # bridge, host-device, host-local, static, tuning, portmap
 )
 
 # Peers only the benchmarks need (`make bench`): installed when BENCH=1.

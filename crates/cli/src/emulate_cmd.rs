@@ -108,7 +108,7 @@ pub struct DrawArgs {
     file: PathBuf,
 }
 
-fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
+pub(crate) fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
     let (p, s) = a.shell.split_once('x').context("--shell: PLANESxPER_PLANE, e.g. 72x22")?;
     let (planes, per_plane): (u32, u32) =
         (p.parse().context("--shell planes")?, s.parse().context("--shell per plane")?);

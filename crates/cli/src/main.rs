@@ -3,6 +3,7 @@
 //! can be tested without a terminal.
 
 mod bmc_cmd;
+mod cluster_cmd;
 mod emulate_cmd;
 mod image_cmd;
 mod inventory_cmd;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Talk to nodes' BMCs (Redfish): inventory, power, one-time boot, BIOS, firmware.
     #[command(subcommand)]
     Bmc(bmc_cmd::BmcCmd),
+    /// The Kubernetes stage: kubeadm (IPv6), kubelet, containerd, Multus, NADs.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCmd),
     /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
     Serve(serve_cmd::ServeArgs),
     /// Every node's phase, from a running `metal6 serve` (a live table with --watch).
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Image(cmd) => image_cmd::run(cmd, cli.output),
         Command::Lab(cmd) => lab_cmd::run_cmd(cmd),
         Command::Bmc(cmd) => bmc_cmd::run(cmd, cli.output),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd, cli.output),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Status(args) => status_cmd::run(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),

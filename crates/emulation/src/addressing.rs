@@ -41,6 +41,11 @@ impl Addressing {
         u128::from(self.block.network()) | (index << 64)
     }
 
+    /// The whole per-node block.
+    pub fn block(&self) -> Ipv6Net {
+        self.block
+    }
+
     pub fn satellite_subnet(&self, sat: u32) -> Ipv6Net {
         Ipv6Net::new(Ipv6Addr::from(self.subnet_bits(u128::from(sat))), 64).unwrap_or(self.block)
     }

@@ -1,0 +1,341 @@
+//! `metal6 cluster render` and what its files are checked against here:
+//! - golden files for `inventory/example-dell.yaml` (`tests/golden/cluster/`, `make bless`);
+//! - kubernetes-validate (pip, strict, the cluster's Kubernetes version) for every object it
+//!   has a schema for, and the NAD CRD's own schema for the NADs;
+//! - the CNI configurations executed by the real Debian CNI plugins (bridge, host-device,
+//!   host-local, static, tuning, portmap) in namespaces, as a container runtime would run them:
+//!   interfaces get the planned addresses and ping each other.
+//!
+//! kubeadm and the kubelet are not installable here, so their files are checked by the golden
+//! files only (docs/cluster.md says what needs a real node).
+
+#![allow(clippy::print_stderr)] // skips say why
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Netns, root, sh};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "abcdef.0123456789abcdef";
+const CA_HASH: &str = "sha256:0f5fd3fbc2a9a3e4b7a7b7f6c0e2f8b1c9d3e4a5b6c7d8e9f0a1b2c3d4e5f6a7";
+
+fn render(out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(common::metal6())
+        .current_dir(root())
+        .env("METAL6_JOIN_TOKEN", TOKEN)
+        .args(["cluster", "render", "-i", "inventory/example-dell.yaml", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run metal6")
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+const GOLDEN_ARGS: &[&str] =
+    &["--ca-cert-hash", CA_HASH, "--emulation", "--shell", "3x3", "--altitude-km", "2000", "--phasing", "1"];
+
+#[test]
+fn example_dell_renders_the_golden_set() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = render(tmp.path(), GOLDEN_ARGS);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let golden = root().join("tests/golden/cluster/example-dell");
+    let files = all_files(tmp.path());
+    if std::env::var_os("METAL6_BLESS").is_some() {
+        let _ = std::fs::remove_dir_all(&golden);
+        for f in &files {
+            let rel = f.strip_prefix(tmp.path()).expect("rel");
+            std::fs::create_dir_all(golden.join(rel).parent().expect("parent")).expect("mkdir");
+            std::fs::copy(f, golden.join(rel)).expect("copy");
+        }
+    }
+    let want = all_files(&golden);
+    let rel = |base: &Path, v: &[PathBuf]| -> Vec<PathBuf> {
+        v.iter().map(|p| p.strip_prefix(base).expect("rel").to_path_buf()).collect()
+    };
+    assert_eq!(rel(tmp.path(), &files), rel(&golden, &want), "the set of files changed (METAL6_BLESS=1 to accept)");
+    for f in &files {
+        let r = f.strip_prefix(tmp.path()).expect("rel");
+        let got = std::fs::read_to_string(f).expect("read");
+        let exp = std::fs::read_to_string(golden.join(r)).expect("golden");
+        assert!(got == exp, "{} differs from its golden file (METAL6_BLESS=1 to accept)", r.display());
+    }
+    // The token only where kubeadm needs it, and those files are 0600.
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(f).expect("meta").permissions()) & 0o777;
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let holds = text.contains(TOKEN);
+        assert_eq!(holds, name.starts_with("kubeadm-"), "{}", f.display());
+        assert_eq!(mode == 0o600, holds, "{} mode {mode:o}", f.display());
+    }
+    // Three control planes: cp-01 inits, cp-02/03 join as control planes, workers as workers.
+    let join = std::fs::read_to_string(tmp.path().join("nodes/cp-02/kubeadm-join.yaml")).expect("join");
+    assert!(
+        join.contains("controlPlane:") && join.contains("apiServerEndpoint: \"[2001:db8:100::101]:6443\""),
+        "{join}"
+    );
+    assert!(
+        !std::fs::read_to_string(tmp.path().join("nodes/w-01/kubeadm-join.yaml"))
+            .expect("join")
+            .contains("controlPlane:")
+    );
+}
+
+#[test]
+fn without_the_ca_hash_no_join_files_and_a_note() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = render(tmp.path(), &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("note: join files need the cluster CA's hash"));
+    assert!(!tmp.path().join("nodes/w-01/kubeadm-join.yaml").exists());
+    let bad = Command::new(common::metal6())
+        .current_dir(root())
+        .env("METAL6_JOIN_TOKEN", "not-a-token")
+        .args(["cluster", "render", "-i", "inventory/example-dell.yaml", "--out"])
+        .arg(tmp.path())
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("join token does not have the form") && !err.contains("not-a-token"), "{err}");
+}
+
+fn kubernetes_validate() -> Option<PathBuf> {
+    let p = root().join(".venv/bin/kubernetes-validate");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(std::env::var_os("CI").is_none(), "kubernetes-validate missing: `make deps` installs it");
+    eprintln!("SKIP: {} missing (run `make deps`)", p.display());
+    None
+}
+
+/// Every object with a published schema validates strictly for the cluster's version; the
+/// NADs validate against the CRD the Multus manifest installs; their CNI JSON follows CNI 1.0.
+#[test]
+fn objects_validate_for_the_target_kubernetes() {
+    let Some(kv) = kubernetes_validate() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    assert!(render(tmp.path(), GOLDEN_ARGS).status.success());
+    for f in ["multus/multus-thick.yaml", "emulation/nads.yaml"] {
+        let out = Command::new(&kv)
+            .args(["--strict", "-k", "1.31.4", "--quiet", "--no-warn"])
+            .arg(tmp.path().join(f))
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{f}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A broken object must fail the same check (the validator is not a no-op here).
+    let broken = tmp.path().join("broken.yaml");
+    let multus = std::fs::read_to_string(tmp.path().join("multus/multus-thick.yaml")).expect("read");
+    std::fs::write(&broken, multus.replace("hostNetwork: true", "hostNetwork: true\n      hostNetwrk: true"))
+        .expect("write");
+    let out = Command::new(&kv)
+        .args(["--strict", "-k", "1.31.4", "--quiet", "--no-warn"])
+        .arg(&broken)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a misspelt field passed validation");
+    // NADs: the CRD's schema (spec.config a string) and CNI 1.0 inside it.
+    let text = std::fs::read_to_string(tmp.path().join("emulation/nads.yaml")).expect("read");
+    let mut n = 0;
+    for doc in text.split("\n---\n") {
+        let v: Value = serde_saphyr::from_str(doc).expect("yaml");
+        if v["kind"] != "NetworkAttachmentDefinition" {
+            continue;
+        }
+        n += 1;
+        assert_eq!(v["apiVersion"], "k8s.cni.cncf.io/v1");
+        let name = v["metadata"]["name"].as_str().expect("name");
+        assert!(
+            name.len() <= 253 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{name}"
+        );
+        let spec = v["spec"].as_object().expect("spec");
+        assert_eq!(spec.keys().collect::<Vec<_>>(), ["config"], "CRD spec allows only config");
+        let cni: Value = serde_json::from_str(spec["config"].as_str().expect("config string")).expect("CNI JSON");
+        check_cni_1_0(&cni, name);
+    }
+    assert_eq!(n, 9 * 4 + 1, "3x3 shell: four ISL ends per satellite, one ground segment");
+}
+
+/// CNI spec 1.0 §1 (network configuration list): cniVersion, name (matching the NAD here),
+/// non-empty plugins each with a type; capabilities an object of booleans.
+fn check_cni_1_0(cni: &Value, nad: &str) {
+    assert_eq!(cni["cniVersion"], "1.0.0", "{nad}");
+    assert_eq!(cni["name"], nad);
+    let name = cni["name"].as_str().expect("name");
+    assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)), "{name}");
+    let plugins = cni["plugins"].as_array().expect("plugins");
+    assert!(!plugins.is_empty());
+    for p in plugins {
+        assert!(p["type"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+        if let Some(c) = p.get("capabilities") {
+            assert!(c.as_object().expect("object").values().all(Value::is_boolean), "{p}");
+        }
+    }
+}
+
+// ---- executing the CNI configurations ---------------------------------------------------
+
+/// What a container runtime does with a conflist (libcni): each plugin in order, with the
+/// list's name and version, the previous result, and runtimeConfig for its capabilities.
+fn cni(node: &Netns, cmd: &str, pod: &Netns, ifname: &str, list: &Value, runtime: &Value) -> Value {
+    let plugins: Vec<Value> = list["plugins"].as_array().expect("plugins").clone();
+    let order: Vec<Value> = if cmd == "DEL" { plugins.into_iter().rev().collect() } else { plugins };
+    let mut prev = Value::Null;
+    for mut p in order {
+        p["cniVersion"] = list["cniVersion"].clone();
+        p["name"] = list["name"].clone();
+        if !prev.is_null() {
+            p["prevResult"] = prev.clone();
+        }
+        if let Some(caps) = p.get("capabilities").and_then(Value::as_object) {
+            let rc: serde_json::Map<String, Value> =
+                caps.keys().filter_map(|k| runtime.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            p["runtimeConfig"] = Value::Object(rc);
+        }
+        let ty = p["type"].as_str().expect("type").to_owned();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.name, &format!("/usr/lib/cni/{ty}")])
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("c-{}-{ifname}", pod.name))
+            .env("CNI_NETNS", format!("/run/netns/{}", pod.name))
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn plugin");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), p.to_string().as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("plugin");
+        assert!(
+            out.status.success(),
+            "{ty} {cmd} failed: {}{}\nconfig: {p}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if cmd == "ADD" {
+            prev = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
+        }
+    }
+    prev
+}
+
+fn addrs(ns: &Netns, dev: &str) -> String {
+    String::from_utf8_lossy(&ns.exec(&format!("ip -6 addr show dev {dev}")).stdout).into_owned()
+}
+
+fn ping(ns: &Netns, target: &str) -> bool {
+    ns.try_exec(&format!("ping -6 -c 2 -i 0.2 -W 2 {target}")).status.success()
+}
+
+#[test]
+fn cni_configs_run_on_the_debian_plugins() {
+    require_netns!();
+    if !Path::new("/usr/lib/cni/host-device").exists() {
+        assert!(std::env::var_os("CI").is_none(), "containernetworking-plugins missing: `make deps` installs it");
+        eprintln!("SKIP: /usr/lib/cni missing (run `make deps`)");
+        return;
+    }
+    use metal6_emulation::addressing::Addressing;
+    use metal6_emulation::geometry::{Shell, ShellKind};
+    use metal6_emulation::topology::Topology;
+    let shell = Shell {
+        kind: ShellKind::Delta,
+        planes: 3,
+        per_plane: 3,
+        phasing: 1,
+        altitude_km: 2000.0,
+        inclination_deg: 53.0,
+    };
+    let topo = Topology::new(shell, vec![]);
+    let addressing = Addressing::new("fd00:5a7::/48".parse().expect("block"), 9, 0).expect("addressing");
+    let e = metal6_cluster::Emulation {
+        topology: &topo,
+        addressing: &addressing,
+        node: "w-01",
+        namespace: "constellation",
+        mtu: 9000,
+    };
+    // The node (a namespace standing in for the worker's host netns) and two satellite pods
+    // joined by the intra-plane ISL 0 -> 1 (isl0 of sat 0, isl1 of sat 1).
+    let node = Netns::new();
+    let (s0, s1) = (Netns::new(), Netns::new());
+    node.exec(&format!(
+        "ip link set lo up && sysctl -qw net.ipv6.conf.default.accept_dad=0 && \
+         ip link add {} type veth peer name {}",
+        metal6_cluster::device_name(0, 0),
+        metal6_cluster::device_name(1, 1)
+    ));
+    let none = json!({});
+    cni(&node, "ADD", &s0, "isl0", &metal6_cluster::isl_config(&e, 0, 0), &none);
+    cni(&node, "ADD", &s1, "isl1", &metal6_cluster::isl_config(&e, 1, 1), &none);
+    let (a0, a1) = (addressing.interface(0, 0), addressing.interface(1, 1));
+    assert!(addrs(&s0, "isl0").contains(&format!("{a0}/128")), "{}", addrs(&s0, "isl0"));
+    assert!(addrs(&s1, "isl1").contains(&format!("{a1}/128")));
+    assert!(String::from_utf8_lossy(&s0.exec("ip link show isl0").stdout).contains("mtu 9000"), "tuning applied");
+    assert_eq!(String::from_utf8_lossy(&s0.exec("sysctl -n net.ipv6.conf.isl0.accept_dad").stdout).trim(), "0");
+    // Routed the way IS-IS would: the peer's /128 on the link.
+    s0.exec(&format!("ip -6 route add {a1}/128 dev isl0"));
+    s1.exec(&format!("ip -6 route add {a0}/128 dev isl1"));
+    assert!(ping(&s0, &a1.to_string()), "ISL ping {a0} -> {a1}");
+    // Ground segment: a bridge on the node, addresses from the pod annotation's `ips`.
+    let gsl = metal6_cluster::ground_config(&e, 0);
+    for (sat, pod) in [(0u32, &s0), (1, &s1)] {
+        let ann = metal6_cluster::annotation(&e, sat);
+        let ips = ann
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["interface"] == "gsl0"))
+            .map(|n| n["ips"].clone())
+            .expect("gsl ips");
+        cni(&node, "ADD", pod, "gsl0", &gsl, &json!({"ips": ips}));
+    }
+    let (g0, g1) = (addressing.interface(0, 4), addressing.interface(1, 4));
+    assert!(addrs(&s1, "gsl0").contains(&format!("{g1}/128")));
+    s0.exec(&format!("ip -6 route add {g1}/128 dev gsl0"));
+    s1.exec(&format!("ip -6 route add {g0}/128 dev gsl0"));
+    assert!(ping(&s0, &g1.to_string()), "ground segment ping {g0} -> {g1}");
+    // The primary pod network of w-01: an address from w-01's own pod subnet.
+    let (inv, _) = metal6_inventory::load(&root().join("inventory/example-dell.yaml")).expect("inventory");
+    let c = inv.cluster.as_ref().expect("cluster");
+    let w01 = inv.node("w-01").expect("w-01");
+    let subnet = metal6_cluster::node_pod_subnet(c, w01).expect("subnet");
+    let pod = Netns::new();
+    let res = cni(&node, "ADD", &pod, "eth0", &metal6_cluster::primary_cni(subnet), &json!({"portMappings": []}));
+    let ip: ipnet::Ipv6Net = res["ips"][0]["address"].as_str().expect("address").parse().expect("net");
+    assert!(subnet.contains(&ip.addr()), "{ip} not in {subnet}");
+    let gw = res["ips"][0]["gateway"].as_str().expect("gateway").to_owned();
+    assert!(ping(&pod, &gw), "pod -> its bridge gateway {gw}");
+    // DEL in reverse order: host-device hands the veth end back to the node.
+    cni(&node, "DEL", &s0, "isl0", &metal6_cluster::isl_config(&e, 0, 0), &none);
+    let back = node.try_exec(&format!("ip link show {}", metal6_cluster::device_name(0, 0)));
+    assert!(back.status.success(), "the ISL end is back on the node after DEL");
+    sh("true");
+}
