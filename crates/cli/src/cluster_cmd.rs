@@ -20,6 +20,19 @@ use crate::output::{Format, write_data, write_table};
 pub enum ClusterCmd {
     /// Render kubeadm init/join, kubelet, containerd, pod networks, Multus and NADs.
     Render(RenderArgs),
+    /// Each node's cluster step (staged, joining, joined, failed), from the timeline that
+    /// `metal6 serve` keeps; exit 1 while any node has failed.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Inventory file: the server is its boot server's HTTP address.
+    #[arg(short, long)]
+    inventory: PathBuf,
+    /// Server URL instead of the inventory's, e.g. http://[2001:db8:100::10]/
+    #[arg(long)]
+    server: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +71,69 @@ struct Written {
 }
 
 pub fn run(cmd: &ClusterCmd, format: Format) -> Result<ExitCode> {
-    let ClusterCmd::Render(a) = cmd;
+    match cmd {
+        ClusterCmd::Render(a) => render(a, format),
+        ClusterCmd::Status(a) => status(a, format),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct NodeCluster {
+    node: String,
+    role: String,
+    /// The node's latest cluster phase; `-` before its first.
+    cluster: String,
+    mode: Option<String>,
+    detail: Option<String>,
+}
+
+fn status(a: &StatusArgs, format: Format) -> Result<ExitCode> {
+    let (inv, _) = metal6_inventory::load(&a.inventory).map_err(|e| match e {
+        metal6_inventory::LoadError::Invalid(d) => anyhow!("{}", d.render()),
+        other => other.into(),
+    })?;
+    let base = a.server.clone().unwrap_or_else(|| inv.site.boot_server.http_base());
+    let base = if base.ends_with('/') { base } else { format!("{base}/") };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).no_proxy().build()?;
+    let mut rows = Vec::new();
+    for n in &inv.nodes {
+        let url = format!("{base}v1/nodes/{}/timeline", n.name);
+        let events: Vec<serde_json::Value> = rt
+            .block_on(async { client.get(&url).send().await?.error_for_status()?.json().await })
+            .with_context(|| format!("GET {url}"))?;
+        let last = events.iter().rev().find(|e| e["phase"].as_str().is_some_and(|p| p.starts_with("cluster-")));
+        let s = |k: &str| last.and_then(|e| e[k].as_str()).map(str::to_owned);
+        rows.push(NodeCluster {
+            node: n.name.clone(),
+            role: serde_json::to_value(inv.profile_of(n).role)?.as_str().unwrap_or("").to_owned(),
+            cluster: s("phase").unwrap_or_else(|| "-".into()),
+            mode: s("mode"),
+            detail: s("reason").or_else(|| s("stderr").map(|e| e.lines().last().unwrap_or("").to_owned())),
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    if format == Format::Table {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.node.clone(),
+                    r.role.clone(),
+                    r.cluster.clone(),
+                    r.mode.clone().unwrap_or_default(),
+                    r.detail.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        write_table(&mut out, &["NODE", "ROLE", "CLUSTER", "KUBEADM", "DETAIL"], &table)?;
+    } else {
+        write_data(&mut out, format, &rows)?;
+    }
+    Ok(if rows.iter().any(|r| r.cluster == "cluster-failed") { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
     let (inv, _) = metal6_inventory::load(&a.inventory).map_err(|e| match e {
         metal6_inventory::LoadError::Invalid(d) => anyhow!("{}", d.render()),
         other => other.into(),

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Directory served over HTTP: boot files (`boot/installer.efi`), images, firmware.
     #[arg(long)]
     artifacts: Option<PathBuf>,
+    /// Output of `metal6 cluster render`: each node gets its own files from it
+    /// (`/v1/nodes/NAME/cluster/FILE`, only to that node).
+    #[arg(long)]
+    cluster_dir: Option<PathBuf>,
     /// Do not serve HTTP (another server provides boot files and the events API).
     #[arg(long)]
     no_http: bool,
@@ -59,6 +63,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         dhcp_port: args.dhcp_port,
         router_advertisements: !args.no_ra,
         artifacts: args.artifacts.clone(),
+        cluster_dir: args.cluster_dir.clone(),
         http: !args.no_http,
         tftp: !args.no_tftp,
     };

@@ -339,3 +339,115 @@ fn cni_configs_run_on_the_debian_plugins() {
     assert!(back.status.success(), "the ISL end is back on the node after DEL");
     sh("true");
 }
+
+// ---- bootstrap on the node ------------------------------------------------------------
+
+fn installer() -> PathBuf {
+    ["target/debug/metal6-installer", "target/installer/metal6-installer"]
+        .iter()
+        .map(|p| root().join(p))
+        .find(|p| p.exists())
+        .expect("metal6-installer is not built: `make unit` (or cargo build --workspace --bins) first")
+}
+
+/// The lab inventory with lab-node-1 as the control plane and a cluster section.
+fn lab_cluster_inventory(dir: &Path) -> PathBuf {
+    let lab = std::fs::read_to_string(root().join("inventory/lab.yaml")).expect("lab");
+    let text = lab.replacen("  lab-http:\n    role: worker", "  lab-http:\n    role: control-plane", 1)
+        + "\ncluster:\n  name: lab\n  kubernetes_version: 1.31.4\n  pod_subnet: fd00:6d:4000::/56\n  \
+           service_subnet: fd00:6d:4100::/112\n  join_token: env:METAL6_JOIN_TOKEN\n";
+    let p = dir.join("lab-cluster.yaml");
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+/// `metal6-installer cluster` on a "node" (a namespace with lab-node-1's address) against a
+/// real `metal6 serve --cluster-dir`: files fetched with the node's token and put in place,
+/// kubeadm run when present (here the kubeadm simulator in tests/cluster/), each step in the
+/// timeline and in `metal6 cluster status`; another node cannot fetch them.
+#[test]
+fn bootstrap_fetches_the_nodes_files_and_reports() {
+    require_netns!();
+    require_tool!("curl");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let inv = lab_cluster_inventory(tmp.path());
+    let cdir = tmp.path().join("cluster");
+    let out = Command::new(common::metal6())
+        .current_dir(root())
+        .env("METAL6_JOIN_TOKEN", TOKEN)
+        .args(["cluster", "render", "-i"])
+        .arg(&inv)
+        .arg("--out")
+        .arg(&cdir)
+        .args(["--ca-cert-hash", CA_HASH])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (srv, cli) = common::lab_link("52:54:00:6d:00:01");
+    cli.exec("ip -6 addr add fd00:6d:1::100/64 dev m6c0 nodad && ip -6 addr add fd00:6d:1::101/64 dev m6c0 nodad");
+    let c = cdir.to_str().expect("utf-8").to_owned();
+    let _server = common::Server::start(&srv, &inv, "m6s0", &["--no-ra", "--no-tftp", "--cluster-dir", &c]);
+    let base = "http://[fd00:6d:1::1]:8080";
+    // The node's identity as the installer leaves it: its token comes from its own plan.
+    let plan = cli.exec(&format!("curl -sS -g --interface fd00:6d:1::100 {base}/v1/nodes/lab-node-1/plan.json"));
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan");
+    let token = plan["report"]["token"].as_str().expect("token").to_owned();
+    let node_file = tmp.path().join("node.json");
+    std::fs::write(
+        &node_file,
+        json!({"node": "lab-node-1", "address": "fd00:6d:1::100", "events_url": format!("{base}/v1/nodes/lab-node-1/events"),
+               "token": token, "sysctl": {}})
+        .to_string(),
+    )
+    .expect("node.json");
+    // Another node (lab-node-2's address) gets none of lab-node-1's files.
+    let stolen = cli.try_exec(&format!(
+        "curl -sS -g -o /dev/null -w '%{{http_code}}' --interface fd00:6d:1::101 {base}/v1/nodes/lab-node-1/cluster/kubeadm-init.yaml"
+    ));
+    assert_eq!(String::from_utf8_lossy(&stolen.stdout), "403");
+    let run = |rootfs: &Path, path: &str, fail: bool| {
+        cli.try_exec(&format!(
+            "PATH={path} KUBEADM_SIM_FAIL={} {} cluster --node-file {} --root {} --wait 10",
+            u8::from(fail),
+            installer().display(),
+            node_file.display(),
+            rootfs.display()
+        ))
+    };
+    let status = || {
+        let o = srv.try_exec(&format!("{} cluster status -i {} -o json", common::metal6().display(), inv.display()));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("status json");
+        (o.status.code(), v[0].clone())
+    };
+    // 1. No kubeadm on the node: files staged, reported.
+    let r1 = tmp.path().join("root1");
+    let o = run(&r1, "/usr/bin:/bin", false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = |p: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(r1.join(p)).expect(p).permissions()) & 0o777
+    };
+    assert_eq!(mode("etc/metal6/kubeadm.yaml"), 0o600);
+    assert_eq!(mode("etc/containerd/config.toml"), 0o644);
+    let kubeadm = std::fs::read_to_string(r1.join("etc/metal6/kubeadm.yaml")).expect("kubeadm");
+    assert!(kubeadm.contains("kind: InitConfiguration") && kubeadm.contains(TOKEN));
+    let conflist = std::fs::read_to_string(r1.join("etc/cni/net.d/10-metal6-pods.conflist")).expect("cni");
+    assert!(conflist.contains("fd00:6d:4000::/64"), "lab-node-1 has index 0: the first /64\n{conflist}");
+    assert!(r1.join("etc/systemd/network/10-metal6-boot.network.d/pod-routes.conf").exists());
+    let (code, s) = status();
+    assert_eq!(
+        (code, s["cluster"].as_str(), s["detail"].as_str()),
+        (Some(0), Some("cluster-staged"), Some("kubeadm is not installed"))
+    );
+    // 2. kubeadm present (the simulator): init runs and is reported.
+    let sim = root().join("tests/cluster");
+    let o = run(&tmp.path().join("root2"), &format!("{}:/usr/bin:/bin", sim.display()), false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(status().1["cluster"], "cluster-joined");
+    assert_eq!(status().1["mode"], "init");
+    // 3. kubeadm fails: the failure and its message are in the timeline; status exits 1.
+    let o = run(&tmp.path().join("root3"), &format!("{}:/usr/bin:/bin", sim.display()), true);
+    assert!(!o.status.success());
+    let (code, s) = status();
+    assert_eq!((code, s["cluster"].as_str()), (Some(1), Some("cluster-failed")));
+    assert!(s["detail"].as_str().is_some_and(|d| d.contains("Port 6443 is in use")), "{s}");
+}

@@ -11,6 +11,7 @@
 //! It must not depend on tokio or the server crates: it runs in a minimal initramfs and
 //! talks to the server only over HTTP and DHCPv6.
 
+mod cluster;
 mod cmdline;
 mod coldplug;
 mod console;
@@ -53,6 +54,18 @@ enum Cmd {
     },
     /// Apply a `key = value` sysctl file raise-only (the image's profile, at boot).
     Sysctl { file: PathBuf },
+    /// Fetch this node's cluster files from the server and run kubeadm init/join when kubeadm
+    /// is installed (the metal6-cluster.service first-boot unit).
+    Cluster {
+        #[arg(long, default_value = "/etc/metal6/node.json")]
+        node_file: PathBuf,
+        /// Where the files go (the installed system's root; tests use a directory).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Seconds to keep retrying an unreachable server.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
     /// Report `ready` from the installed system.
     Ready {
         #[arg(long, default_value = "/etc/metal6/node.json")]
@@ -73,6 +86,7 @@ fn main() -> ExitCode {
         Cmd::Coldplug { index, dir } => coldplug::run(&index, &dir),
         Cmd::Sysctl { file } => ready::apply_file(&file),
         Cmd::Ready { node_file, wait } => ready::run(&node_file, Duration::from_secs(wait)),
+        Cmd::Cluster { node_file, root, wait } => cluster::run(&node_file, &root, Duration::from_secs(wait)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

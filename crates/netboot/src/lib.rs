@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub router_advertisements: bool,
     /// Files served over HTTP (`/boot/installer.efi`, images, firmware); `None` serves none.
     pub artifacts: Option<PathBuf>,
+    /// Rendered cluster files (`metal6 cluster render --out`), served per node.
+    pub cluster_dir: Option<PathBuf>,
     /// Serve HTTP on the boot server's address and port.
     pub http: bool,
     /// Serve TFTP (read-only, from `artifacts`) on the boot server's address and port.
@@ -158,6 +160,7 @@ pub async fn serve(
             id: metal6_inventory::identity::Identifier::new(&inv),
             inv: Arc::new(inv.clone()),
             artifacts,
+            cluster_dir: opts.cluster_dir.clone(),
             events: events.clone(),
             stats: stats.clone(),
             counters: http::HttpCounters::default(),

@@ -83,6 +83,8 @@ pub struct HttpState {
     pub id: Identifier,
     /// Canonical artifact root; `None` serves no files.
     pub artifacts: Option<PathBuf>,
+    /// `metal6 cluster render` output; `None` serves no cluster files.
+    pub cluster_dir: Option<PathBuf>,
     pub events: Arc<EventStore>,
     pub stats: Arc<Stats>,
     pub counters: HttpCounters,
@@ -182,6 +184,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path
         (&Method::GET, ["v1", "nodes", name, doc @ ("ipxe" | "plan.json" | "network")]) => {
             node_document(state, &req, peer, name, doc).await
         }
+        (&Method::GET, ["v1", "nodes", name, "cluster", file]) => cluster_file(state, &req, peer, name, file).await,
         (&Method::GET | &Method::HEAD, ["v1", ..]) => not_found(),
         (&Method::GET | &Method::HEAD, _) if is_artifact_path(path) => serve_file(state, &req, peer, path).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), "text/plain"),
@@ -252,6 +255,39 @@ async fn node_document(
             warn!(error = %e, "render failed");
             internal()
         }
+    }
+}
+
+/// A node's cluster-stage file from `--cluster-dir`, only to that node: the kubeadm files hold
+/// the join token. The names are a fixed list (no paths from the request reach the disk).
+async fn cluster_file(
+    state: &HttpState,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    name: &str,
+    file: &str,
+) -> Response<Body> {
+    let (Some(dir), Some(_)) = (&state.cluster_dir, state.inv.node(name)) else { return not_found() };
+    if !authorized(state, req, peer, name) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "cluster files of a node are served only to that node\n".into(),
+            "text/plain",
+        );
+    }
+    let path = match file {
+        "kubeadm-init.yaml" | "kubeadm-join.yaml" | "10-metal6-pods.conflist" | "pod-routes.conf" => {
+            dir.join("nodes").join(name).join(file)
+        }
+        "containerd.toml" => dir.join("containerd/config.toml"),
+        _ => return not_found(),
+    };
+    match tokio::fs::read_to_string(&path).await {
+        Ok(body) => {
+            state.events.record("http", &serde_json::json!({"node": name, "kind": "cluster-fetch", "file": file}));
+            text(StatusCode::OK, body, "text/plain; charset=utf-8")
+        }
+        Err(_) => not_found(),
     }
 }
 

@@ -1,0 +1,159 @@
+//! The installed node's cluster step (`metal6-installer cluster`, the `metal6-cluster.service`
+//! first-boot unit): fetch this node's cluster files from `metal6 serve` with its token, put
+//! them where containerd, the CNI runtime, systemd-networkd and kubeadm read them, then run
+//! `kubeadm init` or `kubeadm join` when kubeadm is installed — and report each step to the
+//! node's timeline (`cluster-staged`, `cluster-joining`, `cluster-joined`, `cluster-failed`).
+//!
+//! A node with no kubeadm file yet (joins need the CA hash, known after `kubeadm init`) reports
+//! `cluster-waiting` and fails, so systemd retries it later.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::console::say;
+use crate::http::{self, Reporter};
+use crate::plan::NodeFile;
+
+/// Where each fetched file goes (relative to the root), and its mode.
+const FILES: &[(&str, &str, u32)] = &[
+    ("containerd.toml", "etc/containerd/config.toml", 0o644),
+    ("10-metal6-pods.conflist", "etc/cni/net.d/10-metal6-pods.conflist", 0o644),
+    // A drop-in of the network unit the installer wrote (10-metal6-boot.network).
+    ("pod-routes.conf", "etc/systemd/network/10-metal6-boot.network.d/pod-routes.conf", 0o644),
+];
+
+/// The kubeadm configuration, 0600 (it holds the join token).
+const KUBEADM_CONFIG: &str = "etc/metal6/kubeadm.yaml";
+
+enum Fetched {
+    Body(String),
+    Missing,
+}
+
+fn fetch(agent: &ureq::Agent, url: &str, deadline: Instant) -> Result<Fetched> {
+    loop {
+        match agent.get(url).call() {
+            Ok(mut r) if r.status().as_u16() == 200 => {
+                let body = r
+                    .body_mut()
+                    .with_config()
+                    .limit(4 << 20)
+                    .read_to_string()
+                    .with_context(|| format!("reading {url}"))?;
+                return Ok(Fetched::Body(body));
+            }
+            Ok(r) if r.status().as_u16() == 404 => return Ok(Fetched::Missing),
+            Ok(r) => bail!("GET {url}: HTTP {}", r.status().as_u16()),
+            Err(e) if Instant::now() < deadline => {
+                say!("GET {url}: {e}; retrying");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+        }
+    }
+}
+
+fn write(root: &Path, rel: &str, body: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("metal6-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, body.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// `kubeadm` on PATH, if any.
+fn find_kubeadm() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("kubeadm")).find(|c| c.is_file()))
+        .unwrap_or(None)
+}
+
+pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
+    let node: NodeFile = serde_json::from_str(
+        &std::fs::read_to_string(node_file).with_context(|| format!("reading {}", node_file.display()))?,
+    )
+    .with_context(|| format!("parsing {}", node_file.display()))?;
+    let Some(base) = node.events_url.strip_suffix("/events") else {
+        bail!("unexpected events URL {}", node.events_url);
+    };
+    let agent = http::agent();
+    let reporter = Reporter::new(agent.clone(), &node.events_url, Some(&node.token));
+    let url = |file: &str| format!("{base}/cluster/{file}?token={}", node.token);
+    let deadline = Instant::now() + wait;
+    let mut staged = Vec::new();
+    for (file, dest, mode) in FILES {
+        match fetch(&agent, &url(file), deadline)? {
+            Fetched::Body(b) => {
+                write(root, dest, &b, *mode)?;
+                staged.push(*dest);
+            }
+            Fetched::Missing => {
+                reporter.post(
+                    &json!({"phase": "cluster-waiting", "reason": format!("the server has no {file} for this node")}),
+                );
+                bail!("the server has no {file} for {} (is it serving --cluster-dir?)", node.node);
+            }
+        }
+    }
+    let (mode, config) = match fetch(&agent, &url("kubeadm-init.yaml"), deadline)? {
+        Fetched::Body(b) => ("init", b),
+        Fetched::Missing => match fetch(&agent, &url("kubeadm-join.yaml"), deadline)? {
+            Fetched::Body(b) => ("join", b),
+            Fetched::Missing => {
+                let reason = "no kubeadm file for this node yet (joins need the cluster CA's hash)";
+                reporter.post(&json!({"phase": "cluster-waiting", "reason": reason}));
+                bail!("{reason}");
+            }
+        },
+    };
+    write(root, KUBEADM_CONFIG, &config, 0o600)?;
+    staged.push(KUBEADM_CONFIG);
+    say!("cluster files in place: {}", staged.join(", "));
+    let Some(kubeadm) = find_kubeadm() else {
+        reporter.post(
+            &json!({"phase": "cluster-staged", "mode": mode, "files": staged, "reason": "kubeadm is not installed"}),
+        );
+        say!("kubeadm is not installed: files staged, kubeadm {mode} not run");
+        return Ok(());
+    };
+    reporter.post(&json!({"phase": "cluster-joining", "mode": mode, "files": staged}));
+    let config_path = root.join(KUBEADM_CONFIG);
+    let started = Instant::now();
+    let out = Command::new(&kubeadm)
+        .arg(mode)
+        .arg("--config")
+        .arg(&config_path)
+        .output()
+        .with_context(|| format!("running {}", kubeadm.display()))?;
+    let tail = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b);
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    };
+    if out.status.success() {
+        reporter.post(&json!({"phase": "cluster-joined", "mode": mode, "seconds": started.elapsed().as_secs_f64()}));
+        say!("kubeadm {mode} done in {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    reporter.post(&json!({
+        "phase": "cluster-failed",
+        "mode": mode,
+        "exit": out.status.code(),
+        "stderr": tail(&out.stderr),
+    }));
+    bail!("kubeadm {mode} failed ({}): {}", out.status, tail(&out.stderr))
+}
