@@ -10,6 +10,7 @@
 pub mod addressing;
 pub mod draw;
 pub mod geometry;
+pub mod routing;
 pub mod topology;
 
 pub use addressing::Addressing;
