@@ -59,6 +59,9 @@ pub struct RenderArgs {
     /// MTU of the emulated links.
     #[arg(long, default_value_t = 9000)]
     emulation_mtu: u32,
+    /// Image with the `metal6` binary for the constellation's link agent.
+    #[arg(long, default_value = metal6_cluster::AGENT_IMAGE)]
+    agent_image: String,
     #[command(flatten)]
     shell: ShellArgs,
 }
@@ -156,6 +159,8 @@ fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
         node: &node,
         namespace: &a.emulation_namespace,
         mtu: a.emulation_mtu,
+        frr_image: metal6_cluster::FRR_IMAGE,
+        agent_image: &a.agent_image,
     });
     let opts = Options { join_token: &token, ca_cert_hash: a.ca_cert_hash.as_deref(), emulation };
     let (files, notes) = metal6_cluster::render(&inv, &opts)?;

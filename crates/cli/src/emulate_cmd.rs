@@ -20,14 +20,31 @@ pub enum EmulateCmd {
     /// An SVG of the constellation, its links and ground stations at --at.
     Draw(DrawArgs),
     /// Run the constellation: one network namespace per satellite (netns backend), links
-    /// switched as the satellites move, optionally IS-IS routing with FRR.
+    /// switched as the satellites move, optionally IS-IS routing with FRR; or, with
+    /// `--backend k8s`, write its pods, NADs and link agent for a cluster (`--out`).
     Run(RunArgs),
+    /// On a Kubernetes node: create the constellation's ISL veth pairs (down, named for the
+    /// host-device NADs) in this network namespace, then wait (the link-agent daemonset).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    shell: ShellArgs,
+    #[arg(long, default_value_t = 9000)]
+    mtu: u32,
+    /// Exit after creating the pairs instead of waiting for SIGTERM.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     /// Network namespaces and veth pairs on this machine, through netlink.
     Netns,
+    /// Kubernetes manifests (satellite pods with FRR, NADs, the link agent) into --out.
+    K8s,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +71,21 @@ pub struct RunArgs {
     /// Where FRR's configs, sockets and logs go.
     #[arg(long, default_value = "emulation")]
     workdir: PathBuf,
+    /// k8s backend: the directory the manifests go to.
+    #[arg(long, required_if_eq("backend", "k8s"))]
+    out: Option<PathBuf>,
+    /// k8s backend: the worker the satellites are pinned to.
+    #[arg(long, default_value = "w-01")]
+    node: String,
+    /// k8s backend: namespace of the constellation.
+    #[arg(long, default_value = "constellation")]
+    namespace: String,
+    /// k8s backend: MTU of the links.
+    #[arg(long, default_value_t = 9000)]
+    mtu: u32,
+    /// k8s backend: image with the `metal6` binary for the link agent.
+    #[arg(long, default_value = metal6_cluster::AGENT_IMAGE)]
+    agent_image: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +206,60 @@ fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn run_k8s(a: &RunArgs, format: Format) -> Result<ExitCode> {
+    let (topo, addr) = topology(&a.shell)?;
+    let out = a.out.as_ref().context("--backend k8s needs --out DIR")?;
+    let e = metal6_cluster::Emulation {
+        topology: &topo,
+        addressing: &addr,
+        node: &a.node,
+        namespace: &a.namespace,
+        mtu: a.mtu,
+        frr_image: metal6_cluster::FRR_IMAGE,
+        agent_image: &a.agent_image,
+    };
+    let files = metal6_cluster::constellation(&e)?;
+    let mut written = Vec::new();
+    for f in &files {
+        // The emulation's files are the same as `cluster render --emulation`'s; here flat.
+        let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+        let path = out.join(name);
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::write(&path, &f.text).with_context(|| format!("writing {}", path.display()))?;
+        written.push(serde_json::json!({"path": path, "bytes": f.text.len()}));
+    }
+    let mut o = std::io::stdout().lock();
+    if format == Format::Table {
+        for w in &written {
+            writeln!(o, "{}  {} bytes", w["path"].as_str().unwrap_or(""), w["bytes"])?;
+        }
+        writeln!(o, "apply after Multus (metal6 cluster render): kubectl apply -f {}", out.display())?;
+    } else {
+        output::write_data(&mut o, format, &written)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent(a: &AgentArgs) -> Result<ExitCode> {
+    let (topo, _) = topology(&a.shell)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (created, kept) = rt.block_on(metal6_emunet::host_veths(&topo, a.mtu))?;
+    writeln!(std::io::stderr(), "emulate agent: {created} ISL veth pairs created, {kept} kept")?;
+    if a.once {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The pairs stay when the agent stops: pods hold their ends.
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r?,
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
     let (topo, addr) = topology(&a.shell)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -242,7 +328,9 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
 
 pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
     match cmd {
+        EmulateCmd::Run(a) if a.backend == Backend::K8s => return run_k8s(a, format),
         EmulateCmd::Run(a) => return run_netns(a, format),
+        EmulateCmd::Agent(a) => return agent(a),
         EmulateCmd::Draw(a) => {
             let (topo, _) = topology(&a.shell)?;
             std::fs::write(&a.file, metal6_emulation::draw::svg(&topo, a.at))

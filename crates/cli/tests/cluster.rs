@@ -137,7 +137,9 @@ fn objects_validate_for_the_target_kubernetes() {
     let Some(kv) = kubernetes_validate() else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     assert!(render(tmp.path(), GOLDEN_ARGS).status.success());
-    for f in ["multus/multus-thick.yaml", "emulation/nads.yaml"] {
+    for f in
+        ["multus/multus-thick.yaml", "emulation/nads.yaml", "emulation/satellites.yaml", "emulation/link-agent.yaml"]
+    {
         let out = Command::new(&kv)
             .args(["--strict", "-k", "1.31.4", "--quiet", "--no-warn"])
             .arg(tmp.path().join(f))
@@ -182,6 +184,37 @@ fn objects_validate_for_the_target_kubernetes() {
         check_cni_1_0(&cni, name);
     }
     assert_eq!(n, 9 * 4 + 1, "3x3 shell: four ISL ends per satellite, one ground segment");
+    // Every satellite pod names NADs that exist, and its FRR config carries its loopback.
+    let names: std::collections::HashSet<String> = text
+        .split("\n---\n")
+        .filter_map(|d| serde_saphyr::from_str::<Value>(d).ok())
+        .filter_map(|v| v["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    let sats = std::fs::read_to_string(tmp.path().join("emulation/satellites.yaml")).expect("read");
+    let mut pods = 0;
+    for doc in sats.split("\n---\n") {
+        let v: Value = serde_saphyr::from_str(doc).expect("yaml");
+        match v["kind"].as_str() {
+            Some("Pod") => {
+                pods += 1;
+                let nets: Value = serde_json::from_str(
+                    v["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"].as_str().expect("annotation"),
+                )
+                .expect("networks JSON");
+                let nets = nets.as_array().expect("list");
+                assert_eq!(nets.len(), 5, "4 ISLs + ground: {nets:?}");
+                for n in nets {
+                    assert!(names.contains(n["name"].as_str().expect("name")), "{n} names no NAD");
+                }
+            }
+            Some("ConfigMap") => {
+                let conf = v["data"]["frr.conf"].as_str().expect("frr.conf");
+                assert!(conf.contains("ipv6 address fd00:5a7:") && conf.contains("router isis emu"), "{conf}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(pods, 9);
 }
 
 /// CNI spec 1.0 §1 (network configuration list): cniVersion, name (matching the NAD here),
@@ -283,17 +316,29 @@ fn cni_configs_run_on_the_debian_plugins() {
         node: "w-01",
         namespace: "constellation",
         mtu: 9000,
+        frr_image: metal6_cluster::FRR_IMAGE,
+        agent_image: metal6_cluster::AGENT_IMAGE,
     };
     // The node (a namespace standing in for the worker's host netns) and two satellite pods
     // joined by the intra-plane ISL 0 -> 1 (isl0 of sat 0, isl1 of sat 1).
     let node = Netns::new();
     let (s0, s1) = (Netns::new(), Netns::new());
-    node.exec(&format!(
-        "ip link set lo up && sysctl -qw net.ipv6.conf.default.accept_dad=0 && \
-         ip link add {} type veth peer name {}",
-        metal6_cluster::device_name(0, 0),
-        metal6_cluster::device_name(1, 1)
+    // The node's link agent makes every ISL's veth pair, down, with the NADs' device names.
+    node.exec("ip link set lo up");
+    let agent = node.try_exec(&format!(
+        "{} emulate agent --shell 3x3 --altitude-km 2000 --phasing 1 --mtu 9000 --once",
+        common::metal6().display()
     ));
+    assert!(agent.status.success(), "{}", String::from_utf8_lossy(&agent.stderr));
+    let links = String::from_utf8_lossy(&node.exec("ip -o link show type veth").stdout).into_owned();
+    assert_eq!(links.lines().count(), 2 * topo.grid().len(), "{links}");
+    assert!(links.lines().all(|l| l.contains("mtu 9000") && l.contains("state DOWN")), "{links}");
+    // Again: nothing new, nothing broken (the agent restarts next to running pods).
+    let again = node.try_exec(&format!(
+        "{} emulate agent --shell 3x3 --altitude-km 2000 --phasing 1 --mtu 9000 --once",
+        common::metal6().display()
+    ));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 ISL veth pairs created"));
     let none = json!({});
     cni(&node, "ADD", &s0, "isl0", &metal6_cluster::isl_config(&e, 0, 0), &none);
     cni(&node, "ADD", &s1, "isl1", &metal6_cluster::isl_config(&e, 1, 1), &none);

@@ -23,9 +23,12 @@ use serde_json::{Value, json};
 
 /// The Multus image the manifests pin.
 pub const MULTUS_IMAGE: &str = "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.1.4-thick";
-/// Satellites per ground-segment bridge (the netns backend's rule: Linux bridges cap at 1024
-/// ports, and 250 keeps flooding bounded).
-pub const SATS_PER_GROUND_SEGMENT: u32 = 250;
+/// FRR for the satellite pods (upstream's image; the netns backend uses Debian's FRR 8.4).
+pub const FRR_IMAGE: &str = "quay.io/frrouting/frr:9.1.3";
+/// The image with the `metal6` binary the link agent runs; metal6 publishes none, so sites
+/// build it (any OCI builder: the binary and a Debian base) and name it here.
+pub const AGENT_IMAGE: &str = "localhost/metal6:0.1.0";
+pub use metal6_emulation::topology::SATS_PER_GROUND_SEGMENT;
 
 /// The constellation whose links get NADs.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +39,8 @@ pub struct Emulation<'a> {
     pub node: &'a str,
     pub namespace: &'a str,
     pub mtu: u32,
+    pub frr_image: &'a str,
+    pub agent_image: &'a str,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -265,7 +270,7 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
         if inv.node(e.node).is_none() {
             return Err(RenderError::NoSuchNode(e.node.to_owned()));
         }
-        files.push(File { path: "emulation/nads.yaml".into(), text: nads(e)?, secret: false });
+        files.extend(constellation(e)?);
     }
     Ok((files, notes))
 }
@@ -316,9 +321,9 @@ fn pod_routes(inv: &Inventory, c: &Cluster, node: &Node) -> Result<String, Rende
     Ok(out)
 }
 
-/// The host-side veth end name of a satellite interface (≤ 15 bytes: `m6s01234isl0`).
+/// The host-side veth end name of a satellite interface (`Addressing::host_device_name`).
 pub fn device_name(sat: u32, iface: u8) -> String {
-    format!("m6s{sat:05}{}", Addressing::iface_name(iface))
+    Addressing::host_device_name(sat, iface)
 }
 
 pub fn ground_segment(sat: u32) -> u32 {
@@ -398,6 +403,91 @@ fn isl_ends(t: &Topology) -> Vec<(u32, u8)> {
     ends.sort_unstable();
     ends.dedup();
     ends
+}
+
+struct Sat {
+    name: String,
+    index: u32,
+    plane: u32,
+    frr_conf: String,
+    networks: String,
+}
+
+#[derive(Template)]
+#[template(path = "cluster/satellites.yaml", escape = "none")]
+struct Sats<'a> {
+    shell: String,
+    node: &'a str,
+    count: u32,
+    namespace: &'a str,
+    frr_image: &'a str,
+    sats: Vec<Sat>,
+}
+
+#[derive(Template)]
+#[template(path = "cluster/link-agent.yaml", escape = "none")]
+struct Agent<'a> {
+    shell: String,
+    node: &'a str,
+    namespace: &'a str,
+    agent_image: &'a str,
+    command: Vec<String>,
+}
+
+/// The Kubernetes backend of the emulation: the NADs, one FRR pod (and its config) per
+/// satellite, and the node's link agent.
+pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
+    let s = &e.topology.shell;
+    let shell = format!("{}x{}", s.planes, s.per_plane);
+    let sats = (0..s.count())
+        .map(|i| {
+            let loopback = e.addressing.loopback(i);
+            Sat {
+                name: format!("sat-{i:05}"),
+                index: i,
+                plane: e.topology.plane_slot(i).0,
+                frr_conf: format!(
+                    "interface lo\n ipv6 address {loopback}/128\n!\n{}",
+                    metal6_emulation::routing::isisd_conf(e.topology, i)
+                ),
+                networks: annotation(e, i).to_string(),
+            }
+        })
+        .collect();
+    let satellites = tmpl(
+        &Sats {
+            shell: shell.clone(),
+            node: e.node,
+            count: s.count(),
+            namespace: e.namespace,
+            frr_image: e.frr_image,
+            sats,
+        },
+        "satellites.yaml",
+    )?;
+    let mut command: Vec<String> = ["metal6", "emulate", "agent", "--shell"].iter().map(|x| (*x).to_owned()).collect();
+    command.push(shell.clone());
+    for (flag, v) in [
+        ("--altitude-km", s.altitude_km.to_string()),
+        ("--inclination", s.inclination_deg.to_string()),
+        ("--phasing", s.phasing.to_string()),
+        ("--mtu", e.mtu.to_string()),
+    ] {
+        command.push(flag.into());
+        command.push(v);
+    }
+    if s.kind == metal6_emulation::ShellKind::Star {
+        command.push("--star".into());
+    }
+    let agent = tmpl(
+        &Agent { shell, node: e.node, namespace: e.namespace, agent_image: e.agent_image, command },
+        "link-agent.yaml",
+    )?;
+    Ok(vec![
+        File { path: "emulation/nads.yaml".into(), text: nads(e)?, secret: false },
+        File { path: "emulation/satellites.yaml".into(), text: satellites, secret: false },
+        File { path: "emulation/link-agent.yaml".into(), text: agent, secret: false },
+    ])
 }
 
 fn nads(e: &Emulation<'_>) -> Result<String, RenderError> {

@@ -64,6 +64,13 @@ impl Addressing {
         Ipv6Addr::from(self.subnet_bits(top - u128::from(station)) | 1)
     }
 
+    /// The name of a satellite interface's veth end while it waits on a Kubernetes node for
+    /// its pod (host-device moves it in): `m6s01234isl0`, within Linux's 15 bytes for any
+    /// index below 100,000.
+    pub fn host_device_name(sat: u32, iface: u8) -> String {
+        format!("m6s{sat:05}{}", Self::iface_name(iface))
+    }
+
     pub fn iface_name(iface: u8) -> &'static str {
         IFACES.get(usize::from(iface)).copied().unwrap_or("?")
     }

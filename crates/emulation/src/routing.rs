@@ -38,8 +38,14 @@ mod tests {
     fn system_ids_and_config() {
         assert_eq!(system_id(0), "0000.0000.0001");
         assert_eq!(system_id(65535), "0000.0001.0000");
-        let shell =
-            Shell { kind: ShellKind::Delta, planes: 6, per_plane: 6, phasing: 1, altitude_km: 2000.0, inclination_deg: 53.0 };
+        let shell = Shell {
+            kind: ShellKind::Delta,
+            planes: 6,
+            per_plane: 6,
+            phasing: 1,
+            altitude_km: 2000.0,
+            inclination_deg: 53.0,
+        };
         let c = isisd_conf(&Topology::new(shell, vec![]), 7);
         assert!(c.contains("hostname sat-1-1") && c.contains("net 49.0001.0000.0000.0008.00"));
         assert_eq!(c.matches("isis network point-to-point").count(), 4);

@@ -20,6 +20,10 @@ use crate::geometry::{self, C_KM_S, GroundStation, Shell, ShellKind, Vec3};
 
 pub const IFACES: [&str; 5] = ["isl0", "isl1", "isl2", "isl3", "gsl0"];
 
+/// Satellites per ground-segment bridge: Linux bridges slow down long before their 1,024-port
+/// limit; the shared notes' recipe used 250. Both backends group ground links this way.
+pub const SATS_PER_GROUND_SEGMENT: u32 = 250;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LinkKind {

@@ -50,9 +50,7 @@ pub struct Emulation {
     pub timings: Timings,
 }
 
-/// Satellites per ground-segment bridge (Linux bridges slow down long before their 1,024
-/// port limit; the shared notes' recipe used 250).
-pub const SEGMENT_PORTS: u32 = 250;
+pub use metal6_emulation::topology::SATS_PER_GROUND_SEGMENT as SEGMENT_PORTS;
 const BRIDGE_INDEX: u32 = 2;
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -303,6 +301,51 @@ impl Emulation {
         }
         Ok(n)
     }
+}
+
+/// The Kubernetes backend's node agent: every ISL of the grid as a veth pair in the *current*
+/// network namespace (the node's), named [`Addressing::host_device_name`] at both ends, MTU
+/// set, left down — down interfaces do no IPv6 DAD, RS or MLD on the host, and the
+/// host-device CNI plugin brings each end up inside its satellite pod. Pairs that exist are
+/// kept (the agent restarts without disturbing running pods). Returns (created, kept).
+pub async fn host_veths(topo: &Topology, mtu: u32) -> Result<(usize, usize)> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("rtnetlink socket")?;
+    let conn_task = tokio::spawn(conn);
+    let mut existing = std::collections::HashSet::new();
+    {
+        use futures_util::TryStreamExt;
+        use rtnetlink::packet_route::link::LinkAttribute;
+        let mut links = handle.link().get().execute();
+        while let Some(l) = links.try_next().await.context("listing links")? {
+            for a in l.attributes {
+                if let LinkAttribute::IfName(n) = a {
+                    existing.insert(n);
+                }
+            }
+        }
+    }
+    let mut reqs: Vec<Req> = Vec::new();
+    let mut kept = 0;
+    for (kind, a, b) in topo.grid() {
+        let (ia, ib) = kind.ifaces();
+        let (an, bn) = (Addressing::host_device_name(a, ia), Addressing::host_device_name(b, ib));
+        // An end may sit in its pod already (host-device moved it): the pair exists then.
+        if existing.contains(&an) || existing.contains(&bn) {
+            kept += 1;
+            continue;
+        }
+        // The MTU goes on both ends: the peer message carries its own.
+        let peer = LinkMessageBuilder::<LinkUnspec>::new().name(bn.clone()).mtu(mtu).build();
+        let msg = LinkVeth::new(&an, &bn).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).build();
+        let h = handle.clone();
+        reqs.push(Box::pin(async move { h.link().add(msg).execute().await }));
+    }
+    let created = reqs.len();
+    for r in in_batches(reqs).await {
+        r.context("creating a veth pair")?;
+    }
+    conn_task.abort();
+    Ok((created, kept))
 }
 
 /// Whether this kernel can delay packets (sch_netem): tried once on a scratch namespace's
