@@ -26,7 +26,10 @@ Behaviours (quirk flags in brackets are off by default):
   - A one-time boot override is consumed by the next boot (Enabled -> Disabled).
   - SimpleUpdate downloads ImageURI (from metal6 serve), makes a task JID: Downloading ->
     Scheduled (BIOS, NIC: needs a host reset) or -> Completed after a BMC restart with 503s
-    (iDRAC); the version comes from the DUP file name (notes §9).
+    and every session forgotten (iDRAC; notes §1: "expect connection errors, 401 and 503");
+    the version comes from the DUP file name (notes §9).
+  [--quirk reboot-pending]   a scheduled update reports JobState RebootPending instead of
+                             Scheduled ("completed, reboot pending", notes §9)
   - If-Match on an action POST -> 412 (ironcore-dev/metal-operator#1015).
   [--quirk no-location]      the BIOS PATCH creates the job but answers 200 without Location
                              (dsx-ai-factory/libredfish#97)
@@ -383,7 +386,7 @@ class Handler(BaseHTTPRequestHandler):
             sysdoc["Boot"]["BootSourceOverrideEnabled"] = "Disabled"
             sysdoc["Boot"]["BootSourceOverrideTarget"] = "None"
         for job in list(st.jobs.values()):
-            if job["JobState"] == "Scheduled":
+            if job["JobState"] in ("Scheduled", "RebootPending"):
                 threading.Thread(target=self.run_job, args=(job,), daemon=True).start()
 
     def run_job(self, job):
@@ -438,9 +441,14 @@ class Handler(BaseHTTPRequestHandler):
                 # iDRAC installs right away and restarts itself: 503s meanwhile (notes §1).
                 job.update(JobState="Running", Message="Firmware update in progress.", MessageId="RED007")
                 st.busy_until = time.time() + 1.5
+                # The restarted BMC has forgotten every session (clients must log in again).
+                st.sessions.clear()
                 self.install(job)
                 job.update(JobState="Completed", Message="The specified job has completed successfully.",
                            MessageId="RED001", PercentComplete=100)
+            elif "reboot-pending" in st.quirks:
+                job.update(JobState="RebootPending", Message="Reboot is required to complete the update.",
+                           MessageId="RED030", PercentComplete=100)
             else:
                 job.update(JobState="Scheduled", Message="Task successfully scheduled.", MessageId="JCP001")
 

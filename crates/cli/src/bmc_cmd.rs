@@ -751,7 +751,12 @@ async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, j
         let report = |j: &metal6_redfish::bmc::JobStatus| {
             progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
         };
-        let staged = wait_until(bmc, &task, timeout, |j| j.is_final() || j.state == "Scheduled", report).await?;
+        // Waiting for a reset: Scheduled (Dell), RebootPending ("completed, reboot pending"),
+        // PendingActivation.
+        let waits = |j: &metal6_redfish::bmc::JobStatus| {
+            j.is_final() || matches!(j.state.as_str(), "Scheduled" | "RebootPending" | "PendingActivation")
+        };
+        let staged = wait_until(bmc, &task, timeout, waits, report).await?;
         if staged.failed() {
             bail!("update {} failed: {} {}", task, staged.state, staged.message.unwrap_or_default());
         }

@@ -348,12 +348,10 @@ fn power_and_boot_once() {
 
 /// SimpleUpdate from `metal6 serve`: the simulated BMC downloads each package over IPv6 from
 /// our HTTP server, iDRAC first (it restarts: 503s), then BIOS (scheduled until a reset).
-#[test]
-fn firmware_baseline_through_metal6_serve() {
-    require_netns!();
-    require_tool!("openssl");
-    let Some(fx) = capture() else { return };
-    let (srv, _cli) = common::lab_link("52:54:00:6d:0b:01");
+/// A simulator whose packages come from a real `metal6 serve` on the provisioning address
+/// (the BMC downloads them over IPv6), and the serve guards that must outlive it.
+fn with_firmware_server(fx: &std::path::Path, quirks: &[&str]) -> (Sim, Server, Netns, tempfile::TempDir) {
+    let (srv, cli) = common::lab_link("52:54:00:6d:0b:01");
     srv.exec(
         "ip link set lo up && ip -6 addr add fd00:6d:b::2/128 dev lo && ip -6 addr add fd00:6d:b::3/128 dev lo \
          && ip -6 addr add fd00:6d:b::4/128 dev lo",
@@ -366,8 +364,27 @@ fn firmware_baseline_through_metal6_serve() {
         std::fs::write(www.path().join("firmware").join(f), vec![0x4d; n]).expect("package");
     }
     let artifacts = www.path().to_str().expect("utf-8").to_owned();
-    let _serve = Server::start(&srv, &root().join(INV), "m6s0", &["--no-ra", "--no-tftp", "--artifacts", &artifacts]);
-    let sim = Sim::start_in(srv, &fx, &[]);
+    let serve = Server::start(&srv, &root().join(INV), "m6s0", &["--no-ra", "--no-tftp", "--artifacts", &artifacts]);
+    (Sim::start_in(srv, fx, quirks), serve, cli, www)
+}
+
+/// "Completed, reboot pending" (notes §9): the update waits for a reset the same way.
+#[test]
+fn firmware_update_reboot_pending() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let (sim, _serve, _cli, _www) = with_firmware_server(&fx, &["--quirk", "reboot-pending"]);
+    let out = sim.bmc_ok(&format!("firmware apply {} r750 --reboot --job-timeout 60", std_args(&sim)));
+    assert!(out.contains("all components at or above it"), "{out}");
+}
+
+#[test]
+fn firmware_baseline_through_metal6_serve() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    let (sim, _serve, _cli, _www) = with_firmware_server(&fx, &[]);
     let a = std_args(&sim);
     // A site that needs BIOS 1.10.0 for IPv6 HTTP boot: the BIOS change waits for firmware.
     let gated = sim.dir.path().join("gated.yaml");
@@ -388,7 +405,7 @@ fn firmware_baseline_through_metal6_serve() {
         "{text}"
     );
     assert!(sim.state()["jobs"].as_object().is_some_and(serde_json::Map::is_empty), "nothing staged");
-    let out = sim.bmc_ok(&format!("firmware apply {g} r750 --reboot"));
+    let out = sim.bmc_ok(&format!("firmware apply {g} r750 --reboot --job-timeout 60"));
     assert!(out.contains("all components at or above it"), "{out}");
     let out = sim.bmc_ok(&format!("bios apply {g} r750 --reboot"));
     assert!(out.contains("applied and verified 3 value(s)"), "{out}");
@@ -400,6 +417,8 @@ fn firmware_baseline_through_metal6_serve() {
     assert!(sizes.contains(&300_000) && sizes.contains(&200_000), "{sizes:?}");
     assert_eq!(st["counters"]["resets"], serde_json::json!(["ForceRestart", "ForceRestart"]), "BIOS update, BIOS job");
     assert_eq!(st["counters"]["if_match_on_action"], 0);
+    // The iDRAC restart dropped the session: metal6 logged in again, and closed what it opened.
+    assert_eq!(st["sessions_open"], 0, "{st}");
 }
 
 /// `--write-back` fills the MACs of NICs that name their `bmc_id` from the BMC, changing

@@ -135,7 +135,7 @@ pub struct Reply {
     pub body: Value,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Auth {
     Basic,
     Session { token: String, location: Option<String> },
@@ -150,7 +150,8 @@ pub struct Client {
     /// `/redfish/v1`
     root_path: String,
     opts: ConnectOptions,
-    auth: Auth,
+    /// Replaced when the BMC forgot the session (it restarted): see `attempts`.
+    auth: std::sync::Mutex<Auth>,
     sessions_path: Option<String>,
 }
 
@@ -183,13 +184,15 @@ impl Client {
             b = b.tls_danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(RedfishError::Client)?;
-        let mut client = Client { http, origin, root_path, opts, auth: Auth::Basic, sessions_path: None };
+        let mut client =
+            Client { http, origin, root_path, opts, auth: std::sync::Mutex::new(Auth::Basic), sessions_path: None };
         let root = client.get_anonymous().await?;
         client.sessions_path =
             root.pointer("/Links/Sessions/@odata.id").and_then(Value::as_str).map(str::to_owned).or_else(|| {
                 root.get("SessionService").map(|_| format!("{}/SessionService/Sessions", client.root_path))
             });
-        client.login().await?;
+        let auth = client.login().await?;
+        client.set_auth(auth);
         Ok((client, root))
     }
 
@@ -207,11 +210,18 @@ impl Client {
         Ok(r.body)
     }
 
-    async fn login(&mut self) -> Result<(), RedfishError> {
-        let Some(sessions) = self.sessions_path.clone() else {
-            self.auth = Auth::Basic;
-            return Ok(());
-        };
+    fn auth_now(&self) -> Auth {
+        // A poisoned lock still holds a usable value: the data is replaced whole.
+        self.auth.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_auth(&self, a: Auth) {
+        *self.auth.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = a;
+    }
+
+    /// A new session (or Basic, when the service has no sessions).
+    async fn login(&self) -> Result<Auth, RedfishError> {
+        let Some(sessions) = self.sessions_path.clone() else { return Ok(Auth::Basic) };
         let body = serde_json::json!({"UserName": self.opts.username, "Password": self.opts.password});
         let resp = self
             .http
@@ -223,8 +233,7 @@ impl Client {
         let status = resp.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
             debug!(bmc = %self.origin, "no sessions; using Basic authentication");
-            self.auth = Auth::Basic;
-            return Ok(());
+            return Ok(Auth::Basic);
         }
         if !status.is_success() {
             return Err(RedfishError::Login { user: self.opts.username.clone(), status: status.as_u16() });
@@ -238,13 +247,12 @@ impl Client {
         };
         let location = header("location").map(|l| self.path_of(&l));
         debug!(bmc = %self.origin, session = ?location, "session opened");
-        self.auth = Auth::Session { token, location };
-        Ok(())
+        Ok(Auth::Session { token, location })
     }
 
     /// Deletes the session (if any). Call on every exit path: iDRAC has few session slots.
     pub async fn logout(self) {
-        if let Auth::Session { location: Some(loc), .. } = &self.auth {
+        if let Auth::Session { location: Some(loc), .. } = &self.auth_now() {
             match self.request(Method::DELETE, loc, None).await {
                 Ok(_) => debug!(bmc = %self.origin, "session closed"),
                 Err(e) => warn!(bmc = %self.origin, error = %e, "could not delete the session"),
@@ -288,7 +296,7 @@ impl Client {
             let last = attempt > self.opts.retries;
             let mut req = self.http.request(method.clone(), format!("{}{}", self.origin, path));
             if auth {
-                req = match &self.auth {
+                req = match &self.auth_now() {
                     Auth::Basic => req.basic_auth(&self.opts.username, Some(&self.opts.password)),
                     Auth::Session { token, .. } => req.header("X-Auth-Token", token),
                 };
@@ -311,8 +319,20 @@ impl Client {
                 Err(source) => return Err(RedfishError::Transport { method, path: path.to_owned(), source }),
             };
             let status = resp.status();
-            let retry = status == StatusCode::SERVICE_UNAVAILABLE
-                || (idempotent && status == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::Session { .. }));
+            // A 401 to a session that worked means the BMC forgot it (an iDRAC restarting after
+            // its own update drops every session): log in again; the request was not processed,
+            // so even a write may be repeated.
+            if auth && status == StatusCode::UNAUTHORIZED && matches!(self.auth_now(), Auth::Session { .. }) && !last {
+                debug!(%method, path, attempt, "session rejected; logging in again");
+                match self.login().await {
+                    Ok(a) => self.set_auth(a),
+                    Err(e) => debug!(error = %e, "login failed; retrying"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                continue;
+            }
+            let retry = status == StatusCode::SERVICE_UNAVAILABLE;
             if retry && !last {
                 debug!(%method, path, %status, attempt, "retrying");
                 tokio::time::sleep(delay).await;
