@@ -67,16 +67,22 @@ pub enum BiosCmd {
     Plan(Target),
     /// Stage the plan as a BIOS job; with --reboot, reset, follow the job and verify the
     /// values by reading the BIOS again (pending values are not proof).
-    Apply {
-        #[command(flatten)]
-        target: Target,
-        /// Reset the node to run each pass's job (without it: stage the first pass only).
-        #[arg(long)]
-        reboot: bool,
-        /// Seconds a BIOS job may take (Dell: 5-15 min with one or two reboots).
-        #[arg(long, default_value_t = 1800)]
-        job_timeout: u64,
-    },
+    Apply(Apply),
+}
+
+/// `bios apply` and `firmware apply`.
+#[derive(Debug, clap::Args)]
+pub struct Apply {
+    #[command(flatten)]
+    target: Target,
+    /// Reset the node when a job waits for it (without it: stage, and stop at the first
+    /// step that needs a reset).
+    #[arg(long)]
+    reboot: bool,
+    /// Seconds one job may take (Dell: 5-15 min with one or two reboots; Dell's scripts give
+    /// up on an update after 30 min).
+    #[arg(long, default_value_t = 1800)]
+    job_timeout: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -85,15 +91,7 @@ pub enum FirmwareCmd {
     Plan(Target),
     /// Update what is below the baseline (iDRAC → BIOS → NIC) by SimpleUpdate from the
     /// baseline's image URLs; with --reboot, reset to install and verify the new versions.
-    Apply {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long)]
-        reboot: bool,
-        /// Seconds one update may take (Dell's scripts give up after 30 min).
-        #[arg(long, default_value_t = 1800)]
-        job_timeout: u64,
-    },
+    Apply(Apply),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -154,8 +152,8 @@ struct Outcome {
 pub fn run(cmd: &BmcCmd, format: Format) -> Result<ExitCode> {
     let target = match cmd {
         BmcCmd::Inventory { target: t, .. } | BmcCmd::Power { target: t, .. } | BmcCmd::BootOnce { target: t, .. } => t,
-        BmcCmd::Bios(BiosCmd::Plan(t) | BiosCmd::Apply { target: t, .. }) => t,
-        BmcCmd::Firmware(FirmwareCmd::Plan(t) | FirmwareCmd::Apply { target: t, .. }) => t,
+        BmcCmd::Bios(BiosCmd::Plan(t) | BiosCmd::Apply(Apply { target: t, .. })) => t,
+        BmcCmd::Firmware(FirmwareCmd::Plan(t) | FirmwareCmd::Apply(Apply { target: t, .. })) => t,
     };
     let write_back = matches!(cmd, BmcCmd::Inventory { write_back: true, .. });
     let src = std::fs::read_to_string(&target.inventory)
@@ -357,12 +355,10 @@ impl Op {
             BmcCmd::Power { action, .. } => Op::Power(*action),
             BmcCmd::BootOnce { device, reset, .. } => Op::BootOnce(*device, *reset),
             BmcCmd::Bios(BiosCmd::Plan(_)) => Op::BiosPlan,
-            BmcCmd::Bios(BiosCmd::Apply { reboot, job_timeout, .. }) => {
-                Op::BiosApply { reboot: *reboot, job_timeout: *job_timeout }
-            }
+            BmcCmd::Bios(BiosCmd::Apply(a)) => Op::BiosApply { reboot: a.reboot, job_timeout: a.job_timeout },
             BmcCmd::Firmware(FirmwareCmd::Plan(_)) => Op::FirmwarePlan,
-            BmcCmd::Firmware(FirmwareCmd::Apply { reboot, job_timeout, .. }) => {
-                Op::FirmwareApply { reboot: *reboot, job_timeout: *job_timeout }
+            BmcCmd::Firmware(FirmwareCmd::Apply(a)) => {
+                Op::FirmwareApply { reboot: a.reboot, job_timeout: a.job_timeout }
             }
         }
     }

@@ -91,10 +91,7 @@ struct NodeCluster {
 }
 
 fn status(a: &StatusArgs, format: Format) -> Result<ExitCode> {
-    let (inv, _) = metal6_inventory::load(&a.inventory).map_err(|e| match e {
-        metal6_inventory::LoadError::Invalid(d) => anyhow!("{}", d.render()),
-        other => other.into(),
-    })?;
+    let inv = crate::load_inventory(&a.inventory)?;
     let base = a.server.clone().unwrap_or_else(|| inv.site.boot_server.http_base());
     let base = if base.ends_with('/') { base } else { format!("{base}/") };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -137,10 +134,7 @@ fn status(a: &StatusArgs, format: Format) -> Result<ExitCode> {
 }
 
 fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
-    let (inv, _) = metal6_inventory::load(&a.inventory).map_err(|e| match e {
-        metal6_inventory::LoadError::Invalid(d) => anyhow!("{}", d.render()),
-        other => other.into(),
-    })?;
+    let inv = crate::load_inventory(&a.inventory)?;
     let cluster = inv.cluster.as_ref().ok_or_else(|| anyhow!("{} has no `cluster` section", inv.source))?;
     let token = cluster.join_token.resolve()?;
     let emu = if a.emulation { Some(topology(&a.shell)?) } else { None };

@@ -177,10 +177,7 @@ pub fn run_cmd(cmd: &LabCmd) -> Result<ExitCode> {
 }
 
 pub fn up(a: &UpArgs) -> Result<Summary> {
-    let (inv, _) = metal6_inventory::load(&a.inventory).map_err(|e| match e {
-        metal6_inventory::LoadError::Invalid(d) => anyhow::anyhow!("{}", d.render()),
-        other => other.into(),
-    })?;
+    let inv = crate::load_inventory(&a.inventory)?;
     let Some(node) = inv.node(&a.node) else { bail!("{}: no node {}", a.inventory.display(), a.node) };
     let method = inv.profile_of(node).boot;
     let pxe = matches!(method, metal6_inventory::model::BootMethod::Pxe);

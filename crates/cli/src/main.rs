@@ -72,6 +72,16 @@ pub enum Dhcp6Cmd {
     Probe(probe_cmd::ProbeArgs),
 }
 
+/// A valid inventory, or its diagnostics rendered as the error (warnings are dropped: the
+/// commands that show them, `inventory check` and `serve`, load on their own).
+pub(crate) fn load_inventory(path: &std::path::Path) -> anyhow::Result<metal6_inventory::model::Inventory> {
+    match metal6_inventory::load(path) {
+        Ok((inv, _)) => Ok(inv),
+        Err(metal6_inventory::LoadError::Invalid(d)) => Err(anyhow::anyhow!("{}", d.render())),
+        Err(other) => Err(other.into()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any reqwest client exists (`status` has one too): see `init_tls`.

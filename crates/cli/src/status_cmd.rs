@@ -49,10 +49,7 @@ fn server_url(a: &StatusArgs) -> Result<String> {
         return Ok(if s.ends_with('/') { s.clone() } else { format!("{s}/") });
     }
     let Some(path) = &a.inventory else { bail!("give --inventory or --server") };
-    let (inv, _) = metal6_inventory::load(path).map_err(|e| match e {
-        metal6_inventory::LoadError::Invalid(d) => anyhow::anyhow!("{}", d.render()),
-        other => other.into(),
-    })?;
+    let inv = crate::load_inventory(path)?;
     Ok(inv.site.boot_server.http_base())
 }
 

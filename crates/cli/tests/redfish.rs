@@ -30,26 +30,6 @@ fn capture() -> Option<PathBuf> {
     }
 }
 
-/// A CA and a BMC certificate for the simulator's addresses (what operators do: a site CA
-/// signs the BMC certificates, `--ca-file` pins it).
-fn tls(dir: &std::path::Path) {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("leaf.cnf"),
-        "[leaf]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n\
-         subjectAltName=IP:fd00:6d:b::2,IP:fd00:6d:b::3,IP:fd00:6d:b::4\n",
-    )
-    .expect("cnf");
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    sh(&format!(
-        "cd {d} && openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=metal6-test-ca 2>/dev/null \
-         && openssl req {ec} -keyout key.pem -out leaf.csr -subj /CN=bmc 2>/dev/null \
-         && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
-            -extfile leaf.cnf -extensions leaf 2>/dev/null \
-         && openssl req -x509 {ec} -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else 2>/dev/null"
-    ));
-}
-
 struct Sim {
     ns: Netns,
     dir: tempfile::TempDir,
@@ -75,7 +55,7 @@ impl Sim {
 
     fn start_in(ns: Netns, fixture: &std::path::Path, extra: &[&str]) -> Sim {
         let dir = tempfile::tempdir().expect("tmp");
-        tls(dir.path());
+        common::tls_ca_and_leaf(dir.path(), &["fd00:6d:b::2", "fd00:6d:b::3", "fd00:6d:b::4"]);
         std::fs::write(dir.path().join("pw"), PASSWORD).expect("pw");
         let p = |f: &str| dir.path().join(f).to_str().expect("utf-8").to_owned();
         let (cert, key, pw) = (p("cert.pem"), p("key.pem"), p("pw"));

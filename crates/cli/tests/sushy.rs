@@ -44,19 +44,8 @@ impl Sushy {
         let ns = Netns::new();
         ns.exec("ip link set lo up && ip -6 addr add fd00:6d:b::5/128 dev lo");
         let dir = tempfile::tempdir().expect("tmp");
+        common::tls_ca_and_leaf(dir.path(), &["fd00:6d:b::5"]);
         let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("leaf.cnf"),
-            "[leaf]\nbasicConstraints=critical,CA:FALSE\nsubjectAltName=IP:fd00:6d:b::5\n",
-        )
-        .expect("cnf");
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        sh(&format!(
-            "cd {d} && openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=metal6-test-ca 2>/dev/null \
-             && openssl req {ec} -keyout key.pem -out leaf.csr -subj /CN=bmc 2>/dev/null \
-             && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
-                -extfile leaf.cnf -extensions leaf 2>/dev/null"
-        ));
         // sushy-tools already depends on bcrypt: the htpasswd line needs nothing else.
         let py = bin.with_file_name("python");
         sh(&format!(

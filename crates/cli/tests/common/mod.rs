@@ -235,3 +235,27 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A CA (`ca.pem`) and a server certificate signed by it (`cert.pem`, `key.pem`) for the given
+/// IP SANs, in `dir` — what operators do for BMCs: a site CA, pinned with `--ca-file`. Also
+/// `other-ca.pem`, a CA that signed nothing here.
+pub fn tls_ca_and_leaf(dir: &Path, ips: &[&str]) {
+    let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+    std::fs::write(
+        dir.join("leaf.cnf"),
+        format!(
+            "[leaf]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
+            sans.join(",")
+        ),
+    )
+    .expect("cnf");
+    let d = dir.display();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "cd {d} && openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=metal6-test-ca 2>/dev/null \
+         && openssl req {ec} -keyout key.pem -out leaf.csr -subj /CN=bmc 2>/dev/null \
+         && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
+            -extfile leaf.cnf -extensions leaf 2>/dev/null \
+         && openssl req -x509 {ec} -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else 2>/dev/null"
+    ));
+}
