@@ -336,6 +336,27 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: &raw::Inventory, source: &str) -> 
     })
 }
 
+/// A secret reference; an inline secret is an error whose source line is never shown.
+fn parse_secret(cx: &mut Ctx<'_>, text: &str, path: &Path, inline: &str, hint: &str) -> Option<SecretRef> {
+    match text.parse::<SecretRef>() {
+        Ok(r) => Some(r),
+        Err(SecretRefError::Inline) => {
+            cx.error("plaintext-secret", path, inline.into(), Some(hint.into()));
+            cx.diags.redact_last();
+            None
+        }
+        Err(e) => {
+            cx.error(
+                "invalid-secret-ref",
+                path,
+                e.to_string(),
+                Some("write `env:VARIABLE` or `file:/path/to/file`".into()),
+            );
+            None
+        }
+    }
+}
+
 fn validate_cluster(
     cx: &mut Ctx<'_>,
     c: &raw::Cluster,
@@ -411,28 +432,13 @@ fn validate_cluster(
             Some("1..=65000".into()),
         );
     }
-    let token = match c.join_token.parse::<SecretRef>() {
-        Ok(r) => Some(r),
-        Err(SecretRefError::Inline) => {
-            cx.error(
-                "plaintext-secret",
-                &cp.key("join_token"),
-                "the join token is written inline".into(),
-                Some("write `env:VARIABLE` or `file:/path/to/file`, and create a new token".into()),
-            );
-            cx.diags.redact_last();
-            None
-        }
-        Err(e) => {
-            cx.error(
-                "invalid-secret-ref",
-                &cp.key("join_token"),
-                e.to_string(),
-                Some("write `env:VARIABLE` or `file:/path/to/file`".into()),
-            );
-            None
-        }
-    };
+    let token = parse_secret(
+        cx,
+        &c.join_token,
+        &cp.key("join_token"),
+        "the join token is written inline",
+        "write `env:VARIABLE` or `file:/path/to/file`, and create a new token",
+    );
     let control_plane: Vec<usize> = nodes
         .iter()
         .enumerate()
@@ -1160,28 +1166,13 @@ fn validate_bmc(cx: &mut Ctx<'_>, b: &raw::Bmc, bp: &Path, seen: &mut HashMap<St
         };
         cx.unique(seen, key, bp.key("address"), "duplicate-bmc", format!("BMC `{text}`"), "each node has its own BMC");
     }
-    let password = match b.password.parse::<SecretRef>() {
-        Ok(r) => Some(r),
-        Err(SecretRefError::Inline) => {
-            cx.error(
-                "plaintext-secret",
-                &bp.key("password"),
-                "the BMC password is written inline".into(),
-                Some("keep it out of the inventory: write `env:VARIABLE` or `file:/path/to/file`, and rotate the exposed password".into()),
-            );
-            cx.diags.redact_last();
-            None
-        }
-        Err(e) => {
-            cx.error(
-                "invalid-secret-ref",
-                &bp.key("password"),
-                e.to_string(),
-                Some("write `env:VARIABLE` or `file:/path/to/file`".into()),
-            );
-            None
-        }
-    };
+    let password = parse_secret(
+        cx,
+        &b.password,
+        &bp.key("password"),
+        "the BMC password is written inline",
+        "keep it out of the inventory: write `env:VARIABLE` or `file:/path/to/file`, and rotate the exposed password",
+    );
     if b.username.is_empty() {
         cx.error("invalid-credentials", &bp.key("username"), "the BMC username is empty".into(), None);
     }
