@@ -34,9 +34,30 @@ pub struct AgentArgs {
     shell: ShellArgs,
     #[arg(long, default_value_t = 9000)]
     mtu: u32,
-    /// Exit after creating the pairs instead of waiting for SIGTERM.
+    /// Exit after creating the pairs (and, with --switch, one switching round at --at)
+    /// instead of running until SIGTERM.
     #[arg(long)]
     once: bool,
+    /// Also switch the ISLs up and down as the satellites move, in the satellite pods found
+    /// in --netns-dir (identified by their addresses; always looked at, so that pairs whose
+    /// ends are in pods are not made again).
+    #[arg(long)]
+    switch: bool,
+    /// Where the container runtime keeps pod network namespaces.
+    #[arg(long, default_value = "/run/netns")]
+    netns_dir: PathBuf,
+    /// Only namespaces whose name starts with this (containerd: `cni-`).
+    #[arg(long, default_value = "cni-")]
+    netns_prefix: String,
+    /// Constellation time at start, seconds.
+    #[arg(long, default_value_t = 0.0)]
+    at: f64,
+    /// Seconds between switching rounds (constellation time).
+    #[arg(long, default_value_t = 10.0)]
+    step: f64,
+    /// Constellation seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -241,21 +262,42 @@ fn run_k8s(a: &RunArgs, format: Format) -> Result<ExitCode> {
 }
 
 fn agent(a: &AgentArgs) -> Result<ExitCode> {
-    let (topo, _) = topology(&a.shell)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (created, kept) = rt.block_on(metal6_emunet::host_veths(&topo, a.mtu))?;
-    writeln!(std::io::stderr(), "emulate agent: {created} ISL veth pairs created, {kept} kept")?;
-    if a.once {
+    let (topo, addr) = topology(&a.shell)?;
+    // Multi-threaded: attaching to pod namespaces runs on blocking threads.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let sats = topo.shell.count();
+    let pods = rt.block_on(metal6_emunet::PodLinks::discover(&a.netns_dir, &a.netns_prefix, &addr, sats))?;
+    let (created, kept) = rt.block_on(metal6_emunet::host_veths(&topo, a.mtu, &pods.host_names()))?;
+    drop(pods);
+    let mut err = std::io::stderr();
+    writeln!(err, "emulate agent: {created} ISL veth pairs created, {kept} kept")?;
+    if !a.switch && a.once {
         return Ok(ExitCode::SUCCESS);
     }
     // The pairs stay when the agent stops: pods hold their ends.
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            r = tokio::signal::ctrl_c() => r?,
+        let started = std::time::Instant::now();
+        let mut t = a.at;
+        loop {
+            if a.switch {
+                // Pods come and go: look again every round.
+                let pods =
+                    metal6_emunet::PodLinks::discover(&a.netns_dir, &a.netns_prefix, &addr, topo.shell.count()).await?;
+                let (up, down) = pods.apply_at(&topo, t).await?;
+                writeln!(err, "emulate agent: t={t:.0} s: {} pods, {up} ISL ends up, {down} down", pods.count())?;
+            }
+            if a.once {
+                return Ok(());
+            }
+            t += a.step;
+            let due = std::time::Duration::from_secs_f64(((t - a.at) / a.speed.max(1e-6)).max(0.0));
+            tokio::select! {
+                _ = term.recv() => return Ok(()),
+                r = tokio::signal::ctrl_c() => return r.map_err(anyhow::Error::from),
+                () = tokio::time::sleep(due.saturating_sub(started.elapsed())) => {}
+            }
         }
-        Ok::<_, std::io::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -306,7 +306,8 @@ fn cni_configs_run_on_the_debian_plugins() {
         per_plane: 3,
         phasing: 1,
         altitude_km: 2000.0,
-        inclination_deg: 53.0,
+        inclination_deg: 80.0,
+        // 80°: the inter-plane links cross the polar cut-off, so they go down and up.
     };
     let topo = Topology::new(shell, vec![]);
     let addressing = Addressing::new("fd00:5a7::/48".parse().expect("block"), 9, 0).expect("addressing");
@@ -326,7 +327,7 @@ fn cni_configs_run_on_the_debian_plugins() {
     // The node's link agent makes every ISL's veth pair, down, with the NADs' device names.
     node.exec("ip link set lo up");
     let agent = node.try_exec(&format!(
-        "{} emulate agent --shell 3x3 --altitude-km 2000 --phasing 1 --mtu 9000 --once",
+        "{} emulate agent --shell 3x3 --altitude-km 2000 --inclination 80 --phasing 1 --mtu 9000 --once",
         common::metal6().display()
     ));
     assert!(agent.status.success(), "{}", String::from_utf8_lossy(&agent.stderr));
@@ -335,7 +336,7 @@ fn cni_configs_run_on_the_debian_plugins() {
     assert!(links.lines().all(|l| l.contains("mtu 9000") && l.contains("state DOWN")), "{links}");
     // Again: nothing new, nothing broken (the agent restarts next to running pods).
     let again = node.try_exec(&format!(
-        "{} emulate agent --shell 3x3 --altitude-km 2000 --phasing 1 --mtu 9000 --once",
+        "{} emulate agent --shell 3x3 --altitude-km 2000 --inclination 80 --phasing 1 --mtu 9000 --once",
         common::metal6().display()
     ));
     assert!(String::from_utf8_lossy(&again.stderr).contains("0 ISL veth pairs created"));
@@ -378,6 +379,54 @@ fn cni_configs_run_on_the_debian_plugins() {
     assert!(subnet.contains(&ip.addr()), "{ip} not in {subnet}");
     let gw = res["ips"][0]["gateway"].as_str().expect("gateway").to_owned();
     assert!(ping(&pod, &gw), "pod -> its bridge gateway {gw}");
+    // Link switching: the agent finds the satellite pods by their addresses and switches an
+    // inter-plane ISL as the polar rule says, at a time it is down and at one it is up.
+    let is_up = |t: f64, a: u32| {
+        topo.links_at(t)
+            .iter()
+            .any(|l| matches!(l.a, metal6_emulation::topology::End::Sat { sat, iface: 2 } if sat == a))
+    };
+    let (la, lb, t_down, t_up) = topo
+        .grid()
+        .into_iter()
+        // Satellites without a pod yet (0 and 1 have theirs): one pod per satellite.
+        .filter(|(k, a, b)| *k == metal6_emulation::LinkKind::InterPlane && *a > 1 && *b > 1)
+        .find_map(|(_, a, b)| {
+            let times: Vec<f64> = (0..400).map(|i| f64::from(i) * 60.0).collect();
+            let down = times.iter().copied().find(|t| !is_up(*t, a))?;
+            let up = times.iter().copied().find(|t| is_up(*t, a))?;
+            Some((a, b, down, up))
+        })
+        .expect("an inter-plane ISL that goes down and up");
+    let (pa, pb) = (Netns::new(), Netns::new());
+    // As the satellite pods' sysctls say: a link that goes down keeps its addresses (the agent
+    // finds its pods by them).
+    for ns in [&s0, &s1, &pa, &pb] {
+        ns.exec("sysctl -qw net.ipv6.conf.all.keep_addr_on_down=1");
+    }
+    cni(&node, "ADD", &pa, "isl2", &metal6_cluster::isl_config(&e, la, 2), &none);
+    cni(&node, "ADD", &pb, "isl3", &metal6_cluster::isl_config(&e, lb, 3), &none);
+    let switch = |t: f64| {
+        let o = node.try_exec(&format!(
+            "{} emulate agent --shell 3x3 --altitude-km 2000 --inclination 80 --phasing 1 --mtu 9000 --switch --once \
+             --netns-prefix m6t-{}- --at {t}",
+            common::metal6().display(),
+            std::process::id()
+        ));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let state =
+        |ns: &Netns, dev: &str| String::from_utf8_lossy(&ns.exec(&format!("ip link show {dev}")).stdout).into_owned();
+    let report = switch(t_down);
+    // (In a 3 x 3 shell the Earth blocks the intra-plane links: 0 -> 1 is down too.)
+    assert!(report.contains("4 pods, 0 ISL ends up, 2 down"), "{report}");
+    assert!(report.contains("0 ISL veth pairs created"), "pairs with both ends in pods are not made again: {report}");
+    assert!(state(&pa, "isl2").contains("state DOWN"), "sat {la} isl2 at t={t_down}: {}", state(&pa, "isl2"));
+    assert!(!state(&pb, "isl3").contains("LOWER_UP"), "the peer lost carrier: {}", state(&pb, "isl3"));
+    let report = switch(t_up);
+    assert!(report.contains("4 pods, 1 ISL ends up, 1 down"), "{report}");
+    assert!(state(&pa, "isl2").contains("LOWER_UP") && state(&pb, "isl3").contains("LOWER_UP"), "up again at t={t_up}");
     // DEL in reverse order: host-device hands the veth end back to the node.
     cni(&node, "DEL", &s0, "isl0", &metal6_cluster::isl_config(&e, 0, 0), &none);
     let back = node.try_exec(&format!("ip link show {}", metal6_cluster::device_name(0, 0)));

@@ -55,6 +55,19 @@ impl Addressing {
         Ipv6Addr::from(self.subnet_bits(u128::from(sat)) | (u128::from(iface) + 1))
     }
 
+    /// Which satellite interface an address is (the inverse of [`Addressing::interface`]),
+    /// among `sats` satellites.
+    pub fn owner(&self, a: Ipv6Addr, sats: u32) -> Option<(u32, u8)> {
+        if !self.block.contains(&a) {
+            return None;
+        }
+        let bits = u128::from(a) ^ u128::from(self.block.network());
+        let sat = u32::try_from(bits >> 64).ok().filter(|s| *s < sats)?;
+        let host = bits & u128::from(u64::MAX);
+        let iface = u8::try_from(host.checked_sub(1)?).ok().filter(|i| usize::from(*i) < IFACES.len())?;
+        (self.interface(sat, iface) == a).then_some((sat, iface))
+    }
+
     pub fn loopback(&self, sat: u32) -> Ipv6Addr {
         Ipv6Addr::from(self.subnet_bits(u128::from(sat)) | 0xffff)
     }
@@ -108,5 +121,16 @@ mod tests {
         assert!(matches!(Addressing::new(small, 20, 0), Err(AddressingError::TooSmall { have: 16, .. })));
         let long: Ipv6Net = "fd00::/80".parse().expect("block");
         assert!(matches!(Addressing::new(long, 1, 0), Err(AddressingError::TooLong { .. })));
+    }
+
+    #[test]
+    fn addresses_name_their_owner() {
+        let a = Addressing::new("fd00:5a7::/48".parse().expect("block"), 100, 0).expect("addressing");
+        for (sat, k) in [(0u32, 0u8), (7, 3), (99, 4)] {
+            assert_eq!(a.owner(a.interface(sat, k), 100), Some((sat, k)));
+        }
+        assert_eq!(a.owner(a.loopback(7), 100), None, "the loopback is no interface");
+        assert_eq!(a.owner(a.interface(150, 0), 100), None, "beyond the constellation");
+        assert_eq!(a.owner("fd00:5a8::1".parse().expect("ip"), 100), None, "outside the block");
     }
 }

@@ -307,8 +307,14 @@ impl Emulation {
 /// network namespace (the node's), named [`Addressing::host_device_name`] at both ends, MTU
 /// set, left down — down interfaces do no IPv6 DAD, RS or MLD on the host, and the
 /// host-device CNI plugin brings each end up inside its satellite pod. Pairs that exist are
-/// kept (the agent restarts without disturbing running pods). Returns (created, kept).
-pub async fn host_veths(topo: &Topology, mtu: u32) -> Result<(usize, usize)> {
+/// kept (the agent restarts without disturbing running pods), and so are pairs with an end in a
+/// pod already (`in_pods`: host names of ends found there — with both ends in pods the host
+/// shows neither, and a new pair would take the name DEL hands back). Returns (created, kept).
+pub async fn host_veths(
+    topo: &Topology,
+    mtu: u32,
+    in_pods: &std::collections::HashSet<String>,
+) -> Result<(usize, usize)> {
     let (conn, handle, _) = rtnetlink::new_connection().context("rtnetlink socket")?;
     let conn_task = tokio::spawn(conn);
     let mut existing = std::collections::HashSet::new();
@@ -330,7 +336,7 @@ pub async fn host_veths(topo: &Topology, mtu: u32) -> Result<(usize, usize)> {
         let (ia, ib) = kind.ifaces();
         let (an, bn) = (Addressing::host_device_name(a, ia), Addressing::host_device_name(b, ib));
         // An end may sit in its pod already (host-device moved it): the pair exists then.
-        if existing.contains(&an) || existing.contains(&bn) {
+        if [&an, &bn].iter().any(|n| existing.contains(*n) || in_pods.contains(*n)) {
             kept += 1;
             continue;
         }
@@ -346,6 +352,97 @@ pub async fn host_veths(topo: &Topology, mtu: u32) -> Result<(usize, usize)> {
     }
     conn_task.abort();
     Ok((created, kept))
+}
+
+/// Satellite pods on a Kubernetes node, found by their network namespaces and identified by
+/// their interface addresses (local IPAM: an address names its satellite and interface), each
+/// with an rtnetlink socket inside: what the link agent switches links through.
+#[derive(Debug, Default)]
+pub struct PodLinks {
+    /// satellite → (socket in its pod, interface index by isl/gsl number).
+    pods: BTreeMap<u32, (rtnetlink::Handle, BTreeMap<u8, u32>)>,
+}
+
+impl PodLinks {
+    /// Looks at every namespace in `dir` whose name starts with `prefix`.
+    pub async fn discover(dir: &std::path::Path, prefix: &str, addr: &Addressing, sats: u32) -> Result<PodLinks> {
+        use futures_util::TryStreamExt;
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let mut out = PodLinks::default();
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            let path = e.path();
+            let Ok(Ok(handle)) = tokio::task::spawn_blocking(move || netns::attach(&path)).await else { continue };
+            let mut found: Option<u32> = None;
+            let mut ifaces = BTreeMap::new();
+            let mut addrs = handle.address().get().execute();
+            while let Ok(Some(m)) = addrs.try_next().await {
+                for a in &m.attributes {
+                    let AddressAttribute::Address(IpAddr::V6(ip)) = a else { continue };
+                    let Some((sat, iface)) = addr.owner(*ip, sats) else { continue };
+                    if found.is_some_and(|f| f != sat) {
+                        continue;
+                    }
+                    found = Some(sat);
+                    ifaces.insert(iface, m.header.index);
+                }
+            }
+            if let Some(sat) = found {
+                out.pods.insert(sat, (handle, ifaces));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The host-side names of every interface end found in a pod.
+    pub fn host_names(&self) -> std::collections::HashSet<String> {
+        self.pods.iter().flat_map(|(sat, (_, m))| m.keys().map(|i| Addressing::host_device_name(*sat, *i))).collect()
+    }
+
+    /// Sets every ISL whose end is in a known pod up or down as the constellation is at `t`
+    /// (one end per link; its peer loses carrier). Returns (up, down) ends set.
+    pub async fn apply_at(&self, topo: &Topology, t: f64) -> Result<(usize, usize)> {
+        let up: std::collections::HashSet<(u32, u8)> = topo
+            .links_at(t)
+            .into_iter()
+            .filter_map(|l| match (l.a, l.b) {
+                (End::Sat { sat, iface }, End::Sat { .. }) => Some((sat, iface)),
+                _ => None,
+            })
+            .collect();
+        let mut reqs: Vec<Req> = Vec::new();
+        let (mut n_up, mut n_down) = (0, 0);
+        for (kind, a, b) in topo.grid() {
+            let (ia, ib) = kind.ifaces();
+            let want = up.contains(&(a, ia));
+            // The `from` end if its pod is here, else the other end.
+            let Some((h, idx)) = [(a, ia), (b, ib)]
+                .into_iter()
+                .find_map(|(s, i)| self.pods.get(&s).and_then(|(h, m)| m.get(&i).map(|x| (h.clone(), *x))))
+            else {
+                continue;
+            };
+            let b = LinkUnspec::new_with_index(idx);
+            let msg = if want { b.up().build() } else { b.down().build() };
+            if want {
+                n_up += 1;
+            } else {
+                n_down += 1;
+            }
+            reqs.push(Box::pin(async move { h.link().set(msg).execute().await }));
+        }
+        for r in in_batches(reqs).await {
+            r.context("switching a link")?;
+        }
+        Ok((n_up, n_down))
+    }
 }
 
 /// Whether this kernel can delay packets (sch_netem): tried once on a scratch namespace's

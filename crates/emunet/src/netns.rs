@@ -78,6 +78,21 @@ impl Drop for Netns {
     }
 }
 
+/// An rtnetlink socket inside an existing namespace (a pod's, made by the container runtime):
+/// this thread enters it, opens the socket, and returns. Same threading rule as
+/// [`Netns::create`].
+pub fn attach(path: &Path) -> Result<rtnetlink::Handle> {
+    let target = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let home = File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
+    nix::sched::setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {}", path.display()))?;
+    let inside = rtnetlink::new_connection().context("rtnetlink socket");
+    nix::sched::setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("returning to the host netns")?;
+    let (conn, handle, _) = inside?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
 /// Removes `m6e<pid>-*` namespaces whose process is gone.
 pub fn remove_dead() {
     let Ok(dir) = std::fs::read_dir(NETNS_DIR) else { return };
