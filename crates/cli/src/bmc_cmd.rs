@@ -562,6 +562,10 @@ async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_t
         let Some(changes) = p.passes.first() else { break };
         let attrs: BTreeMap<String, Value> = changes.iter().map(|c| (c.attribute.clone(), c.desired.clone())).collect();
         let staged = bmc.stage_bios(&s.settings, &attrs).await?;
+        if staged == Staged::Nothing {
+            // "No pending data" right after a PATCH of changes: resetting would prove nothing.
+            bail!("the BMC took the BIOS changes of pass {pass} but has nothing pending to apply");
+        }
         progress(name, &format!("pass {pass}: staged {} value(s): {staged:?}", attrs.len()));
         if !reboot {
             let rest = p.passes.len() - 1;
@@ -586,6 +590,7 @@ async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_t
                 }
             }
             Staged::PendingWithoutJob | Staged::Nothing => {
+                // (Nothing was refused above.)
                 wait_pending_empty(bmc, &s.settings, timeout).await?;
             }
         }

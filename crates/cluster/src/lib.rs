@@ -119,6 +119,7 @@ struct Init<'a> {
     address: Ipv6Addr,
     endpoint: Ipv6Addr,
     token: &'a str,
+    certificate_key: String,
     pod_subnet: Ipv6Net,
     service_subnet: Ipv6Net,
     dns_domain: &'a str,
@@ -138,6 +139,7 @@ struct Join<'a> {
     token: &'a str,
     ca_cert_hash: &'a str,
     control_plane: bool,
+    certificate_key: String,
 }
 
 #[derive(Template)]
@@ -168,6 +170,17 @@ struct Nads<'a> {
     block: String,
     namespace: &'a str,
     nads: Vec<Nad>,
+}
+
+/// kubeadm's certificate key (32 bytes, hex) for the uploaded control-plane certificates:
+/// derived from the join token, so init and the control-plane joins agree without another
+/// secret to carry, and it is as secret as the token (the same 0600 files hold both).
+fn certificate_key(token: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"metal6 kubeadm certificate key\0");
+    h.update(token.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn valid_token(t: &str) -> bool {
@@ -205,6 +218,7 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
                 address: cp.address,
                 endpoint: c.endpoint,
                 token: opts.join_token,
+                certificate_key: certificate_key(opts.join_token),
                 pod_subnet: c.pod_subnet,
                 service_subnet: c.service_subnet,
                 dns_domain: &c.dns_domain,
@@ -232,6 +246,7 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
                 token: opts.join_token,
                 ca_cert_hash: hash,
                 control_plane,
+                certificate_key: certificate_key(opts.join_token),
             },
             "kubeadm-join.yaml",
         )?;

@@ -34,7 +34,10 @@ enum Fetched {
     Missing,
 }
 
-fn fetch(agent: &ureq::Agent, url: &str, deadline: Instant) -> Result<Fetched> {
+/// `url` carries the node's token in its query: messages name `shown` instead (the console is
+/// captured by the BMC, and the token opens the node's kubeadm files).
+fn fetch(agent: &ureq::Agent, url: &str, shown: &str, deadline: Instant) -> Result<Fetched> {
+    let url_for_log = shown;
     loop {
         match agent.get(url).call() {
             Ok(mut r) if r.status().as_u16() == 200 => {
@@ -47,12 +50,12 @@ fn fetch(agent: &ureq::Agent, url: &str, deadline: Instant) -> Result<Fetched> {
                 return Ok(Fetched::Body(body));
             }
             Ok(r) if r.status().as_u16() == 404 => return Ok(Fetched::Missing),
-            Ok(r) => bail!("GET {url}: HTTP {}", r.status().as_u16()),
+            Ok(r) => bail!("GET {url_for_log}: HTTP {}", r.status().as_u16()),
             Err(e) if Instant::now() < deadline => {
-                say!("GET {url}: {e}; retrying");
+                say!("GET {url_for_log}: {}; retrying", strip_query(&e.to_string()));
                 std::thread::sleep(Duration::from_secs(2));
             }
-            Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+            Err(e) => bail!("GET {url_for_log}: {}", strip_query(&e.to_string())),
         }
     }
 }
@@ -75,6 +78,41 @@ fn write(root: &Path, rel: &str, body: &str, mode: u32) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// An error text without any URL query (ureq's messages can quote the URL).
+fn strip_query(text: &str) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for c in text.chars() {
+        match c {
+            '?' => skip = true,
+            c if skip && (c.is_whitespace() || c == ')' || c == '"') => {
+                skip = false;
+                out.push(c);
+            }
+            _ if skip => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes the running system take the new files before kubeadm needs them: containerd's
+/// cgroup driver and CNI path, networkd's pod routes. Only on the live system (`root` = /).
+fn reload_services(root: &Path) -> Vec<String> {
+    if root != Path::new("/") {
+        return vec!["not reloaded: --root is not /".into()];
+    }
+    let mut done = Vec::new();
+    for (what, prog, args) in [
+        ("containerd", "systemctl", &["try-restart", "containerd.service"][..]),
+        ("networkd", "networkctl", &["reload"][..]),
+    ] {
+        let ok = Command::new(prog).args(args).status().is_ok_and(|s| s.success());
+        done.push(format!("{what}: {}", if ok { "reloaded" } else { "reload failed" }));
+    }
+    done
+}
+
 /// `kubeadm` on PATH, if any.
 fn find_kubeadm() -> Option<PathBuf> {
     std::env::var_os("PATH")
@@ -93,10 +131,11 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
     let agent = http::agent();
     let reporter = Reporter::new(agent.clone(), &node.events_url, Some(&node.token));
     let url = |file: &str| format!("{base}/cluster/{file}?token={}", node.token);
+    let shown = |file: &str| format!("{base}/cluster/{file}");
     let deadline = Instant::now() + wait;
     let mut staged = Vec::new();
     for (file, dest, mode) in FILES {
-        match fetch(&agent, &url(file), deadline)? {
+        match fetch(&agent, &url(file), &shown(file), deadline)? {
             Fetched::Body(b) => {
                 write(root, dest, &b, *mode)?;
                 staged.push(*dest);
@@ -109,9 +148,9 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
             }
         }
     }
-    let (mode, config) = match fetch(&agent, &url("kubeadm-init.yaml"), deadline)? {
+    let (mode, config) = match fetch(&agent, &url("kubeadm-init.yaml"), &shown("kubeadm-init.yaml"), deadline)? {
         Fetched::Body(b) => ("init", b),
-        Fetched::Missing => match fetch(&agent, &url("kubeadm-join.yaml"), deadline)? {
+        Fetched::Missing => match fetch(&agent, &url("kubeadm-join.yaml"), &shown("kubeadm-join.yaml"), deadline)? {
             Fetched::Body(b) => ("join", b),
             Fetched::Missing => {
                 let reason = "no kubeadm file for this node yet (joins need the cluster CA's hash)";
@@ -130,15 +169,17 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
         say!("kubeadm is not installed: files staged, kubeadm {mode} not run");
         return Ok(());
     };
-    reporter.post(&json!({"phase": "cluster-joining", "mode": mode, "files": staged}));
+    let services = reload_services(root);
+    reporter.post(&json!({"phase": "cluster-joining", "mode": mode, "files": staged, "services": services}));
     let config_path = root.join(KUBEADM_CONFIG);
     let started = Instant::now();
-    let out = Command::new(&kubeadm)
-        .arg(mode)
-        .arg("--config")
-        .arg(&config_path)
-        .output()
-        .with_context(|| format!("running {}", kubeadm.display()))?;
+    let mut cmd = Command::new(&kubeadm);
+    cmd.arg(mode).arg("--config").arg(&config_path);
+    if mode == "init" {
+        // For the other control-plane nodes (their join files carry the certificate key).
+        cmd.arg("--upload-certs");
+    }
+    let out = cmd.output().with_context(|| format!("running {}", kubeadm.display()))?;
     let tail = |b: &[u8]| {
         let s = String::from_utf8_lossy(b);
         let lines: Vec<&str> = s.lines().collect();
@@ -149,11 +190,15 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
         say!("kubeadm {mode} done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());
     }
+    // kubeadm may have written kubelet.conf before failing: reset so the unit (which skips
+    // nodes that have it) can try again.
+    let reset = Command::new(&kubeadm).args(["reset", "-f"]).status().is_ok_and(|s| s.success());
     reporter.post(&json!({
         "phase": "cluster-failed",
         "mode": mode,
         "exit": out.status.code(),
         "stderr": tail(&out.stderr),
+        "reset": reset,
     }));
     bail!("kubeadm {mode} failed ({}): {}", out.status, tail(&out.stderr))
 }

@@ -439,6 +439,33 @@ fn validate_cluster(
         "the join token is written inline",
         "write `env:VARIABLE` or `file:/path/to/file`, and create a new token",
     );
+    // Each node's pod subnet is its index-th /node_mask: indexes must differ cluster-wide
+    // (they may repeat across segments for node addresses, not for pods).
+    let mut by_index: HashMap<u64, &str> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(first) = by_index.insert(n.index, &n.name) {
+            cx.error(
+                "duplicate-index",
+                &path!["nodes"].index(i).key("index"),
+                format!(
+                    "node `{}` has index {}, as `{first}` does: both would get the same pod subnet",
+                    n.name, n.index
+                ),
+                Some("give every node of the cluster its own `index:`".into()),
+            );
+        }
+        if let Some(p) = pods {
+            let bits = u32::from(c.node_mask.saturating_sub(p.prefix_len()));
+            if bits < 64 && n.index >= (1u64 << bits) {
+                cx.error(
+                    "pod-subnet-full",
+                    &path!["nodes"].index(i),
+                    format!("node `{}` (index {}) has no /{} left in {p}", n.name, n.index, c.node_mask),
+                    Some("use a larger pod_subnet or a longer node_mask".into()),
+                );
+            }
+        }
+    }
     let control_plane: Vec<usize> = nodes
         .iter()
         .enumerate()

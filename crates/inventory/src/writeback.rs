@@ -121,7 +121,8 @@ pub fn fill_macs(src: &str, fills: &[(String, String, MacAddr)]) -> Result<Strin
         let (last_key, last_val) =
             entries.last().map(|(k, v)| (k.pos.line, v.pos.line)).unwrap_or((first.pos.line, first.pos.line));
         let after = last_key.max(last_val) as usize;
-        inserts.push((after, format!("{indent}mac: {mac}\n")));
+        let eol = if src.contains("\r\n") { "\r\n" } else { "\n" };
+        inserts.push((after, format!("{indent}mac: {mac}{eol}")));
     }
     inserts.sort_by_key(|x| std::cmp::Reverse(x.0));
     let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
@@ -192,6 +193,14 @@ nodes:
             .replace("        name: eno1\n", "        name: eno1\n        mac: e4:3d:1a:13:27:f2\n");
         assert_eq!(out, want);
         assert_eq!(missing_macs(&out).expect("parse").len(), 1, "only the flow-style NIC is left");
+    }
+
+    #[test]
+    fn crlf_files_stay_crlf() {
+        let src = SRC.replace('\n', "\r\n");
+        let out = fill_macs(&src, &[("w-02".into(), "eno1".into(), mac("e4:3d:1a:13:27:f2"))]).expect("fill");
+        assert!(out.contains("        name: eno1\r\n        mac: e4:3d:1a:13:27:f2\r\n"), "{out:?}");
+        assert!(!out.replace("\r\n", "").contains('\n'), "mixed line endings");
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub async fn serve(
     }
     let events = Arc::new(events);
     if opts.http {
+        raise_fd_limit();
         let addr = std::net::SocketAddr::from((inv.site.boot_server.address, inv.site.boot_server.http_port));
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::BindHttp { addr, source })?;
@@ -204,6 +205,18 @@ pub async fn serve(
     let snap = stats.snapshot();
     write_stats(&snap, &stats_path);
     Ok(snap)
+}
+
+/// The HTTP service takes up to 4,096 connections; systemd's default soft limit is 1,024
+/// descriptors. Raise the soft limit to the hard one (no privilege needed).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()
+    {
+        info!(from = soft, to = hard, "raised the open-file limit");
+    }
 }
 
 /// 32 random bytes in `STATE_DIR/token.key` (mode 0600), created on first start.

@@ -330,6 +330,9 @@ pub fn plan(registry: &Registry, current: &BTreeMap<String, Value>, desired: &BT
                 after.insert(attr.clone(), v);
             }
         }
+        // A value the same pass forces away (PerfOptimized with C-states on) cannot be had:
+        // out of the pass, refused below with the rule.
+        pass.retain(|c| after.get(&c.attribute) == Some(&c.desired));
         for c in &pass {
             todo.remove(&c.attribute);
         }
@@ -490,6 +493,16 @@ mod tests {
         let p = plan(&r, &cur, &values(json!({"SysProfile": "Custom", "ProcCStates": "Disabled"})));
         assert_eq!(p.passes.len(), 2, "{p:?}");
         assert_eq!(p.passes[1][0].attribute, "ProcCStates");
+    }
+
+    #[test]
+    fn a_value_the_same_pass_forces_away_is_refused() {
+        let cur = values(json!({"SysProfile": "Custom", "ProcCStates": "Disabled"}));
+        let p = plan(&registry(), &cur, &values(json!({"SysProfile": "PerfOptimized", "ProcCStates": "Enabled"})));
+        assert_eq!(p.passes.len(), 1, "{p:?}");
+        assert_eq!(p.passes[0][0].attribute, "SysProfile");
+        assert_eq!(p.refused.len(), 1, "{p:?}");
+        assert!(p.refused[0].reason.contains("forces Disabled"), "{p:?}");
     }
 
     #[test]

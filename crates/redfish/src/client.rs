@@ -169,7 +169,9 @@ impl Client {
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .no_proxy()
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // No redirects: reqwest would carry X-Auth-Token (and a login body) to wherever
+            // a 3xx points.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("metal6/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &opts.ca_file {
             let pem = std::fs::read(path).map_err(|source| RedfishError::CaFile { path: path.clone(), source })?;
@@ -253,11 +255,37 @@ impl Client {
     /// Deletes the session (if any). Call on every exit path: iDRAC has few session slots.
     pub async fn logout(self) {
         if let Auth::Session { location: Some(loc), .. } = &self.auth_now() {
-            match self.request(Method::DELETE, loc, None).await {
+            // Not `request`: a 401 here (the session expired) must not open a new one.
+            match self.once(Method::DELETE, loc).await {
                 Ok(_) => debug!(bmc = %self.origin, "session closed"),
                 Err(e) => warn!(bmc = %self.origin, error = %e, "could not delete the session"),
             }
         }
+    }
+
+    /// One authenticated request, no retries and no re-login.
+    async fn once(&self, method: Method, path: &str) -> Result<(), RedfishError> {
+        let req = self.http.request(method.clone(), format!("{}{}", self.origin, path));
+        let req = match &self.auth_now() {
+            Auth::Basic => req.basic_auth(&self.opts.username, Some(&self.opts.password)),
+            Auth::Session { token, .. } => req.header("X-Auth-Token", token),
+        };
+        let resp = req.send().await.map_err(|source| RedfishError::Transport {
+            method: method.clone(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(RedfishError::Status {
+            method,
+            path: path.to_owned(),
+            status: status.as_u16(),
+            message_id: None,
+            message: None,
+        })
     }
 
     /// A `Location` or `@odata.id` as a path on this BMC.

@@ -74,7 +74,8 @@ fn is_kind(fw: &Firmware, kind: ComponentKind) -> bool {
         ComponentKind::Bios => id.contains("__BIOS.") || fw.name == "BIOS",
         ComponentKind::Nic => id.contains("__NIC."),
         ComponentKind::Storage => id.contains("__RAID.") || id.contains("__Disk.") || id.contains("__NonRAID."),
-        ComponentKind::Other => true,
+        // Only with the component's `name` (applied by the caller): alone it would match all.
+        ComponentKind::Other => false,
     }
 }
 
@@ -86,7 +87,7 @@ pub fn plan(baseline: &FirmwareBaseline, inventory: &[Firmware]) -> FwPlan {
     for c in comps {
         let matched: Vec<&Firmware> = inventory
             .iter()
-            .filter(|f| installed(f) && is_kind(f, c.kind))
+            .filter(|f| installed(f) && (is_kind(f, c.kind) || (c.kind == ComponentKind::Other && c.name.is_some())))
             .filter(|f| c.name.as_deref().is_none_or(|n| f.name.contains(n)))
             .collect();
         let lowest = matched

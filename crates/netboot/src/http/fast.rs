@@ -63,6 +63,8 @@ struct Head {
     path: String,
     headers: HeaderMap,
     keep_alive: bool,
+    /// An HTTP/1.0 client keeps the connection only when the response says so.
+    http10: bool,
 }
 
 /// Serves one accepted connection until it closes.
@@ -84,7 +86,7 @@ pub(super) async fn serve_connection(
             Next::Bad(status) => {
                 state.counters.requests.fetch_add(1, Ordering::Relaxed);
                 state.counters.count_status(status);
-                let _ = write_small(&mut stream, status, &HeaderMap::new(), b"bad request\n", false, false).await;
+                let _ = write_small(&mut stream, status, &HeaderMap::new(), b"bad request\n", false, Conn::Close).await;
                 return;
             }
             Next::Artifact { req, len } => {
@@ -159,8 +161,10 @@ fn classify(buf: &[u8]) -> Result<Option<Next>, StatusCode> {
         headers.append(name, value);
     }
     // A request with a body (or an expectation) is hyper's to frame.
+    // (Two Content-Length headers, even if the first says 0, are hyper's to judge.)
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers.contains_key(header::EXPECT)
+        || headers.get_all(header::CONTENT_LENGTH).iter().count() > 1
         || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     if has_body {
         return Ok(Some(Next::Hyper));
@@ -168,7 +172,8 @@ fn classify(buf: &[u8]) -> Result<Option<Next>, StatusCode> {
     let connection = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let has = |token: &str| connection.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
     let keep_alive = if version == 1 { !has("close") } else { has("keep-alive") };
-    Ok(Some(Next::Artifact { req: Head { method, path: path.to_owned(), headers, keep_alive }, len }))
+    let http10 = version == 0;
+    Ok(Some(Next::Artifact { req: Head { method, path: path.to_owned(), headers, keep_alive, http10 }, len }))
 }
 
 async fn answer(stream: &mut TcpStream, state: &HttpState, peer: SocketAddr, req: &Head) -> io::Result<()> {
@@ -178,13 +183,13 @@ async fn answer(stream: &mut TcpStream, state: &HttpState, peer: SocketAddr, req
             state.counters.count_status(resp.status());
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            write_small(stream, parts.status, &parts.headers, &body, head_only, req.keep_alive).await
+            write_small(stream, parts.status, &parts.headers, &body, head_only, req.conn()).await
         }
         FileReply::Body { head, file, start, count } => {
             state.counters.count_status(head.status());
-            let mut out = status_line_and_headers(head.status(), head.headers(), req.keep_alive);
+            let mut out = status_line_and_headers(head.status(), head.headers(), req.conn());
             out.extend_from_slice(b"\r\n");
-            stream.write_all(&out).await?;
+            write_timed(stream, &out).await?;
             send_range(stream, &file, start, count, &state.counters.bytes_sendfile).await
         }
     }
@@ -197,9 +202,9 @@ async fn write_small(
     headers: &HeaderMap,
     body: &[u8],
     head_only: bool,
-    keep_alive: bool,
+    conn: Conn,
 ) -> io::Result<()> {
-    let mut out = status_line_and_headers(status, headers, keep_alive);
+    let mut out = status_line_and_headers(status, headers, conn);
     // A HEAD answer carries the file's length already; 304 has no body (RFC 9110 §15.4.5).
     if !headers.contains_key(header::CONTENT_LENGTH) && status != StatusCode::NOT_MODIFIED {
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
@@ -208,10 +213,17 @@ async fn write_small(
     if !head_only && status != StatusCode::NOT_MODIFIED {
         out.extend_from_slice(body);
     }
-    stream.write_all(&out).await
+    write_timed(stream, &out).await
 }
 
-fn status_line_and_headers(status: StatusCode, headers: &HeaderMap, keep_alive: bool) -> Vec<u8> {
+/// A client that reads nothing for [`STALL_TIMEOUT`] loses its connection (and its permit).
+async fn write_timed(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    tokio::time::timeout(STALL_TIMEOUT, stream.write_all(bytes))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
+fn status_line_and_headers(status: StatusCode, headers: &HeaderMap, conn: Conn) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(
         format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).as_bytes(),
@@ -223,10 +235,31 @@ fn status_line_and_headers(status: StatusCode, headers: &HeaderMap, keep_alive: 
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(SystemTime::now())).as_bytes());
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
+    match conn {
+        Conn::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Conn::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Conn::KeepAlive => {}
     }
     out
+}
+
+/// What the response says about the connection.
+#[derive(Debug, Clone, Copy)]
+enum Conn {
+    KeepAlive,
+    /// HTTP/1.0 keep-alive must be announced.
+    KeepAlive10,
+    Close,
+}
+
+impl Head {
+    fn conn(&self) -> Conn {
+        match (self.keep_alive, self.http10) {
+            (false, _) => Conn::Close,
+            (true, true) => Conn::KeepAlive10,
+            (true, false) => Conn::KeepAlive,
+        }
+    }
 }
 
 /// `count` bytes of `file` from `start`, by sendfile on the non-blocking socket.
@@ -338,6 +371,7 @@ mod tests {
             ("GET /boot/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "hyper"),
             ("GET http://h/boot/x HTTP/1.1\r\n\r\n", "hyper"),
             ("GET /boot/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "artifact"),
+            ("GET /boot/x HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello", "hyper"),
             ("GARBAGE\r\n\r\n", "bad"),
             ("GET /x HTTP/1.1\r\nBad Header\r\n\r\n", "bad"),
         ] {

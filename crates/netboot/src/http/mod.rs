@@ -115,7 +115,8 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
             () = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                // Out of file descriptors (EMFILE) repeats at once: pause instead of spinning.
+                Err(e) => { warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue; }
             },
         };
         let _ = stream.set_nodelay(true);
