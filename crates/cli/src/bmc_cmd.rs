@@ -746,6 +746,14 @@ async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, j
                 step.image_url
             ),
         );
+        if let Some(want) = &step.sha256 {
+            // The BMC cannot check it; we can, at the URL it will fetch from.
+            let got = sha256_of_url(&step.image_url).await?;
+            if !got.eq_ignore_ascii_case(want) {
+                bail!("{} has SHA-256 {got}, the baseline says {want}: not installing it", step.image_url);
+            }
+            progress(name, &format!("{}: package SHA-256 matches the baseline", self::name(&step.kind)));
+        }
         let task = bmc.simple_update(&step.image_url).await?;
         let timeout = Duration::from_secs(job_timeout);
         // Downloading → Scheduled (waits for a reset) or straight to Completed (sideband).
@@ -787,6 +795,23 @@ async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, j
         format!("baseline {bname}: still behind: {}", behind.join(", "))
     };
     Ok((json!({"baseline": bname, "updates": done, "behind": behind}), vec![line], ok))
+}
+
+/// SHA-256 of what `url` serves, streamed.
+async fn sha256_of_url(url: &str) -> Result<String> {
+    use sha2::Digest;
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(1800)).build()?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("GET {url}"))?;
+    let mut h = sha2::Sha256::new();
+    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {url}"))? {
+        h.update(&chunk);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 async fn wait_until(

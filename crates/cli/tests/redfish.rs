@@ -354,8 +354,27 @@ fn firmware_update_reboot_pending() {
     require_netns!();
     require_tool!("openssl");
     let Some(fx) = capture() else { return };
-    let (sim, _serve, _cli, _www) = with_firmware_server(&fx, &["--quirk", "reboot-pending"]);
-    let out = sim.bmc_ok(&format!("firmware apply {} r750 --reboot --job-timeout 60", std_args(&sim)));
+    let (sim, _serve, _cli, www) = with_firmware_server(&fx, &["--quirk", "reboot-pending"]);
+    // With the baseline's SHA-256: a wrong one stops before the BMC is told anything.
+    let pkg = www.path().join("firmware/iDRAC-with-Lifecycle-Controller_Firmware_7.00.00.181_A00.EXE");
+    let sum = String::from_utf8_lossy(&sh(&format!("sha256sum {}", pkg.display())).stdout)
+        .split_whitespace()
+        .next()
+        .expect("sum")
+        .to_owned();
+    let text = std::fs::read_to_string(root().join(INV)).expect("inventory");
+    let line = "        image_url: http://[fd00:6d:1::1]/firmware/iDRAC-with-Lifecycle-Controller_Firmware_7.00.00.181_A00.EXE\n";
+    assert!(text.contains(line));
+    let with = |sha: &str| {
+        let f = sim.dir.path().join(format!("sha-{}.yaml", &sha[..8]));
+        std::fs::write(&f, text.replacen(line, &format!("{line}        sha256: {sha}\n"), 1)).expect("write");
+        format!("-i {} --ca-file {}", f.display(), sim.ca())
+    };
+    let wrong = sim.bmc(&format!("firmware apply {} r750 --reboot --job-timeout 60", with(&"0".repeat(64))));
+    let err = String::from_utf8_lossy(&wrong.stdout);
+    assert!(!wrong.status.success() && err.contains("not installing it"), "{err}");
+    assert!(sim.state()["jobs"].as_object().is_some_and(serde_json::Map::is_empty), "no update was started");
+    let out = sim.bmc_ok(&format!("firmware apply {} r750 --reboot --job-timeout 60", with(&sum)));
     assert!(out.contains("all components at or above it"), "{out}");
 }
 

@@ -31,6 +31,8 @@ pub struct Step {
     pub baseline: String,
     pub action: Action,
     pub image_url: String,
+    /// The package's SHA-256 from the baseline, checked before the BMC is told to fetch it.
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +112,7 @@ pub fn plan(baseline: &FirmwareBaseline, inventory: &[Firmware]) -> FwPlan {
             baseline: c.version.to_string(),
             action,
             image_url: c.image_url.clone(),
+            sha256: c.sha256.clone(),
         });
     }
     let version_of = |kind: ComponentKind, after: bool| -> Option<Version> {
