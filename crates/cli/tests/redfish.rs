@@ -18,16 +18,18 @@ use serde_json::Value;
 const PASSWORD: &str = "calvin-sim-7f3a";
 const INV: &str = "tests/redfish/r750-sim.yaml";
 
+/// The capture: `METAL6_IDRAC_FIXTURE`, else `../shared` next to the checkout, else the
+/// workplace's `/work/shared` (a fresh clone may live elsewhere).
 fn capture() -> Option<PathBuf> {
-    let p = std::env::var_os("METAL6_IDRAC_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/fixtures/idrac9-r750"));
-    if p.join("redfish/v1").is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: no iDRAC9 capture at {} (set METAL6_IDRAC_FIXTURE)", p.display());
-        None
+    let candidates: Vec<PathBuf> = match std::env::var_os("METAL6_IDRAC_FIXTURE") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![root().join("../shared/fixtures/idrac9-r750"), PathBuf::from("/work/shared/fixtures/idrac9-r750")],
+    };
+    let found = candidates.iter().find(|p| p.join("redfish/v1").is_dir()).cloned();
+    if found.is_none() {
+        eprintln!("SKIP: no iDRAC9 capture at {candidates:?} (set METAL6_IDRAC_FIXTURE)");
     }
+    found
 }
 
 struct Sim {

@@ -10,16 +10,20 @@ use std::path::PathBuf;
 use metal6_redfish::bios::{Registry, plan};
 use serde_json::{Value, json};
 
+/// `METAL6_IDRAC_FIXTURE`, else `../shared` next to the checkout, else `/work/shared`.
 fn capture() -> Option<PathBuf> {
-    let p = std::env::var_os("METAL6_IDRAC_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/idrac9-r750"));
-    if p.join("redfish/v1").is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: no iDRAC9 capture at {} (set METAL6_IDRAC_FIXTURE)", p.display());
-        None
+    let candidates: Vec<PathBuf> = match std::env::var_os("METAL6_IDRAC_FIXTURE") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/idrac9-r750"),
+            PathBuf::from("/work/shared/fixtures/idrac9-r750"),
+        ],
+    };
+    let found = candidates.iter().find(|p| p.join("redfish/v1").is_dir()).cloned();
+    if found.is_none() {
+        eprintln!("skipping: no iDRAC9 capture at {candidates:?} (set METAL6_IDRAC_FIXTURE)");
     }
+    found
 }
 
 fn read(root: &std::path::Path, rel: &str) -> Value {
