@@ -17,6 +17,7 @@ use metal6_inventory::diag::Severity;
 use metal6_inventory::ident::MacAddr;
 use metal6_inventory::model::{GatedStep, Inventory, Node};
 use metal6_redfish::bios::{self, Registry};
+use metal6_redfish::bmc::JobStatus;
 use metal6_redfish::firmware;
 use metal6_redfish::{Bmc, BootTarget, ConnectOptions, PowerAction, Staged};
 use serde::Serialize;
@@ -513,10 +514,6 @@ fn plan_lines(p: &bios::Plan) -> Vec<String> {
     lines
 }
 
-fn name_of<T: Serialize>(v: &T) -> String {
-    name(v)
-}
-
 /// An enum as its serde (kebab-case) name.
 fn name<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
@@ -581,7 +578,7 @@ async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_t
         match &staged {
             Staged::Job(id) => {
                 let job = bmc
-                    .wait_job(id, timeout, |j| {
+                    .wait_job(id, timeout, JobStatus::is_final, |j| {
                         progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
                     })
                     .await?;
@@ -636,7 +633,7 @@ async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_t
 /// touches the HTTP boot device while the profile asks for IPv6 (notes: Dell BIOS IPv6 HTTP
 /// boot needs a recent BIOS).
 async fn check_gates(bmc: &Bmc, inv: &Inventory, node: &Node, plan: &bios::Plan) -> Result<()> {
-    let Ok((name, baseline)) = baseline_of(inv, node) else { return Ok(()) };
+    let Ok((bname, baseline)) = baseline_of(inv, node) else { return Ok(()) };
     if baseline.gates.is_empty() {
         return Ok(());
     }
@@ -654,9 +651,9 @@ async fn check_gates(bmc: &Bmc, inv: &Inventory, node: &Node, plan: &bios::Plan)
             let installed = fw.steps.iter().find(|s| s.kind == g.component).and_then(|s| s.installed.clone());
             failing.push(format!(
                 "{} >= {} before {} (installed: {})",
-                name_of(&g.component),
+                name(&g.component),
                 g.min_version,
-                name_of(&g.before),
+                name(&g.before),
                 installed.as_deref().unwrap_or("unknown")
             ));
         }
@@ -665,7 +662,7 @@ async fn check_gates(bmc: &Bmc, inv: &Inventory, node: &Node, plan: &bios::Plan)
         return Ok(());
     }
     bail!(
-        "firmware baseline {name} gates this BIOS change:\n  {}\nrun `metal6 bmc firmware apply --reboot` first",
+        "firmware baseline {bname} gates this BIOS change:\n  {}\nrun `metal6 bmc firmware apply --reboot` first",
         failing.join("\n  ")
     )
 }
@@ -757,15 +754,15 @@ async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, j
         let task = bmc.simple_update(&step.image_url).await?;
         let timeout = Duration::from_secs(job_timeout);
         // Downloading → Scheduled (waits for a reset) or straight to Completed (sideband).
-        let report = |j: &metal6_redfish::bmc::JobStatus| {
+        let report = |j: &JobStatus| {
             progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
         };
         // Waiting for a reset: Scheduled (Dell), RebootPending ("completed, reboot pending"),
         // PendingActivation.
-        let waits = |j: &metal6_redfish::bmc::JobStatus| {
+        let waits = |j: &JobStatus| {
             j.is_final() || matches!(j.state.as_str(), "Scheduled" | "RebootPending" | "PendingActivation")
         };
-        let staged = wait_until(bmc, &task, timeout, waits, report).await?;
+        let staged = bmc.wait_job(&task, timeout, waits, report).await?;
         if staged.failed() {
             bail!("update {} failed: {} {}", task, staged.state, staged.message.unwrap_or_default());
         }
@@ -777,7 +774,7 @@ async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, j
             }
             let kind = if bmc.power_state().await? == "Off" { "On" } else { "ForceRestart" };
             bmc.reset(kind).await?;
-            let j = wait_until(bmc, &task, timeout, |j| j.is_final(), report).await?;
+            let j = bmc.wait_job(&task, timeout, JobStatus::is_final, report).await?;
             if !j.succeeded() {
                 bail!("update {} failed: {} {}", task, j.state, j.message.unwrap_or_default());
             }
@@ -812,33 +809,6 @@ async fn sha256_of_url(url: &str) -> Result<String> {
         h.update(&chunk);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-async fn wait_until(
-    bmc: &Bmc,
-    id: &str,
-    timeout: Duration,
-    stop: impl Fn(&metal6_redfish::bmc::JobStatus) -> bool,
-    report: impl Fn(&metal6_redfish::bmc::JobStatus),
-) -> Result<metal6_redfish::bmc::JobStatus> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut seen = String::new();
-    loop {
-        if let Ok(j) = bmc.job(id).await {
-            let key = format!("{}{:?}", j.state, j.message);
-            if key != seen {
-                report(&j);
-                seen = key;
-            }
-            if stop(&j) {
-                return Ok(j);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("task {id} did not progress within {}s", timeout.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn print(cmd: &BmcCmd, format: Format, outcomes: &[Outcome]) -> Result<()> {

@@ -399,11 +399,13 @@ impl Bmc {
         Err(last.unwrap_or_else(|| RedfishError::Unexpected { path: id.into(), what: "no job view".into() }))
     }
 
-    /// Polls a job until it is final, calling `progress` on every change of state.
+    /// Polls a job until `stop` holds (final, or e.g. waiting for a reset), calling `progress`
+    /// on every change of state.
     pub async fn wait_job(
         &self,
         id: &str,
         timeout: Duration,
+        stop: impl Fn(&JobStatus) -> bool,
         mut progress: impl FnMut(&JobStatus),
     ) -> Result<JobStatus, RedfishError> {
         let deadline = Instant::now() + timeout;
@@ -417,7 +419,7 @@ impl Bmc {
                         progress(&j);
                         seen = key;
                     }
-                    if j.is_final() {
+                    if stop(&j) {
                         return Ok(j);
                     }
                 }
@@ -426,7 +428,7 @@ impl Bmc {
             if Instant::now() >= deadline {
                 return Err(RedfishError::Unexpected {
                     path: id.into(),
-                    what: format!("job did not finish in {}s", timeout.as_secs()),
+                    what: format!("job did not get there in {}s", timeout.as_secs()),
                 });
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
