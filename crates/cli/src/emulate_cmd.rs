@@ -266,9 +266,8 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
     // Multi-threaded: attaching to pod namespaces runs on blocking threads.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let sats = topo.shell.count();
-    let pods = rt.block_on(metal6_emunet::PodLinks::discover(&a.netns_dir, &a.netns_prefix, &addr, sats))?;
+    let mut pods = rt.block_on(metal6_emunet::PodLinks::discover(&a.netns_dir, &a.netns_prefix, &addr, sats))?;
     let (created, kept) = rt.block_on(metal6_emunet::host_veths(&topo, a.mtu, &pods.host_names()))?;
-    drop(pods);
     let mut err = std::io::stderr();
     writeln!(err, "emulate agent: {created} ISL veth pairs created, {kept} kept")?;
     if !a.switch && a.once {
@@ -281,9 +280,8 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
         let mut t = a.at;
         loop {
             if a.switch {
-                // Pods come and go: look again every round.
-                let pods =
-                    metal6_emunet::PodLinks::discover(&a.netns_dir, &a.netns_prefix, &addr, topo.shell.count()).await?;
+                // Pods come and go: look again every round (known ones keep their sockets).
+                pods.refresh(&a.netns_dir, &a.netns_prefix, &addr, sats).await;
                 let (up, down) = pods.apply_at(&topo, t).await?;
                 writeln!(err, "emulate agent: t={t:.0} s: {} pods, {up} ISL ends up, {down} down", pods.count())?;
             }

@@ -206,6 +206,7 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
     let mut files = Vec::new();
     let mut notes = Vec::new();
     let version = c.kubernetes_version.to_string();
+    let cert_key = certificate_key(opts.join_token);
     // Validation guarantees at least one control-plane node when there are nodes.
     let first_cp = c.control_plane.first().map(|&i| &inv.nodes[i]);
     if let Some(cp) = first_cp {
@@ -218,7 +219,7 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
                 address: cp.address,
                 endpoint: c.endpoint,
                 token: opts.join_token,
-                certificate_key: certificate_key(opts.join_token),
+                certificate_key: cert_key.clone(),
                 pod_subnet: c.pod_subnet,
                 service_subnet: c.service_subnet,
                 dns_domain: &c.dns_domain,
@@ -246,7 +247,7 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
                 token: opts.join_token,
                 ca_cert_hash: hash,
                 control_plane,
-                certificate_key: certificate_key(opts.join_token),
+                certificate_key: cert_key.clone(),
             },
             "kubeadm-join.yaml",
         )?;

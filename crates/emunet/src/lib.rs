@@ -361,21 +361,40 @@ pub async fn host_veths(
 pub struct PodLinks {
     /// satellite → (socket in its pod, interface index by isl/gsl number).
     pods: BTreeMap<u32, (rtnetlink::Handle, BTreeMap<u8, u32>)>,
+    /// Namespaces already identified, so a refresh attaches only to new ones.
+    by_path: BTreeMap<std::path::PathBuf, u32>,
 }
 
 impl PodLinks {
     /// Looks at every namespace in `dir` whose name starts with `prefix`.
     pub async fn discover(dir: &std::path::Path, prefix: &str, addr: &Addressing, sats: u32) -> Result<PodLinks> {
+        let mut out = PodLinks::default();
+        out.refresh(dir, prefix, addr, sats).await;
+        Ok(out)
+    }
+
+    /// Forgets pods whose namespace is gone and identifies the new ones (a namespace without
+    /// satellite addresses yet — its CNI ADD still running — is looked at again next time).
+    /// Pods already known keep their sockets: a round costs one directory read.
+    pub async fn refresh(&mut self, dir: &std::path::Path, prefix: &str, addr: &Addressing, sats: u32) {
         use futures_util::TryStreamExt;
         use rtnetlink::packet_route::address::AddressAttribute;
-        let mut out = PodLinks::default();
-        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
-        for e in entries.flatten() {
-            if !e.file_name().to_string_lossy().starts_with(prefix) {
-                continue;
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let present: std::collections::BTreeSet<std::path::PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| e.path())
+            .collect();
+        let gone: Vec<std::path::PathBuf> = self.by_path.keys().filter(|p| !present.contains(*p)).cloned().collect();
+        for p in gone {
+            if let Some(sat) = self.by_path.remove(&p) {
+                self.pods.remove(&sat);
             }
-            let path = e.path();
-            let Ok(Ok(handle)) = tokio::task::spawn_blocking(move || netns::attach(&path)).await else { continue };
+        }
+        let new: Vec<std::path::PathBuf> = present.into_iter().filter(|p| !self.by_path.contains_key(p)).collect();
+        for path in new {
+            let p = path.clone();
+            let Ok(Ok(handle)) = tokio::task::spawn_blocking(move || netns::attach(&p)).await else { continue };
             let mut found: Option<u32> = None;
             let mut ifaces = BTreeMap::new();
             let mut addrs = handle.address().get().execute();
@@ -391,10 +410,12 @@ impl PodLinks {
                 }
             }
             if let Some(sat) = found {
-                out.pods.insert(sat, (handle, ifaces));
+                // A recreated pod (new namespace) replaces the old one of its satellite.
+                self.by_path.retain(|_, s| *s != sat);
+                self.by_path.insert(path, sat);
+                self.pods.insert(sat, (handle, ifaces));
             }
         }
-        Ok(out)
     }
 
     pub fn count(&self) -> usize {
