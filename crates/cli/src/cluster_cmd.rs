@@ -19,7 +19,7 @@ use crate::output::{Format, write_data, write_table};
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCmd {
     /// Render kubeadm init/join, kubelet, containerd, pod networks, Multus and NADs.
-    Render(RenderArgs),
+    Render(Box<RenderArgs>),
     /// Each node's cluster step (staged, joining, joined, failed), from the timeline that
     /// `metal6 serve` keeps; exit 1 while any node has failed.
     Status(StatusArgs),

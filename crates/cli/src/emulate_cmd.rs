@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use metal6_emulation::tle::TleError;
 use metal6_emulation::topology::End;
-use metal6_emulation::{Addressing, GroundStation, Shell, ShellKind, Topology};
+use metal6_emulation::{Addressing, GroundStation, Shell, ShellKind, TleConstellation, Topology};
 use serde::Serialize;
+use sgp4::chrono::NaiveDateTime;
 
 use crate::output::{self, Format};
 
@@ -23,6 +25,9 @@ pub enum EmulateCmd {
     /// switched as the satellites move, optionally IS-IS routing with FRR; or, with
     /// `--backend k8s`, write its pods, NADs and link agent for a cluster (`--out`).
     Run(RunArgs),
+    /// Write a Walker shell as TLEs (3LE), its satellites where `plan` puts them at t = 0:
+    /// for running a designed shell with SGP4 (`--tle`), or feeding other tools the same one.
+    Tle(TleArgs),
     /// On a Kubernetes node: create the constellation's ISL veth pairs (down, named for the
     /// host-device NADs) in this network namespace, then wait (the link-agent daemonset).
     Agent(AgentArgs),
@@ -111,9 +116,18 @@ pub struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
-    /// Planes x satellites per plane, e.g. 72x22.
-    #[arg(long, default_value = "72x22")]
-    shell: String,
+    /// Planes x satellites per plane, e.g. 72x22 (the default). With --tle: checked against
+    /// the grid the TLEs make.
+    #[arg(long)]
+    shell: Option<String>,
+    /// The constellation from TLEs (2LE or 3LE, as CelesTrak serves them) propagated with
+    /// SGP4 instead of a Walker shell: planes, slots and phasing are inferred from the
+    /// satellites' orbits; it must be one full shell.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["altitude_km", "inclination", "phasing", "star"])]
+    tle: Option<PathBuf>,
+    /// With --tle: the UTC time of t = 0 (default: the newest TLE epoch), e.g. 2026-12-01T00:00:00.
+    #[arg(long, requires = "tle", value_name = "UTC", value_parser = parse_utc)]
+    tle_start: Option<NaiveDateTime>,
     #[arg(long, default_value_t = 550.0)]
     altitude_km: f64,
     #[arg(long, default_value_t = 53.0)]
@@ -151,6 +165,21 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct TleArgs {
+    #[command(flatten)]
+    shell: ShellArgs,
+    /// The UTC epoch of the elements: t = 0.
+    #[arg(long, value_name = "UTC", value_parser = parse_utc, default_value = "2026-01-01T00:00:00")]
+    epoch: NaiveDateTime,
+    /// Catalogue number of the first satellite.
+    #[arg(long, default_value_t = 90_000)]
+    first_norad: u64,
+    /// Where to write them (default: standard output).
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DrawArgs {
     #[command(flatten)]
     shell: ShellArgs,
@@ -161,14 +190,55 @@ pub struct DrawArgs {
     file: PathBuf,
 }
 
-pub(crate) fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
-    let (p, s) = a.shell.split_once('x').context("--shell: PLANESxPER_PLANE, e.g. 72x22")?;
+fn parse_utc(s: &str) -> Result<NaiveDateTime, String> {
+    let s = s.trim_end_matches('Z');
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
+        .map_err(|e| format!("{e}: a UTC time like 2026-12-01T00:00:00"))
+}
+
+fn parse_shell(s: &str) -> Result<(u32, u32)> {
+    let (p, q) = s.split_once('x').context("--shell: PLANESxPER_PLANE, e.g. 72x22")?;
     let (planes, per_plane): (u32, u32) =
-        (p.parse().context("--shell planes")?, s.parse().context("--shell per plane")?);
+        (p.parse().context("--shell planes")?, q.parse().context("--shell per plane")?);
     if planes == 0 || per_plane == 0 {
         bail!("--shell: at least one plane of one satellite");
     }
-    if a.phasing >= planes {
+    Ok((planes, per_plane))
+}
+
+/// The constellation of `--tle FILE`, with `file:line:` on what is wrong with it.
+fn tle_constellation(path: &std::path::Path, start: Option<NaiveDateTime>) -> Result<TleConstellation> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading --tle {}", path.display()))?;
+    TleConstellation::parse(&text, start).map_err(|e| match e {
+        TleError::Parse { line, column, message } => anyhow::anyhow!(
+            "{}:{line}:{}: {message}",
+            path.display(),
+            column.map(|c| c.to_string()).unwrap_or_else(|| "1".into())
+        ),
+        e => anyhow::anyhow!("{}: {e}", path.display()),
+    })
+}
+
+pub(crate) fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
+    let tle = a.tle.as_deref().map(|p| tle_constellation(p, a.tle_start)).transpose()?;
+    let (planes, per_plane) = match (&tle, &a.shell) {
+        (Some(c), Some(s)) => {
+            let want = parse_shell(s)?;
+            if want != (c.shell.planes, c.shell.per_plane) {
+                bail!(
+                    "--shell {s}, but the TLEs make {}x{} ({} satellites)",
+                    c.shell.planes,
+                    c.shell.per_plane,
+                    c.len()
+                );
+            }
+            want
+        }
+        (Some(c), None) => (c.shell.planes, c.shell.per_plane),
+        (None, s) => parse_shell(s.as_deref().unwrap_or("72x22"))?,
+    };
+    if tle.is_none() && a.phasing >= planes {
         bail!("--phasing {} must be below the number of planes ({planes})", a.phasing);
     }
     let mut stations = vec![];
@@ -191,7 +261,10 @@ pub(crate) fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
     };
     let n = shell.count();
     let count = u32::try_from(stations.len()).unwrap_or(u32::MAX);
-    let mut topo = Topology::new(shell, stations);
+    let mut topo = match tle {
+        Some(c) => Topology::from_tle(c, stations),
+        None => Topology::new(shell, stations),
+    };
     topo.elevation_mask_deg = a.elevation_mask;
     let addr = Addressing::new(a.block, n, count)?;
     Ok((topo, addr))
@@ -371,6 +444,27 @@ pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
         EmulateCmd::Run(a) if a.backend == Backend::K8s => return run_k8s(a, format),
         EmulateCmd::Run(a) => return run_netns(a, format),
         EmulateCmd::Agent(a) => return agent(a),
+        EmulateCmd::Tle(a) => {
+            if a.shell.tle.is_some() {
+                bail!("emulate tle writes a Walker shell's TLEs: --tle is its output, not an input");
+            }
+            let (topo, _) = topology(&a.shell)?;
+            if topo.shell.count() > 99_999 || a.first_norad + u64::from(topo.shell.count()) > 100_000 {
+                bail!(
+                    "TLE catalogue numbers have five digits: {} satellites from {} do not fit",
+                    topo.shell.count(),
+                    a.first_norad
+                );
+            }
+            let text = metal6_emulation::tle::walker_tles(&topo.shell, &a.epoch, a.first_norad);
+            match &a.file {
+                Some(f) => {
+                    std::fs::write(f, text).with_context(|| format!("writing {}", f.display()))?;
+                    writeln!(std::io::stdout(), "{}", f.display())?;
+                }
+                None => std::io::stdout().write_all(text.as_bytes())?,
+            }
+        }
         EmulateCmd::Draw(a) => {
             let (topo, _) = topology(&a.shell)?;
             std::fs::write(&a.file, metal6_emulation::draw::svg(&topo, a.at))
@@ -400,6 +494,20 @@ pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             match format {
                 Format::Table => {
+                    if let Some(c) = &topo.tle {
+                        let sh = &c.shell;
+                        writeln!(
+                            out,
+                            "from TLEs: {}x{} Walker {} with phasing {}, {:.0} km, {:.1}°; t = 0 at {} UTC",
+                            sh.planes,
+                            sh.per_plane,
+                            if sh.kind == ShellKind::Star { "star" } else { "delta" },
+                            sh.phasing,
+                            sh.altitude_km,
+                            sh.inclination_deg,
+                            c.start
+                        )?;
+                    }
                     writeln!(out, "{} satellites, {} links up at t = {} s", topo.shell.count(), links.len(), a.at)?;
                     let rows: Vec<Vec<String>> = links
                         .iter()

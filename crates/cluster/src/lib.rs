@@ -448,7 +448,12 @@ struct Agent<'a> {
     namespace: &'a str,
     agent_image: &'a str,
     command: Vec<String>,
+    /// The TLE set, indented for the ConfigMap's block scalar; empty for a Walker shell.
+    tle: String,
 }
+
+/// Where the link agent finds the TLEs of a constellation given by them.
+pub const TLE_DIR: &str = "/etc/metal6";
 
 /// The Kubernetes backend of the emulation: the NADs, one FRR pod (and its config) per
 /// satellite, and the node's link agent.
@@ -483,20 +488,33 @@ pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
     )?;
     let mut command: Vec<String> = ["metal6", "emulate", "agent", "--shell"].iter().map(|x| (*x).to_owned()).collect();
     command.push(shell.clone());
-    for (flag, v) in [
-        ("--altitude-km", s.altitude_km.to_string()),
-        ("--inclination", s.inclination_deg.to_string()),
-        ("--phasing", s.phasing.to_string()),
-        ("--mtu", e.mtu.to_string()),
-    ] {
+    let orbit = match &e.topology.tle {
+        // The agent propagates the same TLEs from the same start: the same grid and links.
+        Some(c) => vec![
+            ("--tle", format!("{TLE_DIR}/constellation.tle")),
+            ("--tle-start", c.start.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+        ],
+        None => vec![
+            ("--altitude-km", s.altitude_km.to_string()),
+            ("--inclination", s.inclination_deg.to_string()),
+            ("--phasing", s.phasing.to_string()),
+        ],
+    };
+    for (flag, v) in orbit.into_iter().chain([("--mtu", e.mtu.to_string())]) {
         command.push(flag.into());
         command.push(v);
     }
-    if s.kind == metal6_emulation::ShellKind::Star {
+    if s.kind == metal6_emulation::ShellKind::Star && e.topology.tle.is_none() {
         command.push("--star".into());
     }
+    let tle = e
+        .topology
+        .tle
+        .as_ref()
+        .map(|c| c.to_3le().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default();
     let agent = tmpl(
-        &Agent { shell, node: e.node, namespace: e.namespace, agent_image: e.agent_image, command },
+        &Agent { shell, node: e.node, namespace: e.namespace, agent_image: e.agent_image, command, tle },
         "link-agent.yaml",
     )?;
     Ok(vec![

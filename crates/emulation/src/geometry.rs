@@ -1,7 +1,7 @@
 //! Orbits: Walker-delta and Walker-star shells on circular orbits (two-body, no J2), an Earth
 //! rotating at its sidereal rate, and the geometry of visibility. Good to a few km over the
-//! hours an emulation runs — what link delays (milliseconds) and topology need; TLE/SGP4
-//! input is a later addition.
+//! hours an emulation runs — what link delays (milliseconds) and topology need. Real
+//! constellations come as TLEs instead, propagated with SGP4 ([`crate::tle`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
-//! The constellation an emulation runs: Walker shells propagated on circular orbits, the
-//! +grid inter-satellite links (ISLs) with the usual seam and polar rules, ground links by
+//! The constellation an emulation runs: Walker shells propagated on circular orbits (or TLEs
+//! propagated with SGP4), the +grid inter-satellite links (ISLs) with the usual seam and polar
+//! rules, ground links by
 //! elevation mask, per-link delay from distance, link up/down events over time, the
 //! deterministic per-satellite addressing the emulation backends and the cluster stage
 //! share, and an SVG picture.
@@ -11,8 +12,10 @@ pub mod addressing;
 pub mod draw;
 pub mod geometry;
 pub mod routing;
+pub mod tle;
 pub mod topology;
 
 pub use addressing::Addressing;
 pub use geometry::{GroundStation, Shell, ShellKind};
+pub use tle::TleConstellation;
 pub use topology::{Link, LinkEvent, LinkKind, Topology};

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::geometry::{self, C_KM_S, GroundStation, Shell, ShellKind, Vec3};
+use crate::tle::TleConstellation;
 
 pub const IFACES: [&str; 5] = ["isl0", "isl1", "isl2", "isl3", "gsl0"];
 
@@ -78,11 +79,20 @@ pub struct Topology {
     pub stations: Vec<GroundStation>,
     pub elevation_mask_deg: f64,
     pub polar_cutoff_deg: f64,
+    /// Positions from TLEs (SGP4) instead of the shell's circular orbits; `shell` is then the
+    /// one inferred from them.
+    pub tle: Option<std::sync::Arc<TleConstellation>>,
 }
 
 impl Topology {
     pub fn new(shell: Shell, stations: Vec<GroundStation>) -> Topology {
-        Topology { shell, stations, elevation_mask_deg: 25.0, polar_cutoff_deg: 75.0 }
+        Topology { shell, stations, elevation_mask_deg: 25.0, polar_cutoff_deg: 75.0, tle: None }
+    }
+
+    /// A constellation given by TLEs, on the grid inferred from them.
+    pub fn from_tle(c: TleConstellation, stations: Vec<GroundStation>) -> Topology {
+        let shell = c.shell.clone();
+        Topology { tle: Some(std::sync::Arc::new(c)), ..Topology::new(shell, stations) }
     }
 
     pub fn sat(&self, plane: u32, slot: u32) -> u32 {
@@ -95,6 +105,9 @@ impl Topology {
     }
 
     pub fn positions(&self, t: f64) -> Vec<Vec3> {
+        if let Some(c) = &self.tle {
+            return c.positions(t);
+        }
         (0..self.shell.count())
             .map(|i| {
                 let (p, s) = self.plane_slot(i);
