@@ -406,7 +406,7 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         let n = emu.set_all(&topo, false).await?;
         emu.set_all(&topo, true).await?;
         let update_s = t1.elapsed().as_secs_f64() / 2.0;
-        writeln!(err, "emulate: one full link-state update ({n} interface changes) in {update_s:.3} s")?;
+        writeln!(err, "emulate: one full link-state update ({n} ISLs, {} interface ends) in {update_s:.3} s", 2 * n)?;
         let mut t = a.at;
         let mut applied = 0usize;
         let wall = std::time::Instant::now();

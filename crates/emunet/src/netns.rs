@@ -27,6 +27,9 @@ const SYSCTLS: &[(&str, &str)] = &[
     // (and no new link-local address for FRR's adjacency) when it comes back.
     ("net/ipv6/conf/all/keep_addr_on_down", "1"),
     ("net/ipv6/conf/default/keep_addr_on_down", "1"),
+    // A link switched down is dormant, its routes linkdown: never forward over them.
+    ("net/ipv6/conf/all/ignore_routes_with_linkdown", "1"),
+    ("net/ipv6/conf/default/ignore_routes_with_linkdown", "1"),
 ];
 
 #[derive(Debug)]

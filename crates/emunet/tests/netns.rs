@@ -83,14 +83,23 @@ async fn a_small_shell_becomes_namespaces_and_links() {
         ip(&ns0, "-6 addr"),
         ip(ns1, "-6 addr")
     );
-    // All ISLs down, then up again.
+    // All ISLs down: both ends dormant (not running: what routing daemons see as down), their
+    // routes linkdown, addresses kept. Then up again.
     let n = emu.set_all(&topo, false).await.expect("down");
-    assert_eq!(n, 72, "one message per link");
-    assert!(ip(&ns0, "-br link show dev isl0").contains("DOWN"));
-    let peer = ip(ns1, "link show dev isl1");
-    assert!(!peer.contains("LOWER_UP"), "the peer end loses carrier: {peer}");
+    assert_eq!(n, 72, "every ISL of the 6 x 6 grid");
+    for (ns, dev) in [(ns0.as_str(), "isl0"), (ns1.as_str(), "isl1")] {
+        let l = ip(ns, &format!("link show dev {dev}"));
+        assert!(l.contains("state DORMANT") && l.contains("NO-CARRIER"), "{l}");
+    }
+    let routes = ip(&ns0, "-6 route show dev isl0");
+    assert!(routes.lines().count() > 0 && routes.lines().all(|r| r.contains("linkdown")), "{routes}");
+    assert!(ip(&ns0, "-6 addr show dev isl0").contains(&addr.interface(0, 0).to_string()));
     emu.set_all(&topo, true).await.expect("up");
-    assert!(ip(&ns0, "-br link show dev isl0").contains("UP"));
+    for (ns, dev) in [(ns0.as_str(), "isl0"), (ns1.as_str(), "isl1")] {
+        let l = ip(ns, &format!("link show dev {dev}"));
+        assert!(l.contains("state UP") && l.contains("LOWER_UP"), "{l}");
+    }
+    assert!(!ip(&ns0, "-6 route show dev isl0").contains("linkdown"));
     let names: Vec<String> = emu.sats.iter().map(|n| n.name.clone()).collect();
     drop(emu);
     let left = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().expect("list").stdout)
@@ -161,11 +170,16 @@ async fn frr_isis_converges_and_reroutes_around_a_failed_link() {
         b: metal6_emulation::topology::End::Sat { sat: 1, iface: 1 },
     };
     let t = std::time::Instant::now();
-    emu.apply(&[ev]).await.expect("link down");
+    emu.apply(std::slice::from_ref(&ev)).await.expect("link down");
     let dev = wait_until("the route to sat 1 to leave isl0", 60, || {
         via(&ns[0]).filter(|d| !d.is_empty() && !d.iter().any(|x| x == "isl0"))
     });
     eprintln!("rerouted via {dev:?} in {:.1} s", t.elapsed().as_secs_f64());
+    // The link comes back: the adjacency forms again and the route returns to it.
+    let t = std::time::Instant::now();
+    emu.apply(&[metal6_emulation::LinkEvent { t: 2.0, up: true, ..ev }]).await.expect("link up");
+    wait_until("the route to sat 1 to return to isl0", 60, || via(&ns[0]).filter(|d| d == &vec!["isl0".to_owned()]));
+    eprintln!("back on isl0 in {:.1} s", t.elapsed().as_secs_f64());
     drop(frr);
     drop(emu);
     let _ = std::fs::remove_dir_all(&dir);
