@@ -355,8 +355,16 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
             if a.switch {
                 // Pods come and go: look again every round (known ones keep their sockets).
                 pods.refresh(&a.netns_dir, &a.netns_prefix, &addr, sats).await;
-                let (up, down) = pods.apply_at(&topo, t).await?;
-                writeln!(err, "emulate agent: t={t:.0} s: {} pods, {up} ISL ends up, {down} down", pods.count())?;
+                let r = pods.apply_at(&topo, t).await?;
+                writeln!(
+                    err,
+                    "emulate agent: t={t:.0} s: {} pods, {} ISLs up, {} down; {} ends switched, {} not ready",
+                    pods.count(),
+                    r.up,
+                    r.down,
+                    r.changed,
+                    r.unsettled
+                )?;
             }
             if a.once {
                 return Ok(());

@@ -497,9 +497,15 @@ impl PodLinks {
         self.pods.iter().flat_map(|(sat, (_, m))| m.keys().map(|i| Addressing::host_device_name(*sat, *i))).collect()
     }
 
-    /// Sets every ISL whose end is in a known pod up or down as the constellation is at `t`
-    /// (one end per link; its peer loses carrier). Returns (up, down) ends set.
-    pub async fn apply_at(&self, topo: &Topology, t: f64) -> Result<(usize, usize)> {
+    /// Sets every ISL with an end in a known pod up or down as the constellation is at `t`:
+    /// the operational state of each of its ends found here, dormant when down (as the netns
+    /// backend does; host-device keeps the ends administratively up in their pods). Ends
+    /// already as wanted are left alone, so a round sends only the changes. An end whose
+    /// carrier came up but that the kernel's link watch has not processed yet (operational
+    /// state not yet up or dormant) is left for the next round: link watch would overwrite a
+    /// state set now.
+    pub async fn apply_at(&self, topo: &Topology, t: f64) -> Result<Switched> {
+        use futures_util::TryStreamExt;
         let up: std::collections::HashSet<(u32, u8)> = topo
             .links_at(t)
             .into_iter()
@@ -508,32 +514,82 @@ impl PodLinks {
                 _ => None,
             })
             .collect();
+        // Each pod's ISL ends as they are: ifindex -> (carrier, operational state).
+        let looks: Vec<_> = self
+            .pods
+            .iter()
+            .map(|(sat, (h, _))| {
+                let (sat, h) = (*sat, h.clone());
+                async move {
+                    let mut now = BTreeMap::new();
+                    let mut links = h.link().get().execute();
+                    while let Some(l) = links.try_next().await? {
+                        let carrier = l.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::LowerUp);
+                        let state = l.attributes.iter().find_map(|a| match a {
+                            LinkAttribute::OperState(s) => Some(*s),
+                            _ => None,
+                        });
+                        now.insert(l.header.index, (carrier, state));
+                    }
+                    Ok::<_, rtnetlink::Error>((sat, now))
+                }
+            })
+            .collect();
+        let mut seen: BTreeMap<u32, BTreeMap<u32, (bool, Option<State>)>> = BTreeMap::new();
+        for r in in_batches(looks).await {
+            let (sat, now) = r.context("reading a pod's links")?;
+            seen.insert(sat, now);
+        }
         let mut reqs: Vec<Req> = Vec::new();
-        let (mut n_up, mut n_down) = (0, 0);
+        let mut out = Switched::default();
         for (kind, a, b) in topo.grid() {
             let (ia, ib) = kind.ifaces();
-            let want = up.contains(&(a, ia));
-            // The `from` end if its pod is here, else the other end.
-            let Some((h, idx)) = [(a, ia), (b, ib)]
-                .into_iter()
-                .find_map(|(s, i)| self.pods.get(&s).and_then(|(h, m)| m.get(&i).map(|x| (h.clone(), *x))))
-            else {
-                continue;
-            };
-            let b = LinkUnspec::new_with_index(idx);
-            let msg = if want { b.up().build() } else { b.down().build() };
-            if want {
-                n_up += 1;
-            } else {
-                n_down += 1;
+            let want_up = up.contains(&(a, ia));
+            let want = if want_up { State::Up } else { State::Dormant };
+            let mut here = false;
+            for (sat, iface) in [(a, ia), (b, ib)] {
+                let Some((h, idx)) = self.pods.get(&sat).and_then(|(h, m)| m.get(&iface).map(|x| (h.clone(), *x)))
+                else {
+                    continue;
+                };
+                here = true;
+                match seen.get(&sat).and_then(|m| m.get(&idx)) {
+                    Some((_, Some(s))) if *s == want => {}
+                    Some((true, Some(State::Up | State::Dormant))) => {
+                        let mut m = LinkUnspec::new_with_index(idx).build();
+                        m.attributes.push(LinkAttribute::OperState(want));
+                        reqs.push(Box::pin(async move { h.link().set(m).execute().await }));
+                        out.changed += 1;
+                    }
+                    _ => out.unsettled += 1,
+                }
             }
-            reqs.push(Box::pin(async move { h.link().set(msg).execute().await }));
+            if here {
+                if want_up {
+                    out.up += 1;
+                } else {
+                    out.down += 1;
+                }
+            }
         }
         for r in in_batches(reqs).await {
             r.context("switching a link")?;
         }
-        Ok((n_up, n_down))
+        Ok(out)
     }
+}
+
+/// One switching round of the node agent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Switched {
+    /// ISLs with an end here that are up at `t`, and down.
+    pub up: usize,
+    pub down: usize,
+    /// Ends whose state was set this round (the others were already right).
+    pub changed: usize,
+    /// Ends left for the next round: not yet settled after their carrier came up, or without
+    /// carrier (their peer's pod has not started).
+    pub unsettled: usize,
 }
 
 /// Whether this kernel can delay packets (sch_netem): tried once on a scratch namespace's
