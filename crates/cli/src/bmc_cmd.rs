@@ -269,12 +269,7 @@ fn write_back_macs(
         return Ok(());
     }
     let text = metal6_inventory::writeback::fill_macs(src, &fills)?;
-    let tmp = path.with_extension("yaml.metal6-tmp");
-    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    replace_file(path, src, &text)?;
     let _ = writeln!(std::io::stderr(), "wrote {} MAC(s) into {}", fills.len(), path.display());
     for o in outcomes.iter_mut() {
         let n = fills.iter().filter(|(node, _, _)| node == &o.node).count();
@@ -290,6 +285,42 @@ fn write_back_macs(
         }
     }
     Ok(())
+}
+
+/// Replaces the inventory `path` (read as `before`) with `text`, losing nothing: the new text
+/// must validate; a file edited meanwhile (the BMCs take a while) is left alone; a symlinked
+/// inventory stays a symlink (its target is replaced); the new file is on disk (fsync of the
+/// file, then of its directory) before and after the rename that swaps it in.
+fn replace_file(path: &std::path::Path, before: &str, text: &str) -> Result<()> {
+    let file = path.display().to_string();
+    if let (None, d) = metal6_inventory::check_str(text, &file) {
+        bail!(
+            "not writing {file}: the filled-in inventory does not validate (a bug; nothing was changed):\n{}",
+            d.render()
+        );
+    }
+    let real = std::fs::canonicalize(path).with_context(|| format!("resolving {file}"))?;
+    let now = std::fs::read_to_string(&real).with_context(|| format!("reading {}", real.display()))?;
+    if now != before {
+        bail!("{file} changed while the BMCs were asked; nothing written: run the command again");
+    }
+    let dir = real.parent().context("the inventory has no directory")?;
+    let name = real.file_name().context("the inventory has no file name")?.to_string_lossy().into_owned();
+    let tmp = dir.join(format!(".{name}.metal6-{}", std::process::id()));
+    let write = || -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        if let Ok(meta) = std::fs::metadata(&real) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, &real).with_context(|| format!("replacing {}", real.display()))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 fn select(inv: &Inventory, t: &Target) -> Result<Vec<String>> {
@@ -851,4 +882,37 @@ fn print(cmd: &BmcCmd, format: Format, outcomes: &[Outcome]) -> Result<()> {
         .collect();
     write_table(&mut out, header, &rows)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_file;
+
+    fn lab() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../inventory/lab.yaml")).expect("lab.yaml")
+    }
+
+    #[test]
+    fn an_inventory_edited_meanwhile_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fleet.yaml");
+        let (before, edited) = (lab(), format!("{}# edited by hand meanwhile\n", lab()));
+        std::fs::write(&path, &edited).expect("write");
+        let e = replace_file(&path, &before, &format!("{before}# filled\n")).expect_err("refused");
+        assert!(e.to_string().contains("changed while the BMCs were asked"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), edited);
+    }
+
+    #[test]
+    fn text_that_does_not_validate_is_not_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fleet.yaml");
+        std::fs::write(&path, lab()).expect("write");
+        let e = replace_file(&path, &lab(), "nodes: [").expect_err("refused");
+        assert!(e.to_string().contains("does not validate"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), lab());
+        replace_file(&path, &lab(), &format!("{}# filled\n", lab())).expect("valid text is written");
+        assert!(std::fs::read_to_string(&path).expect("read").ends_with("# filled\n"));
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "no temporary file left");
+    }
 }

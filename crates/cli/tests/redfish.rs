@@ -438,8 +438,11 @@ fn inventory_write_back_fills_missing_macs_only() {
         1,
     );
     assert_ne!(edited, original);
+    // The inventory is a symlink into a checkout, as operators keep them: it stays one.
+    let real = sim.dir.path().join("checkout-fleet.yaml");
+    std::fs::write(&real, &edited).expect("write");
     let file = sim.dir.path().join("fleet.yaml");
-    std::fs::write(&file, &edited).expect("write");
+    std::os::unix::fs::symlink(&real, &file).expect("symlink");
     // Without --write-back the file is invalid, with a hint.
     let out = sim.bmc(&format!("inventory -i {} --ca-file {} r750", file.display(), sim.ca()));
     assert_eq!(out.status.code(), Some(2));
@@ -454,6 +457,13 @@ fn inventory_write_back_fills_missing_macs_only() {
         1,
     );
     assert_eq!(after, want, "only the MAC line may change");
+    assert!(std::fs::symlink_metadata(&file).expect("stat").file_type().is_symlink(), "still a symlink");
+    let leftovers: Vec<_> = std::fs::read_dir(sim.dir.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".metal6-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let check = sh(&format!("{} inventory check {}", common::metal6().display(), file.display()));
     assert!(check.status.success());
     // The same BMC id with another NIC's MAC is a mismatch, reported and not "fixed".
