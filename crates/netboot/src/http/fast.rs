@@ -108,7 +108,7 @@ pub(super) async fn serve_connection(
             }
         }
     }
-    super::serve_hyper(Prefixed { prefix: buf, inner: stream }, peer, state, cancel).await;
+    super::serve_hyper(Prefixed::new(buf, stream, STALL_TIMEOUT), peer, state, cancel).await;
 }
 
 /// Reads until `buf` holds a whole request head, then classifies it.
@@ -300,9 +300,42 @@ async fn send_range(
 }
 
 /// The connection handed to hyper: first the bytes the fast path already read, then the socket.
+/// Writes that make no progress for `stall` fail with `TimedOut` (hyper has read timeouts but
+/// none for writing): a client that stops reading an API answer or a rendered document loses
+/// its connection and its permit, as on the fast path.
 pub(super) struct Prefixed {
     prefix: BytesMut,
     inner: TcpStream,
+    stall: Duration,
+    /// Armed while a write waits; dropped when one makes progress.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Prefixed {
+    pub(super) fn new(prefix: BytesMut, inner: TcpStream, stall: Duration) -> Prefixed {
+        Prefixed { prefix, inner, stall, deadline: None }
+    }
+
+    /// Passes a write's result through, arming the stall deadline while it is pending.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending => {
+                let stall = self.stall;
+                let d = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                match d.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.deadline = None;
+                        Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.deadline = None;
+                ready
+            }
+        }
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -319,20 +352,23 @@ impl AsyncRead for Prefixed {
 
 impl AsyncWrite for Prefixed {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.stalled(cx, r)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stalled(cx, r)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.stalled(cx, r)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -342,6 +378,29 @@ impl AsyncWrite for Prefixed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that stops reading: hyper's side of the connection gets `TimedOut` once writes
+    /// have made no progress for the stall time, and a reading peer never does.
+    #[tokio::test]
+    async fn writes_to_a_peer_that_stopped_reading_time_out() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut io = Prefixed::new(BytesMut::new(), server, Duration::from_millis(300));
+        let chunk = vec![0u8; 1 << 16];
+        let started = std::time::Instant::now();
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(10), io.write_all(&chunk)).await {
+                Ok(Ok(())) => assert!(started.elapsed() < Duration::from_secs(10), "never stalled"),
+                Ok(Err(e)) => break e,
+                Err(_) => panic!("a write waited 10 s without timing out"),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(client);
+    }
 
     fn kind(raw: &str) -> &'static str {
         match classify(raw.as_bytes()) {
