@@ -404,6 +404,13 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
             "emulate: netem {}",
             if netem { "available (delays applied)" } else { "not in this kernel: links run without delay" }
         )?;
+        let mut delay_update_s = None;
+        if netem {
+            let t = std::time::Instant::now();
+            let n = emu.set_delays(&topo, a.at).await?;
+            delay_update_s = Some(t.elapsed().as_secs_f64());
+            writeln!(err, "emulate: delays of {n} ISLs set with netem in {:.3} s", t.elapsed().as_secs_f64())?;
+        }
         let frr = if a.frr {
             std::fs::create_dir_all(&a.workdir)?;
             Some(metal6_emunet::frr::start(&emu, &topo, &addr, &a.workdir.canonicalize()?)?)
@@ -422,6 +429,9 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
             let next = (t + a.step).min(a.at + a.duration);
             let ev: Vec<_> = topo.events(t, next, a.step).into_iter().filter(|e| e.t > t).collect();
             applied += emu.apply(&ev).await?;
+            if netem {
+                emu.set_delays(&topo, next).await?;
+            }
             t = next;
             let due = std::time::Duration::from_secs_f64((t - a.at) / a.speed.max(1e-3));
             tokio::select! {
@@ -434,7 +444,8 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         drop(emu);
         let teardown_s = t2.elapsed().as_secs_f64();
         let report = serde_json::json!({"satellites": topo.shell.count(), "create_s": create_s, "update_s": update_s,
-            "teardown_s": teardown_s, "memory_mib": mem_mib, "netem": netem, "events_applied": applied});
+            "teardown_s": teardown_s, "memory_mib": mem_mib, "netem": netem, "delay_update_s": delay_update_s,
+            "events_applied": applied});
         let mut out = std::io::stdout().lock();
         match format {
             Format::Table => writeln!(

@@ -15,6 +15,7 @@
 //! own on drop.
 
 pub mod frr;
+pub mod netem;
 pub mod netns;
 
 use std::collections::BTreeMap;
@@ -353,6 +354,27 @@ impl Emulation {
                     self.ground_down(sat).await?;
                 }
             }
+        }
+        Ok(n)
+    }
+
+    /// Sets every ISL's delay (both ends' netem qdisc) to its propagation delay at `t`; links
+    /// down at `t` keep their last delay. Needs a kernel with netem ([`netem_available`]).
+    /// Returns the number of links set.
+    pub async fn set_delays(&self, topo: &Topology, t: f64) -> Result<usize> {
+        let mut reqs: Vec<Req> = vec![];
+        for l in topo.links_at(t).iter().filter(|l| l.kind != LinkKind::Ground) {
+            if let (End::Sat { sat: a, iface: ia }, End::Sat { sat: b, iface: ib }) = (l.a, l.b) {
+                let ns = (l.delay_ms * 1e6).round() as u64;
+                for (s, i) in [(a, ia), (b, ib)] {
+                    let h = self.sats[s as usize].handle.clone();
+                    reqs.push(Box::pin(netem::set_delay(h, IFINDEX_BASE + u32::from(i), ns)));
+                }
+            }
+        }
+        let n = reqs.len() / 2;
+        for r in in_batches(reqs).await {
+            r.context("setting a link's delay (netem)")?;
         }
         Ok(n)
     }
