@@ -120,21 +120,11 @@ fn without_the_ca_hash_no_join_files_and_a_note() {
     assert!(err.contains("join token does not have the form") && !err.contains("not-a-token"), "{err}");
 }
 
-fn kubernetes_validate() -> Option<PathBuf> {
-    let p = root().join(".venv/bin/kubernetes-validate");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(std::env::var_os("CI").is_none(), "kubernetes-validate missing: `make deps` installs it");
-    eprintln!("SKIP: {} missing (run `make deps`)", p.display());
-    None
-}
-
 /// Every object with a published schema validates strictly for the cluster's version; the
 /// NADs validate against the CRD the Multus manifest installs; their CNI JSON follows CNI 1.0.
 #[test]
 fn objects_validate_for_the_target_kubernetes() {
-    let Some(kv) = kubernetes_validate() else { return };
+    let Some(kv) = common::kubernetes_validate() else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     assert!(render(tmp.path(), GOLDEN_ARGS).status.success());
     for f in

@@ -18,21 +18,11 @@ use common::{metal6, root};
 use serde_json::Value;
 
 fn artifacts() -> PathBuf {
-    root().join("target/lab-artifacts")
+    common::lab_artifacts()
 }
 
-/// Builds the lab image (cached across runs by content) into target/lab-artifacts.
 fn build_image() -> Value {
-    let out = Command::new(metal6())
-        .args(["image", "build", "images/lab.yaml", "-o", "json", "--out"])
-        .arg(artifacts())
-        .arg("--installer")
-        .arg(root().join("target/installer/metal6-installer"))
-        .current_dir(root())
-        .output()
-        .expect("metal6 image build");
-    assert!(out.status.success(), "metal6 image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("build report")
+    common::build_lab_image()
 }
 
 fn lab_up(node: &str) -> (Value, Vec<Value>, PathBuf) {

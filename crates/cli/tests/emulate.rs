@@ -151,19 +151,9 @@ fn the_link_agent_builds_the_grid_from_the_tles_it_is_shipped() {
     );
     let veths = String::from_utf8_lossy(&node.exec("ip -o link show type veth").stdout).lines().count();
     assert_eq!(veths, 2 * 288, "both ends of 2 × 144 ISLs");
-    if let Some(v) = kubernetes_validate() {
+    if let Some(v) = common::kubernetes_validate() {
         let o =
             Command::new(v).args(["--strict", "-k", "1.31.4"]).arg(out.join("link-agent.yaml")).output().expect("runs");
         assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     }
-}
-
-fn kubernetes_validate() -> Option<PathBuf> {
-    let p = common::root().join(".venv/bin/kubernetes-validate");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(std::env::var_os("CI").is_none(), "kubernetes-validate missing: `make deps` installs it");
-    eprintln!("SKIP: {} missing (run `make deps`)", p.display());
-    None
 }

@@ -9,30 +9,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{metal6, root};
 use serde_json::Value;
 
 const SHELL: &str = "--shell 4x4 --altitude-km 3000 --inclination 53";
-
-fn artifacts() -> PathBuf {
-    root().join("target/lab-artifacts")
-}
-
-/// The lab image, as `make e2e` builds it (cached by content).
-fn build_image() {
-    let out = Command::new(metal6())
-        .args(["image", "build", "images/lab.yaml", "-o", "json", "--out"])
-        .arg(artifacts())
-        .arg("--installer")
-        .arg(root().join("target/installer/metal6-installer"))
-        .current_dir(root())
-        .output()
-        .expect("metal6 image build");
-    assert!(out.status.success(), "metal6 image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -69,8 +51,8 @@ fn netem_delays_follow_the_links_in_a_guest_kernel() {
         );
         return;
     }
-    build_image();
-    let lab = artifacts().join("images/lab");
+    common::build_lab_image();
+    let lab = common::lab_artifacts().join("images/lab");
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     // The node UKI's kernel, initramfs and command line (its root= names the image's root).

@@ -172,6 +172,37 @@ pub fn metal6() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_metal6"))
 }
 
+/// Where the lab image is built for the tests that boot it (`make e2e`, the guest test).
+pub fn lab_artifacts() -> PathBuf {
+    root().join("target/lab-artifacts")
+}
+
+/// Builds the lab image (cached across runs by content) into [`lab_artifacts`]; the build
+/// report. Needs the installer (`cargo build --profile installer -p metal6-installer`).
+pub fn build_lab_image() -> serde_json::Value {
+    let out = Command::new(metal6())
+        .args(["image", "build", "images/lab.yaml", "-o", "json", "--out"])
+        .arg(lab_artifacts())
+        .arg("--installer")
+        .arg(root().join("target/installer/metal6-installer"))
+        .current_dir(root())
+        .output()
+        .expect("metal6 image build");
+    assert!(out.status.success(), "metal6 image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("build report")
+}
+
+/// The kubernetes-validate `make deps` puts into `.venv`; `None` (a skip, failing in CI) without.
+pub fn kubernetes_validate() -> Option<PathBuf> {
+    let p = root().join(".venv/bin/kubernetes-validate");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(std::env::var_os("CI").is_none(), "kubernetes-validate missing: `make deps` installs it");
+    eprintln!("SKIP: {} missing (run `make deps`)", p.display());
+    None
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
