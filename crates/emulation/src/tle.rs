@@ -234,7 +234,7 @@ impl TleConstellation {
                 offset_min,
             });
         }
-        let shell = arrange(&mut sats, &mut states)?;
+        let shell = arrange(&mut sats, &states)?;
         Ok(TleConstellation { shell, start, sats })
     }
 
@@ -284,7 +284,7 @@ impl TleConstellation {
 }
 
 /// Sorts `sats` into grid order (plane-major, slots by argument of latitude) and infers the shell.
-fn arrange(sats: &mut Vec<Sat>, states: &mut Vec<State>) -> Result<Shell, TleError> {
+fn arrange(sats: &mut Vec<Sat>, states: &[State]) -> Result<Shell, TleError> {
     let n = sats.len();
     let mean = |f: &dyn Fn(&State) -> f64| states.iter().map(f).sum::<f64>() / n as f64;
     let (incl, alt) = (mean(&|s| s.incl), mean(&|s| s.alt));
@@ -372,29 +372,19 @@ fn arrange(sats: &mut Vec<Sat>, states: &mut Vec<State>) -> Result<Shell, TleErr
             let first = p.iter().position(|&i| sats[i].norad == l).unwrap_or(0);
             p.rotate_left(first);
         } else if let Some(u0) = prev_u {
-            let first = (0..per)
-                .min_by(|a, b| delta_deg(u0, states[p[*a]].u).abs().total_cmp(&delta_deg(u0, states[p[*b]].u).abs()))
-                .unwrap_or(0);
+            let first = nearest(states, p, u0);
             p.rotate_left(first);
         }
         prev_u = Some(states[p[0]].u);
     }
     // Delta: the last plane's slot 0 links to the first plane's slot `phasing`, its nearest.
     let phasing = match (kind, prev_u) {
-        (ShellKind::Delta, Some(u_last)) if np > 2 => (0..per)
-            .min_by(|a, b| {
-                delta_deg(u_last, states[planes[0][*a]].u)
-                    .abs()
-                    .total_cmp(&delta_deg(u_last, states[planes[0][*b]].u).abs())
-            })
-            .unwrap_or(0),
+        (ShellKind::Delta, Some(u_last)) if np > 2 => nearest(states, &planes[0], u_last),
         _ => 0,
     };
     let grid: Vec<usize> = planes.into_iter().flatten().collect();
     let mut taken: Vec<Option<Sat>> = std::mem::take(sats).into_iter().map(Some).collect();
     *sats = grid.iter().filter_map(|&i| taken[i].take()).collect();
-    let mut st: Vec<Option<State>> = std::mem::take(states).into_iter().map(Some).collect();
-    *states = grid.iter().filter_map(|&i| st[i].take()).collect();
     Ok(Shell {
         kind,
         planes: u32::try_from(np).unwrap_or(u32::MAX),
@@ -403,6 +393,13 @@ fn arrange(sats: &mut Vec<Sat>, states: &mut Vec<State>) -> Result<Shell, TleErr
         altitude_km: alt,
         inclination_deg: incl,
     })
+}
+
+/// The slot of `plane` whose argument of latitude is nearest `u`.
+fn nearest(states: &[State], plane: &[usize], u: f64) -> usize {
+    (0..plane.len())
+        .min_by(|a, b| delta_deg(u, states[plane[*a]].u).abs().total_cmp(&delta_deg(u, states[plane[*b]].u).abs()))
+        .unwrap_or(0)
 }
 
 /// TLEs of a Walker shell whose satellites are where [`Shell::position`] puts them at `start`
