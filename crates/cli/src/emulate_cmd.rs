@@ -251,22 +251,23 @@ pub(crate) fn topology(a: &ShellArgs) -> Result<(Topology, Addressing)> {
             lon_deg: lon.parse().with_context(|| format!("--station {st}: longitude"))?,
         });
     }
-    let shell = Shell {
-        kind: if a.star { ShellKind::Star } else { ShellKind::Delta },
-        planes,
-        per_plane,
-        phasing: a.phasing,
-        altitude_km: a.altitude_km,
-        inclination_deg: a.inclination,
-    };
-    let n = shell.count();
     let count = u32::try_from(stations.len()).unwrap_or(u32::MAX);
     let mut topo = match tle {
         Some(c) => Topology::from_tle(c, stations),
-        None => Topology::new(shell, stations),
+        None => Topology::new(
+            Shell {
+                kind: if a.star { ShellKind::Star } else { ShellKind::Delta },
+                planes,
+                per_plane,
+                phasing: a.phasing,
+                altitude_km: a.altitude_km,
+                inclination_deg: a.inclination,
+            },
+            stations,
+        ),
     };
     topo.elevation_mask_deg = a.elevation_mask;
-    let addr = Addressing::new(a.block, n, count)?;
+    let addr = Addressing::new(a.block, topo.shell.count(), count)?;
     Ok((topo, addr))
 }
 
