@@ -5,7 +5,7 @@
 //! node is fixed by the inventory, so every binding of one host carries the same address.
 //! Pool addresses (unknown clients, when a dynamic pool is configured) are unique per binding.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,8 @@ pub enum Change {
 #[derive(Debug, Default, Clone)]
 pub struct Bindings {
     by_key: HashMap<BindingKey, Binding>,
+    /// The keys each inventory node holds, so the engine can cap them without a scan.
+    by_node: HashMap<String, BTreeSet<BindingKey>>,
     /// Pool addresses in use, to keep pool leases unique.
     pool_addrs: HashMap<Ipv6Addr, BindingKey>,
     pool_cursor: u128,
@@ -55,26 +57,64 @@ impl Bindings {
         self.by_key.values()
     }
 
+    /// Pool bindings held (unexpired or not yet pruned).
+    pub fn pool_len(&self) -> usize {
+        self.pool_addrs.len()
+    }
+
+    /// The bindings an inventory node holds.
+    pub fn of_node<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Binding> + 'a {
+        self.by_node.get(node).into_iter().flatten().filter_map(|k| self.by_key.get(k))
+    }
+
+    /// Forgets every binding that expired at or before `now`, as replay does at start-up
+    /// (expiry needs no journal record: a replayed expired binding is dropped too). Returns
+    /// how many went.
+    pub fn prune_expired(&mut self, now: u64) -> usize {
+        let gone: Vec<BindingKey> = self.by_key.values().filter(|b| b.expires <= now).map(|b| b.key.clone()).collect();
+        for k in &gone {
+            self.apply(&Change::Remove(k.clone()));
+        }
+        gone.len()
+    }
+
     /// Applies a change (also used to replay the persisted log at start-up).
     pub fn apply(&mut self, change: &Change) {
         match change {
             Change::Upsert(b) => {
-                if let Some(old) = self.by_key.insert(b.key.clone(), b.clone())
-                    && old.node.is_none()
-                    && old.addr != b.addr
-                {
-                    self.pool_addrs.remove(&old.addr);
+                if let Some(old) = self.by_key.insert(b.key.clone(), b.clone()) {
+                    self.forget(&old, Some(b));
                 }
-                if b.node.is_none() {
-                    self.pool_addrs.insert(b.addr, b.key.clone());
+                match &b.node {
+                    None => {
+                        self.pool_addrs.insert(b.addr, b.key.clone());
+                    }
+                    Some(n) => {
+                        self.by_node.entry(n.clone()).or_default().insert(b.key.clone());
+                    }
                 }
             }
             Change::Remove(k) => {
-                if let Some(old) = self.by_key.remove(k)
-                    && old.node.is_none()
-                {
-                    self.pool_addrs.remove(&old.addr);
+                if let Some(old) = self.by_key.remove(k) {
+                    self.forget(&old, None);
                 }
+            }
+        }
+    }
+
+    /// Drops the index entries `old` held that its replacement `new` (same key; `None` on
+    /// removal) does not take over.
+    fn forget(&mut self, old: &Binding, new: Option<&Binding>) {
+        if old.node.is_none() && self.pool_addrs.get(&old.addr) == Some(&old.key) {
+            self.pool_addrs.remove(&old.addr);
+        }
+        if let Some(n) = &old.node
+            && new.is_none_or(|b| b.node.as_ref() != Some(n))
+            && let Some(keys) = self.by_node.get_mut(n)
+        {
+            keys.remove(&old.key);
+            if keys.is_empty() {
+                self.by_node.remove(n);
             }
         }
     }

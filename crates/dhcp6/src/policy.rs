@@ -26,6 +26,25 @@ use serde::Serialize;
 use crate::bindings::{Binding, BindingKey, Bindings, Change};
 use crate::wire::{self, ClientMsg, IaAddr, IaNa, MsgType, Opt, code, status};
 
+/// IA_NAs answered per message. Real clients send one (OVMF, iPXE, dhclient, systemd); each
+/// answered IA can become a durable binding, so a Solicit with thousands of IA_NAs must not
+/// become thousands of journal records. The rest are left out of the reply.
+pub const MAX_IAS_PER_MESSAGE: usize = 4;
+
+/// Bindings one inventory node may hold (one per DUID and IAID: firmware, iPXE, installer and
+/// the installed OS each bring their own). A further one evicts the node's oldest; every
+/// binding of a node carries the same inventory address, so eviction takes nothing away
+/// from a client that comes back: it gets the same address again.
+pub const MAX_BINDINGS_PER_NODE: usize = 16;
+
+/// Pool bindings (unknown clients, Advertise reservations included) held at once. With a
+/// large pool range this, not the range, bounds the table.
+pub const MAX_POOL_BINDINGS: usize = 65_536;
+
+/// How long a declined pool address stays out of the pool (RFC 8415 §18.4.7: the server
+/// marks it not available).
+pub const DECLINE_HOLD_SECS: u64 = 3600;
+
 /// Server-side settings that are not in the inventory.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -256,7 +275,7 @@ impl Engine {
                 out.msg.msg_type =
                     if m.msg_type == MsgType::Solicit && !rapid { MsgType::Advertise } else { MsgType::Reply };
                 let mut any = false;
-                for ia in m.ia_nas() {
+                for ia in m.ia_nas().take(MAX_IAS_PER_MESSAGE) {
                     let key = BindingKey { duid: duid_bytes.clone(), iaid: ia.iaid };
                     let addr = match node_idx {
                         Some(_) if non_boot_nic => None,
@@ -274,6 +293,9 @@ impl Engine {
                             node: node_name.clone(),
                             expires: inc.now + u64::from(self.inv.site.dhcp.valid_lifetime),
                         };
+                        if let Some(node) = &node_name {
+                            changes.extend(evict_oldest(bindings, node, &b.key));
+                        }
                         let change = Change::Upsert(b);
                         bindings.apply(&change);
                         changes.push(change);
@@ -305,12 +327,23 @@ impl Engine {
                 self.config_options(&mut out, m, node_idx, stage, &mut events);
             }
             MsgType::Release | MsgType::Decline => {
-                for ia in m.ia_nas() {
+                for ia in m.ia_nas().take(MAX_IAS_PER_MESSAGE) {
                     let key = BindingKey { duid: duid_bytes.clone(), iaid: ia.iaid };
                     let Some(b) = bindings.get(&key).cloned() else { continue };
                     let change = Change::Remove(key);
                     bindings.apply(&change);
                     changes.push(change);
+                    if m.msg_type == MsgType::Decline && b.node.is_none() {
+                        // Someone else uses this pool address: keep it out of the pool.
+                        let hold = Change::Upsert(Binding {
+                            key: declined_key(b.addr),
+                            addr: b.addr,
+                            node: None,
+                            expires: inc.now + DECLINE_HOLD_SECS,
+                        });
+                        bindings.apply(&hold);
+                        changes.push(hold);
+                    }
                     if let Some(node) = b.node {
                         let duid = hex(&duid_bytes);
                         events.push(if m.msg_type == MsgType::Release {
@@ -361,6 +394,12 @@ impl Engine {
 
     fn pool_address(&self, key: &BindingKey, bindings: &mut Bindings, now: u64) -> Option<Ipv6Addr> {
         let (start, end) = self.inv.site.dhcp.dynamic_pool?;
+        if bindings.get(key).is_none() && bindings.pool_len() >= MAX_POOL_BINDINGS {
+            bindings.prune_expired(now);
+            if bindings.pool_len() >= MAX_POOL_BINDINGS {
+                return None;
+            }
+        }
         let inv = &self.inv;
         let reserved = |a: Ipv6Addr| {
             a == inv.site.boot_server.address
@@ -463,6 +502,28 @@ impl Engine {
             _ => None,
         }
     }
+}
+
+/// Makes room for `key` among `node`'s bindings: when the node already holds
+/// [`MAX_BINDINGS_PER_NODE`] others, its oldest (earliest expiry) goes.
+fn evict_oldest(bindings: &mut Bindings, node: &str, key: &BindingKey) -> Option<Change> {
+    if bindings.get(key).is_some() {
+        return None;
+    }
+    let held: Vec<&Binding> = bindings.of_node(node).collect();
+    if held.len() < MAX_BINDINGS_PER_NODE {
+        return None;
+    }
+    let oldest = held.iter().min_by_key(|b| (b.expires, &b.key))?.key.clone();
+    let change = Change::Remove(oldest);
+    bindings.apply(&change);
+    Some(change)
+}
+
+/// The placeholder that holds a declined pool address: no client's DUID starts with a zero
+/// type of length 8 followed by our tag, so it can collide with no real binding.
+fn declined_key(addr: Ipv6Addr) -> BindingKey {
+    BindingKey { duid: [&b"\0\0declined"[..], &addr.octets()].concat(), iaid: 0 }
 }
 
 fn ia_addrs(ia: &IaNa) -> impl Iterator<Item = Ipv6Addr> + '_ {

@@ -20,6 +20,13 @@ use thiserror::Error;
 /// RFC 8415 §7.6: relays give up beyond 8 hops (HOP_COUNT_LIMIT is 8 by default, 32 at most).
 pub const MAX_RELAY_DEPTH: usize = 32;
 
+/// How deep options may nest inside one message. The deepest legitimate chain is
+/// IA_NA/IA_TA/IA_PD → IAADDR/IAPREFIX → STATUS_CODE (three levels); anything deeper is an
+/// attack on the decoder's stack (a 64 KB datagram of nested IA_TAs once overflowed a tokio
+/// worker's stack and aborted the whole server). Counted per message: a Relay Message option
+/// starts a new message, whose depth [`MAX_RELAY_DEPTH`] bounds.
+pub const MAX_OPTION_NESTING: usize = 4;
+
 /// DHCPv6 message types (RFC 8415 §7.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -216,6 +223,8 @@ pub enum DecodeError {
     BadValue { code: u16 },
     #[error("relay messages nested more than {MAX_RELAY_DEPTH} deep")]
     TooDeep,
+    #[error("option {code} nests options more than {MAX_OPTION_NESTING} deep")]
+    NestedTooDeep { code: u16 },
 }
 
 /// Decodes one DHCPv6 message (client/server or relay) from a UDP payload.
@@ -240,16 +249,17 @@ fn decode_at(buf: &[u8], depth: usize) -> Result<Message, DecodeError> {
             hop_count: buf[1],
             link_addr: link.into(),
             peer_addr: peer.into(),
-            opts: decode_opts(&buf[34..], depth)?,
+            opts: decode_opts(&buf[34..], depth, 0)?,
         }));
     }
     if buf.len() < 4 {
         return Err(DecodeError::ShortHeader(buf.len()));
     }
-    Ok(Message::Client(ClientMsg { msg_type, xid: [buf[1], buf[2], buf[3]], opts: decode_opts(&buf[4..], depth)? }))
+    Ok(Message::Client(ClientMsg { msg_type, xid: [buf[1], buf[2], buf[3]], opts: decode_opts(&buf[4..], depth, 0)? }))
 }
 
-fn decode_opts(mut buf: &[u8], depth: usize) -> Result<Vec<Opt>, DecodeError> {
+/// `depth` counts relay layers, `nest` the encapsulation level inside the current message.
+fn decode_opts(mut buf: &[u8], depth: usize, nest: usize) -> Result<Vec<Opt>, DecodeError> {
     let mut opts = Vec::new();
     while !buf.is_empty() {
         if buf.len() < 4 {
@@ -261,7 +271,7 @@ fn decode_opts(mut buf: &[u8], depth: usize) -> Result<Vec<Opt>, DecodeError> {
         if rest.len() < len {
             return Err(DecodeError::Truncated { code, claimed: len, left: rest.len() });
         }
-        opts.push(decode_opt(code, &rest[..len], depth)?);
+        opts.push(decode_opt(code, &rest[..len], depth, nest)?);
         buf = &rest[len..];
     }
     Ok(opts)
@@ -277,9 +287,16 @@ fn addr(b: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(a)
 }
 
-fn decode_opt(code: u16, v: &[u8], depth: usize) -> Result<Opt, DecodeError> {
+fn decode_opt(code: u16, v: &[u8], depth: usize, nest: usize) -> Result<Opt, DecodeError> {
     let bad_len = || DecodeError::BadLength { code, len: v.len() };
     let need = |ok: bool| if ok { Ok(()) } else { Err(bad_len()) };
+    // The options inside an encapsulating option, one level deeper.
+    let inner = |b: &[u8]| {
+        if nest + 1 >= MAX_OPTION_NESTING {
+            return Err(DecodeError::NestedTooDeep { code });
+        }
+        decode_opts(b, depth, nest + 1)
+    };
     use code::*;
     Ok(match code {
         // RFC 8415 §11.1: a DUID is at most 128 octets plus its 2-octet type.
@@ -289,11 +306,11 @@ fn decode_opt(code: u16, v: &[u8], depth: usize) -> Result<Opt, DecodeError> {
         }
         IA_NA => {
             need(v.len() >= 12)?;
-            Opt::IaNa(IaNa { iaid: be32(v), t1: be32(&v[4..]), t2: be32(&v[8..]), opts: decode_opts(&v[12..], depth)? })
+            Opt::IaNa(IaNa { iaid: be32(v), t1: be32(&v[4..]), t2: be32(&v[8..]), opts: inner(&v[12..])? })
         }
         IA_TA => {
             need(v.len() >= 4)?;
-            Opt::IaTa(be32(v), decode_opts(&v[4..], depth)?)
+            Opt::IaTa(be32(v), inner(&v[4..])?)
         }
         IAADDR => {
             need(v.len() >= 24)?;
@@ -301,7 +318,7 @@ fn decode_opt(code: u16, v: &[u8], depth: usize) -> Result<Opt, DecodeError> {
                 addr: addr(v),
                 preferred: be32(&v[16..]),
                 valid: be32(&v[20..]),
-                opts: decode_opts(&v[24..], depth)?,
+                opts: inner(&v[24..])?,
             })
         }
         ORO => {
@@ -665,6 +682,43 @@ mod tests {
             }
         }
         assert_eq!(decode(&m), Err(DecodeError::TooDeep));
+    }
+
+    /// A Solicit whose one IA_TA holds an IA_TA holding an IA_TA… as deep as a 64 KB datagram
+    /// allows (~8,000 levels). Before options counted their nesting this recursed once per
+    /// level and overflowed a tokio worker's stack, aborting the server. Decoded here on a
+    /// thread with a small stack, so a regression fails the test instead of passing by luck.
+    #[test]
+    fn option_nesting_is_bounded_even_in_a_64k_datagram() {
+        let mut ia: Vec<u8> = Vec::new();
+        while ia.len() + 8 <= 65_000 {
+            let mut outer = vec![0, 4];
+            outer.extend_from_slice(&u16::try_from(ia.len() + 4).expect("fits").to_be_bytes());
+            outer.extend_from_slice(&[0, 0, 0, 1]);
+            outer.extend_from_slice(&ia);
+            ia = outer;
+        }
+        let mut msg = vec![1, 0, 0, 1, 0, 1, 0, 10, 0, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        msg.extend_from_slice(&ia);
+        let result = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || decode(&msg))
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(result, Err(DecodeError::NestedTooDeep { code: code::IA_TA }));
+        // The deepest legitimate chain still decodes: IA_NA → IAADDR → STATUS_CODE.
+        let status = [0u8, 13, 0, 4, 0, 0, b'o', b'k'];
+        let mut iaaddr = vec![0u8, 5, 0, 24 + 8];
+        iaaddr.extend_from_slice(&[0; 24]);
+        iaaddr.extend_from_slice(&status);
+        let mut iana = vec![0u8, 3, 0, u8::try_from(12 + iaaddr.len()).expect("fits")];
+        iana.extend_from_slice(&[0; 12]);
+        iana.extend_from_slice(&iaaddr);
+        let mut ok = vec![7, 0, 0, 1];
+        ok.extend_from_slice(&iana);
+        let Ok(Message::Client(m)) = decode(&ok) else { panic!("IA_NA with IAADDR and status decodes") };
+        assert_eq!(Message::Client(m).encode(), ok);
     }
 
     #[test]

@@ -299,3 +299,71 @@ fn set_oro(m: &mut ClientMsg, codes: Vec<u16>) {
     m.opts.retain(|o| !matches!(o, Opt::Oro(_)));
     m.opts.push(Opt::Oro(codes));
 }
+
+fn pool_engine() -> Engine {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../inventory/lab.yaml")).expect("lab");
+    let src = src.replace(
+        "    valid_lifetime: 7200\n",
+        "    valid_lifetime: 7200\n    dynamic_pool: {start: \"fd00:6d:1::1000\", end: \"fd00:6d:1::1001\"}\n",
+    );
+    let inv = metal6_inventory::check_str(&src, "lab.yaml").0.expect("valid");
+    Engine::new(inv, Config { server_duid: SERVER_DUID.to_vec(), rapid_commit: true })
+}
+
+/// One Rapid-Commit Solicit with thousands of IA_NAs for a known MAC once became one durable
+/// binding per IA_NA (2.2 MB of journal in seconds). At most MAX_IAS_PER_MESSAGE are answered.
+#[test]
+fn ia_nas_per_message_are_capped() {
+    use metal6_dhcp6::policy::MAX_IAS_PER_MESSAGE;
+    let (mut e, mut b) = (engine(), Bindings::default());
+    let mut m = os_client(MsgType::Solicit, duid_llt(MAC1), 0, false);
+    m.opts.extend((1..3000).map(ia));
+    m.opts.push(Opt::RapidCommit);
+    let (r, changes, _) = reply(run(&mut e, &mut b, &m, &[], NODE1_LL));
+    assert_eq!(r.ia_nas().count(), MAX_IAS_PER_MESSAGE);
+    assert_eq!(changes.len(), MAX_IAS_PER_MESSAGE);
+    assert_eq!(b.len(), MAX_IAS_PER_MESSAGE);
+}
+
+/// IAIDs varied across messages: the node keeps at most MAX_BINDINGS_PER_NODE, the oldest go
+/// (journaled as removals), and every reply still carries the node's address.
+#[test]
+fn bindings_per_node_are_capped_oldest_first() {
+    use metal6_dhcp6::policy::MAX_BINDINGS_PER_NODE;
+    let (mut e, mut b) = (engine(), Bindings::default());
+    let mut removed = 0;
+    for (i, iaid) in (0..200u32).enumerate() {
+        let mut m = os_client(MsgType::Solicit, duid_llt(MAC1), iaid, false);
+        m.opts.push(Opt::RapidCommit);
+        let now = 1_000_000 + i as u64;
+        let (r, changes, _) = reply(e.handle(&Incoming { msg: &m, relays: &[], source: a(NODE1_LL), now }, &mut b));
+        assert_eq!(leased(&r), vec![a("fd00:6d:1::100")]);
+        removed += changes.iter().filter(|c| matches!(c, Change::Remove(_))).count();
+    }
+    assert_eq!(b.of_node("lab-node-1").count(), MAX_BINDINGS_PER_NODE);
+    assert_eq!(removed, 200 - MAX_BINDINGS_PER_NODE);
+    // The newest survive.
+    assert!(b.get(&BindingKey { duid: duid_llt(MAC1), iaid: 199 }).is_some());
+    assert!(b.get(&BindingKey { duid: duid_llt(MAC1), iaid: 0 }).is_none());
+}
+
+/// A declined pool address is held out of the pool instead of going to the next client.
+#[test]
+fn a_declined_pool_address_is_not_handed_out_again() {
+    let (mut e, mut b) = (pool_engine(), Bindings::default());
+    let stranger = |n: u8| duid_llt([2, 0, 0, 0, 0, n]);
+    let mut rc = os_client(MsgType::Solicit, stranger(1), 1, false);
+    rc.opts.push(Opt::RapidCommit);
+    let (r, _, _) = reply(run(&mut e, &mut b, &rc, &[], "fe80::1"));
+    let first = leased(&r)[0];
+    let (_, changes, _) =
+        reply(run(&mut e, &mut b, &os_client(MsgType::Decline, stranger(1), 1, true), &[], "fe80::1"));
+    assert_eq!(changes.len(), 2, "removal plus the hold, both journaled: {changes:?}");
+    for n in 2..5 {
+        let mut rc = os_client(MsgType::Solicit, stranger(n), 1, false);
+        rc.opts.push(Opt::RapidCommit);
+        if let Outcome::Reply { reply, .. } = run(&mut e, &mut b, &rc, &[], "fe80::2") {
+            assert!(!leased(&reply).contains(&first), "declined {first} handed to client {n}");
+        }
+    }
+}

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metal6_dhcp6::bindings::{Bindings, Change};
-use metal6_dhcp6::policy::{Engine, Event, Incoming, Outcome, RelayHop};
+use metal6_dhcp6::policy::{Engine, Event, Incoming, Outcome, RelayHop, Silence};
 use metal6_dhcp6::wire::{self, ClientMsg, Message, MsgType, Opt, RelayMsg};
+use metal6_inventory::ident::Duid;
 use metal6_inventory::ident::MacAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -24,6 +25,11 @@ use crate::leases::Journal;
 use crate::stats::{Stats, bump};
 
 pub const SERVER_PORT: u16 = 547;
+/// Expired bindings leave the in-memory table this often (the journal drops them when it
+/// compacts, and replay drops them at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Unknown clients remembered for logging them once at info level (then at debug).
+const UNKNOWN_LOGGED: usize = 4096;
 const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 
 /// Binds `[::]:port` and joins ff02::1:2 on the provisioning interface.
@@ -99,6 +105,8 @@ pub struct DhcpService {
     pub stats: Arc<Stats>,
     pub ifindex: u32,
     pub limiter: RateLimiter,
+    /// DUIDs of unknown clients already logged at info level.
+    pub unknown_seen: std::collections::HashSet<Vec<u8>>,
 }
 
 fn unix_now() -> u64 {
@@ -181,17 +189,29 @@ fn wrap_reply(reply: ClientMsg, hops: &[RelayHop]) -> Message {
 }
 
 impl DhcpService {
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Serves until `cancel`; an error when the lease journal's writer died, since no binding
+    /// can be acknowledged after that.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), crate::ServeError> {
         let (tx, rx) = mpsc::channel::<Pending>(4096);
         let Some(journal) = self.journal.take() else {
             warn!("DHCPv6 service started without a lease journal");
-            return;
+            return Ok(());
         };
         let writer = spawn_writer(journal, rx, self.socket.clone(), self.stats.clone());
         let mut buf = vec![0u8; 65536];
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut result = Ok(());
         loop {
             let (n, from) = tokio::select! {
                 () = cancel.cancelled() => break,
+                _ = prune.tick() => {
+                    let gone = self.bindings.prune_expired(unix_now());
+                    self.stats.update(|s| s.leases = self.bindings.len() as u64);
+                    if gone > 0 {
+                        debug!(gone, "expired bindings pruned");
+                    }
+                    continue;
+                }
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     Err(e) => { warn!(error = %e, "dhcpv6 receive failed"); continue; }
@@ -203,7 +223,11 @@ impl DhcpService {
                     Ready::Now(bytes, dest, kind) => self.send(&bytes, dest, kind).await,
                     Ready::AfterCommit(pending) => {
                         if tx.send(pending).await.is_err() {
-                            warn!("lease journal writer stopped; reply not sent");
+                            result = Err(crate::ServeError::ServiceFailed {
+                                service: "DHCPv6",
+                                reason: "the lease journal writer stopped; no lease can be acknowledged".into(),
+                            });
+                            break;
                         }
                     }
                 }
@@ -212,6 +236,7 @@ impl DhcpService {
         drop(tx);
         let _ = writer.await;
         self.stats.update(|s| s.leases = self.bindings.len() as u64);
+        result
     }
 
     async fn send(&self, bytes: &[u8], dest: SocketAddr, kind: &'static str) {
@@ -256,6 +281,16 @@ impl DhcpService {
                 self.record(&events);
                 let reason =
                     serde_json::to_value(why).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                if why == Silence::UnknownClient && self.first_sighting(duid) {
+                    // A typo'd MAC in the inventory shows up here: say it where operators look.
+                    let mac = Duid::from_bytes(duid.to_vec()).ok().and_then(|d| d.mac()).map(|m| m.to_string());
+                    info!(
+                        duid = %metal6_dhcp6::policy::hex(duid),
+                        mac = mac.as_deref().unwrap_or("-"),
+                        src = %from.ip(),
+                        "unknown client (not in the inventory) ignored; logged once per client"
+                    );
+                }
                 debug!(reason, "no answer");
                 self.stats.update(|s| bump(&mut s.dropped, &reason));
                 None
@@ -280,6 +315,15 @@ impl DhcpService {
                 }
             }
         }
+    }
+
+    /// True the first time this DUID is seen unknown (bounded memory: the set is cleared
+    /// when full, so a flood of fake DUIDs costs log lines at most once per 4,096).
+    fn first_sighting(&mut self, duid: &[u8]) -> bool {
+        if self.unknown_seen.len() >= UNKNOWN_LOGGED {
+            self.unknown_seen.clear();
+        }
+        self.unknown_seen.insert(duid.to_vec())
     }
 
     fn record(&mut self, events: &[Event]) {
@@ -312,11 +356,14 @@ fn spawn_writer(
         while rx.recv_many(&mut batch, 1024).await > 0 {
             let changes: Vec<Change> = batch.iter().flat_map(|p| p.changes.iter().cloned()).collect();
             let joined = tokio::task::spawn_blocking(move || {
-                let r = journal.commit(&changes).map(|()| changes.len());
+                let r = journal.commit(&changes, unix_now()).map(|()| changes.len());
                 (r, journal)
             })
             .await;
             let Ok((res, j)) = joined else {
+                // Without a journal no binding can be acknowledged again: say so and stop the
+                // DHCPv6 service (the receive loop sees the closed queue) rather than stay up
+                // sending Advertises that never become Replies.
                 tracing::error!("lease journal thread failed; no more leases can be acknowledged");
                 return;
             };
@@ -337,7 +384,7 @@ fn spawn_writer(
                 Err(e) => {
                     // Not durable, so not acknowledged: the clients retransmit and get the
                     // same (sticky) answer once the disk works again.
-                    warn!(error = %e, "lease journal write failed; replies withheld");
+                    warn!(error = %crate::error_chain(&e), "lease journal write failed; replies withheld");
                     stats.update(|s| *s.dropped.entry("journal-failed".into()).or_default() += batch.len() as u64);
                     batch.clear();
                 }

@@ -88,6 +88,70 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot lock the state directory {dir}")]
+    Lock {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state directory {dir} is in use by another metal6 serve{}; two servers on one \
+         journal would overwrite each other's leases",
+        holder.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, holder: Option<String> },
+    #[error("{path} {problem}; {hint}")]
+    TokenKeyInvalid { path: PathBuf, problem: String, hint: &'static str },
+    #[error("the {service} service stopped: {reason}")]
+    ServiceFailed { service: &'static str, reason: String },
+}
+
+/// An error and its causes on one line (`a: b: c`), for logs: `%e` alone prints only the
+/// outermost message and hides why a journal write failed.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+/// Holds `STATE_DIR/serve.lock` (an exclusive `flock`, released by the kernel when the
+/// process dies, so a crash never leaves a stale lock). The file says which pid holds it.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    pub fn acquire(dir: &Path) -> Result<StateLock, ServeError> {
+        use std::io::{Seek, Write};
+        let lock_err = |source| ServeError::Lock { dir: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(lock_err)?;
+        let path = dir.join("serve.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(lock_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+                return Err(ServeError::Locked { dir: dir.to_owned(), holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        file.set_len(0).map_err(lock_err)?;
+        file.rewind().map_err(lock_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
+        Ok(StateLock { _file: file })
+    }
 }
 
 /// Index and MAC of a network interface, from sysfs.
@@ -117,6 +181,7 @@ pub async fn serve(
     let iface = opts.interface.clone().unwrap_or_else(|| inv.site.interface.clone());
     let (ifindex, mac) =
         interface_info(&iface).map_err(|source| ServeError::Interface { name: iface.clone(), source })?;
+    let _lock = StateLock::acquire(&opts.state_dir)?;
     let stats = Arc::new(stats::Stats::default());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (journal, bindings, report) = leases::Journal::open(&opts.state_dir, now)?;
@@ -127,8 +192,23 @@ pub async fn serve(
         torn = report.torn,
         "lease journal loaded"
     );
-    let events = events::EventStore::open(&opts.state_dir)
+    if let Some(copy) = &report.quarantined {
+        tracing::error!(
+            lines = ?report.corrupt,
+            copy = %copy.display(),
+            "the lease journal had damaged lines (not a crash's torn tail): the file was copied \
+             aside before compaction; inspect the copy for bindings that may be lost"
+        );
+    }
+    let (events, ev_report) = events::EventStore::open(&opts.state_dir)
         .map_err(|source| ServeError::Events { dir: opts.state_dir.clone(), source })?;
+    if let Some(copy) = &ev_report.quarantined {
+        tracing::error!(
+            lines = ?ev_report.corrupt,
+            copy = %copy.display(),
+            "the event log had unreadable lines: they were skipped and the file copied aside"
+        );
+    }
     let socket =
         dhcp::bind(opts.dhcp_port, ifindex).map_err(|source| ServeError::BindDhcp { port: opts.dhcp_port, source })?;
     info!(interface = %iface, ifindex, port = opts.dhcp_port, "DHCPv6 listening");
@@ -155,8 +235,7 @@ pub async fn serve(
             }
             None => None,
         };
-        let token_key = token_key(&opts.state_dir)
-            .map_err(|source| ServeError::TokenKey { dir: opts.state_dir.clone(), source })?;
+        let token_key = token_key(&opts.state_dir)?;
         let state = Arc::new(http::HttpState {
             id: metal6_inventory::identity::Identifier::new(&inv),
             inv: Arc::new(inv.clone()),
@@ -197,15 +276,66 @@ pub async fn serve(
         stats: stats.clone(),
         ifindex,
         limiter: dhcp::RateLimiter::new(64, 32, 100_000),
+        unknown_seen: std::collections::HashSet::new(),
     };
-    tasks.spawn(service.run(cancel.clone()));
+    let failure: Arc<std::sync::Mutex<Option<ServeError>>> = Arc::default();
+    {
+        let (cancel, failure) = (cancel.clone(), failure.clone());
+        tasks.spawn(async move {
+            if let Err(e) = service.run(cancel.clone()).await {
+                tracing::error!(error = %e, "DHCPv6 service failed; stopping metal6 serve");
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(e);
+                }
+                cancel.cancel();
+            }
+        });
+    }
     let stats_path = opts.state_dir.join("stats.json");
     tasks.spawn(write_stats_periodically(stats.clone(), stats_path.clone(), cancel.clone()));
-    while tasks.join_next().await.is_some() {}
+    // A service that ends on its own (or panics) while the others run leaves a server that
+    // answers half the protocol: stop all of it, so a supervisor restarts it whole.
+    let mut drained_by = None;
+    loop {
+        let next = match drained_by {
+            None => tokio::select! {
+                r = tasks.join_next() => r,
+                () = cancel.cancelled() => { drained_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE); continue; }
+            },
+            Some(deadline) => match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(left = tasks.len(), "services did not stop in time; abandoning them");
+                    tasks.abort_all();
+                    break;
+                }
+            },
+        };
+        let Some(r) = next else { break };
+        if !cancel.is_cancelled() {
+            let reason = match r {
+                Err(e) if e.is_panic() => "panicked".to_owned(),
+                Err(e) => e.to_string(),
+                Ok(()) => "ended unexpectedly".to_owned(),
+            };
+            tracing::error!(%reason, "a service stopped; stopping metal6 serve");
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert(ServeError::ServiceFailed { service: "netboot", reason });
+            }
+            cancel.cancel();
+        }
+    }
     let snap = stats.snapshot();
     write_stats(&snap, &stats_path);
-    Ok(snap)
+    match failure.lock().ok().and_then(|mut f| f.take()) {
+        Some(e) => Err(e),
+        None => Ok(snap),
+    }
 }
+
+/// After shutdown is asked for, services get this long to drain (HTTP transfers get 5 s of
+/// it); then whatever is left is aborted so the process always ends.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The HTTP service takes up to 4,096 connections; systemd's default soft limit is 1,024
 /// descriptors. Raise the soft limit to the hard one (no privilege needed).
@@ -220,21 +350,53 @@ fn raise_fd_limit() {
 }
 
 /// 32 random bytes in `STATE_DIR/token.key` (mode 0600), created on first start.
-fn token_key(dir: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
+///
+/// Never regenerated behind the operator's back: a new key invalidates every node's token
+/// (installed nodes could no longer report), so a key of the wrong size or readable by others
+/// stops the server with the fix to make. Created atomically (a complete temporary file,
+/// synced, then linked into place), so a crash leaves either no key or a whole one.
+fn token_key(dir: &Path) -> Result<Vec<u8>, ServeError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join("token.key");
-    if let Ok(k) = std::fs::read(&path)
-        && k.len() == 32
-    {
-        return Ok(k);
+    let io_err = |source| ServeError::TokenKey { dir: dir.to_owned(), source };
+    match std::fs::read(&path) {
+        Ok(k) => {
+            let invalid = |problem: String, hint| ServeError::TokenKeyInvalid { path: path.clone(), problem, hint };
+            let mode = std::fs::metadata(&path).map_err(io_err)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(invalid(
+                    format!("is readable by others (mode {:o})", mode & 0o777),
+                    "anyone who reads it can forge every node's token: chmod 600 it (and rotate it if it leaked)",
+                ));
+            }
+            if k.len() != 32 {
+                return Err(invalid(
+                    format!("holds {} bytes, not 32", k.len()),
+                    "restore it from a backup, or delete it to make a new one (every node's token changes)",
+                ));
+            }
+            return Ok(k);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
     }
     let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
-    std::io::Write::write_all(&mut f, &key)?;
-    f.sync_all()?;
-    Ok(key)
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).map_err(io_err)?;
+    let tmp = dir.join(format!("token.key.tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err)?;
+    f.write_all(&key).and_then(|()| f.sync_all()).map_err(io_err)?;
+    // hard_link fails if a key appeared meanwhile: then that one is the key.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => token_key(dir),
+        Err(e) => Err(io_err(e)),
+    }
 }
 
 async fn write_stats_periodically(stats: Arc<stats::Stats>, path: PathBuf, cancel: CancellationToken) {

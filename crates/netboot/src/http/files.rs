@@ -90,31 +90,35 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeReq {
     }
     let Some((a, b)) = spec.trim().split_once('-') else { return RangeReq::Full };
     let (a, b) = (a.trim(), b.trim());
-    let range = match (a.is_empty(), b.is_empty()) {
-        (true, true) => return RangeReq::Full,
+    // Anything but digits makes the header invalid, and an invalid Range is ignored (§14.2);
+    // digits beyond u64 are a valid, huge position (clamped like any other past the end).
+    let (Some(first), Some(last)) = (position(a), position(b)) else { return RangeReq::Full };
+    let end = len.saturating_sub(1);
+    let range = match (first, last) {
+        (None, None) => return RangeReq::Full,
         // Suffix: the last N bytes.
-        (true, false) => match b.parse::<u64>() {
-            Ok(0) => return RangeReq::Unsatisfiable,
-            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
-            Err(_) => return RangeReq::Full,
-        },
-        (false, _) => {
-            let Ok(first) = a.parse::<u64>() else { return RangeReq::Full };
-            let last = if b.is_empty() {
-                len.saturating_sub(1)
-            } else {
-                b.parse::<u64>().map_or(u64::MAX, |x| x.min(len.saturating_sub(1)))
-            };
-            if b.parse::<u64>().is_ok_and(|x| x < first) {
-                return RangeReq::Full;
-            }
-            (first, last)
-        }
+        (None, Some(0)) => return RangeReq::Unsatisfiable,
+        (None, Some(n)) => (len.saturating_sub(n), end),
+        (Some(first), None) => (first, end),
+        (Some(first), Some(last)) if last < first => return RangeReq::Full,
+        (Some(first), Some(last)) => (first, last.min(end)),
     };
     if len == 0 || range.0 >= len {
         return RangeReq::Unsatisfiable;
     }
     RangeReq::Part(range.0, range.1)
+}
+
+/// A range position: `Some(None)` when empty, `Some(Some(n))` for 1*DIGIT (saturating at
+/// `u64::MAX`), `None` when it is not a position at all (signs, spaces, letters).
+fn position(s: &str) -> Option<Option<u64>> {
+    if s.is_empty() {
+        return Some(None);
+    }
+    if !s.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(Some(s.parse::<u64>().unwrap_or(u64::MAX)))
 }
 
 /// Conditional request outcome (RFC 9110 §13.2.2 order: If-None-Match before
@@ -203,6 +207,20 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=9-2"), 100), RangeReq::Full);
         assert_eq!(parse_range(Some("items=0-1"), 100), RangeReq::Full);
         assert_eq!(parse_range(Some("bytes=0-0"), 0), RangeReq::Unsatisfiable);
+        // Hostile or broken ends: an invalid header is ignored, never a bogus length or a
+        // panic (`bytes=5-x` once gave Content-Length 18446744073709551611).
+        assert_eq!(parse_range(Some("bytes=5-x"), 100), RangeReq::Full);
+        assert_eq!(parse_range(Some("bytes=+5-9"), 100), RangeReq::Full);
+        assert_eq!(parse_range(Some("bytes=5-+9"), 100), RangeReq::Full);
+        assert_eq!(parse_range(Some("bytes=x-"), 100), RangeReq::Full);
+        assert_eq!(parse_range(Some("bytes=-x"), 100), RangeReq::Full);
+        assert_eq!(parse_range(Some("bytes=5-99999999999999999999999"), 100), RangeReq::Part(5, 99));
+        assert_eq!(parse_range(Some("bytes=99999999999999999999999-"), 100), RangeReq::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-99999999999999999999999"), 100), RangeReq::Part(0, 99));
+        for (a, b) in [(0u64, 0u64), (5, 99), (99, 99)] {
+            let RangeReq::Part(x, y) = parse_range(Some(&format!("bytes={a}-{b}")), 100) else { panic!("part") };
+            assert!(x <= y && y < 100);
+        }
     }
 
     #[test]
