@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use metal6_inventory::Limits;
 use metal6_inventory::diag::Severity;
 use metal6_inventory::ident::MacAddr;
 use metal6_inventory::model::{GatedStep, Inventory, Node};
@@ -157,16 +158,15 @@ pub fn run(cmd: &BmcCmd, format: Format) -> Result<ExitCode> {
         BmcCmd::Firmware(FirmwareCmd::Plan(t) | FirmwareCmd::Apply(Apply { target: t, .. })) => t,
     };
     let write_back = matches!(cmd, BmcCmd::Inventory { write_back: true, .. });
-    let src = std::fs::read_to_string(&target.inventory)
-        .with_context(|| format!("reading {}", target.inventory.display()))?;
+    let src = metal6_inventory::read(&target.inventory, Limits::DEFAULT)?;
     let file = target.inventory.display().to_string();
     let missing = metal6_inventory::writeback::missing_macs(&src)?;
     let (inv, placeholders) = if write_back && !missing.is_empty() {
         load_with_placeholders(&src, &file, &missing)?
     } else {
-        match metal6_inventory::check_str(&src, &file) {
+        match metal6_inventory::check_str_with(&src, &file, Limits::DEFAULT) {
             (Some(inv), _) => (inv, HashSet::new()),
-            (None, d) => bail!("{}", d.render()),
+            (None, d) => bail!("{}", crate::inventory_cmd::render_elsewhere(&d)),
         }
     };
     let names = select(&inv, target)?;

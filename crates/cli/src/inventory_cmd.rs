@@ -4,10 +4,10 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use metal6_inventory::plan::{self, NodePlan};
-use metal6_inventory::{Diagnostics, LoadError};
+use metal6_inventory::{Diagnostics, Limits, LoadError};
 use serde::Serialize;
 
 use crate::output::{Format, write_data, write_table};
@@ -24,6 +24,8 @@ pub enum InventoryCmd {
         /// Treat warnings as errors.
         #[arg(long)]
         deny_warnings: bool,
+        #[command(flatten)]
+        limit: MaxErrors,
     },
     /// Show the resolved plan of each node: addresses, boot URL, BMC URL, profile values.
     Show {
@@ -32,15 +34,43 @@ pub enum InventoryCmd {
         /// Only this node, in detail.
         #[arg(long)]
         node: Option<String>,
+        #[command(flatten)]
+        limit: MaxErrors,
     },
     /// Print the JSON Schema of the inventory format (for editor completion).
     Schema,
 }
 
+// How many diagnostics a file may print. An inventory with hundreds of thousands of broken
+// nodes would otherwise print millions of lines: the first ones and a count are what an
+// operator can act on, and the validator keeps no more than that in memory. (A plain comment:
+// clap would make a doc comment here the about text of every command that flattens this.)
+#[derive(Debug, clap::Args)]
+pub struct MaxErrors {
+    /// Show the first N errors and warnings of each file (0: all).
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_diagnostics)]
+    max_errors: usize,
+}
+
+impl MaxErrors {
+    fn limits(&self) -> Limits {
+        Limits { max_diagnostics: self.max_errors, ..Limits::DEFAULT }
+    }
+}
+
+/// Closes the "... and N more errors" line of a command that has `--max-errors`.
+const SEE_ALL: &str = "use --max-errors 0 to see all";
+
+/// Diagnostics as commands without `--max-errors` print them (they load with
+/// `Limits::DEFAULT`): the first ones, and the command that shows them all.
+pub(crate) fn render_elsewhere(d: &Diagnostics) -> String {
+    d.render_with(&format!("`metal6 inventory check --max-errors 0 {}` shows all", d.file))
+}
+
 pub fn run(cmd: &InventoryCmd, format: Format) -> Result<ExitCode> {
     match cmd {
-        InventoryCmd::Check { files, deny_warnings } => check(files, *deny_warnings, format),
-        InventoryCmd::Show { file, node } => show(file, node.as_deref(), format),
+        InventoryCmd::Check { files, deny_warnings, limit } => check(files, *deny_warnings, limit.limits(), format),
+        InventoryCmd::Show { file, node, limit } => show(file, node.as_deref(), limit.limits(), format),
         InventoryCmd::Schema => {
             io::stdout().write_all(metal6_inventory::schema::json_schema().as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -54,11 +84,11 @@ struct CheckReport<'a> {
     files: Vec<&'a Diagnostics>,
 }
 
-fn check(files: &[PathBuf], deny_warnings: bool, format: Format) -> Result<ExitCode> {
+fn check(files: &[PathBuf], deny_warnings: bool, limits: Limits, format: Format) -> Result<ExitCode> {
     let mut results = Vec::new();
     for f in files {
-        let src = std::fs::read_to_string(f).with_context(|| format!("cannot read inventory {}", f.display()))?;
-        let (_, diags) = metal6_inventory::check_str(&src, &f.display().to_string());
+        let src = metal6_inventory::read(f, limits)?;
+        let (_, diags) = metal6_inventory::check_str_with(&src, &f.display().to_string(), limits);
         results.push(diags);
     }
     let failed = |d: &Diagnostics| d.has_errors() || (deny_warnings && !d.is_empty());
@@ -69,7 +99,7 @@ fn check(files: &[PathBuf], deny_warnings: bool, format: Format) -> Result<ExitC
             // tell "printed nothing" from "printed data".
             let mut err = io::stderr().lock();
             for d in &results {
-                err.write_all(d.render().as_bytes())?;
+                err.write_all(d.render_with(SEE_ALL).as_bytes())?;
             }
         }
         _ => write_data(&mut io::stdout().lock(), format, &CheckReport { valid, files: results.iter().collect() })?,
@@ -77,17 +107,17 @@ fn check(files: &[PathBuf], deny_warnings: bool, format: Format) -> Result<ExitC
     Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn show(file: &std::path::Path, node: Option<&str>, format: Format) -> Result<ExitCode> {
-    let (inv, warnings) = match metal6_inventory::load(file) {
+fn show(file: &std::path::Path, node: Option<&str>, limits: Limits, format: Format) -> Result<ExitCode> {
+    let (inv, warnings) = match metal6_inventory::load_with(file, limits) {
         Ok(ok) => ok,
         Err(LoadError::Invalid(diags)) => {
-            io::stderr().write_all(diags.render().as_bytes())?;
+            io::stderr().write_all(diags.render_with(SEE_ALL).as_bytes())?;
             return Ok(ExitCode::from(1));
         }
         Err(e) => return Err(e.into()),
     };
     if !warnings.is_empty() && format == Format::Table {
-        io::stderr().write_all(warnings.render().as_bytes())?;
+        io::stderr().write_all(warnings.render_with(SEE_ALL).as_bytes())?;
     }
     let mut plans = plan::plan(&inv);
     if let Some(name) = node {

@@ -72,12 +72,12 @@ pub enum Dhcp6Cmd {
     Probe(probe_cmd::ProbeArgs),
 }
 
-/// A valid inventory, or its diagnostics rendered as the error (warnings are dropped: the
+/// A valid inventory, or its first diagnostics rendered as the error (warnings are dropped: the
 /// commands that show them, `inventory check` and `serve`, load on their own).
 pub(crate) fn load_inventory(path: &std::path::Path) -> anyhow::Result<metal6_inventory::model::Inventory> {
-    match metal6_inventory::load(path) {
+    match metal6_inventory::load_with(path, metal6_inventory::Limits::DEFAULT) {
         Ok((inv, _)) => Ok(inv),
-        Err(metal6_inventory::LoadError::Invalid(d)) => Err(anyhow::anyhow!("{}", d.render())),
+        Err(metal6_inventory::LoadError::Invalid(d)) => Err(anyhow::anyhow!("{}", inventory_cmd::render_elsewhere(&d))),
         Err(other) => Err(other.into()),
     }
 }

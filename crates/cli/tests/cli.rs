@@ -65,6 +65,52 @@ fn check_reports_every_error_and_exits_1() {
     );
 }
 
+/// `--max-errors N` prints the first N diagnostics in file order and counts the others; the
+/// JSON form has the shown ones and the counts.
+#[test]
+fn check_max_errors_prints_the_first_and_a_count() {
+    let file = "tests/inventory/invalid/41-many-errors-at-once.yaml";
+    snapshot("check-max-errors", &["inventory", "check", "--max-errors", "2", file]);
+    snapshot("check-max-errors-json", &["inventory", "check", "--max-errors", "1", "-o", "json", file]);
+}
+
+/// Tens of thousands of broken nodes print 50 diagnostics and a count, not hundreds of
+/// thousands of lines.
+#[test]
+fn check_cuts_a_flood_of_errors() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("flood.yaml");
+    let mut src = String::from(
+        "version: 1\nsite:\n  name: flood\n  domain: flood.metal6.test\n  provisioning:\n    interface: prov0\n    \
+         prefix: fd00:c0::/64\n    router: fd00:c0::1\n  boot_server:\n    address: fd00:c0::2\nprofiles:\n  worker:\n    \
+         role: worker\n    boot: uefi-http\n    image: lab\nnodes:\n",
+    );
+    for i in 0..20_000 {
+        src.push_str(&format!(
+            "  - name: n{i}\n    profile: worker\n    nics:\n      - name: eth0\n        mac: zz:{i}\n    \
+             disk:\n      path: /dev/vda\n"
+        ));
+    }
+    std::fs::write(&path, &src).expect("write the inventory");
+    let name = path.to_str().expect("UTF-8 temporary path");
+
+    let (code, stdout, stderr) = run(&["inventory", "check", name]);
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert_eq!(stderr.matches(": error[invalid-mac]: ").count(), 50);
+    let tail =
+        format!("... and 19,950 more errors (use --max-errors 0 to see all)\n{name}: 20,000 errors, 0 warnings\n");
+    assert!(stderr.ends_with(&tail), "{}", &stderr[stderr.len().saturating_sub(500)..]);
+
+    let (code, stdout, _) = run(&["inventory", "check", "--max-errors", "5", "-o", "json", name]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let file = &report["files"][0];
+    let counts = (file["errors"].as_u64(), file["warnings"].as_u64(), file["omitted"].as_u64());
+    assert_eq!(counts, (Some(20_000), Some(0), Some(19_995)));
+    assert_eq!(file["diagnostics"].as_array().map(Vec::len), Some(5));
+    assert_eq!(file["diagnostics"][0]["path"], "nodes[0].nics[0].mac");
+}
+
 #[test]
 fn check_valid_files_exits_0() {
     snapshot("check-valid", &["inventory", "check", "inventory/lab.yaml", "inventory/example-dell.yaml"]);
