@@ -47,6 +47,11 @@ pub struct RenderArgs {
     /// rendered only with it.
     #[arg(long, value_name = "sha256:HEX")]
     ca_cert_hash: Option<String>,
+    /// kubeadm's certificate key (64 hex digits) by reference, `env:NAME` or `file:PATH`.
+    /// Default: OUT/certificate.key, made on the first render (random, mode 0600) and reused,
+    /// so init and the control-plane joins agree across renders.
+    #[arg(long, value_name = "REF")]
+    certificate_key: Option<metal6_inventory::ident::SecretRef>,
     /// Also render the constellation's NetworkAttachmentDefinitions (shell options below).
     #[arg(long)]
     emulation: bool,
@@ -133,6 +138,42 @@ fn status(a: &StatusArgs, format: Format) -> Result<ExitCode> {
     Ok(if rows.iter().any(|r| r.cluster == "cluster-failed") { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// `OUT/certificate.key`: read when it exists (it must be 0600), else made from 32 random
+/// bytes. It never goes into a node's directory, so `metal6 serve --cluster-dir OUT` never
+/// serves it; it is in the control planes' own files only.
+fn certificate_key_in(out: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let path = out.join("certificate.key");
+    match std::fs::read_to_string(&path) {
+        Ok(k) => {
+            let mode = std::fs::metadata(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "{} is readable by others (mode {:o}): chmod 600 it, and render with a new key if it leaked",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            return Ok(k.trim().to_owned());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).context("reading /dev/urandom")?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{hex}").and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(hex)
+}
+
 fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
     let inv = crate::load_inventory(&a.inventory)?;
     let cluster = inv.cluster.as_ref().ok_or_else(|| anyhow!("{} has no `cluster` section", inv.source))?;
@@ -156,7 +197,16 @@ fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
         frr_image: metal6_cluster::FRR_IMAGE,
         agent_image: &a.agent_image,
     });
-    let opts = Options { join_token: &token, ca_cert_hash: a.ca_cert_hash.as_deref(), emulation };
+    let certificate_key = match &a.certificate_key {
+        Some(r) => r.resolve()?,
+        None => certificate_key_in(&a.out)?,
+    };
+    let opts = Options {
+        join_token: &token,
+        certificate_key: &certificate_key,
+        ca_cert_hash: a.ca_cert_hash.as_deref(),
+        emulation,
+    };
     let (files, notes) = metal6_cluster::render(&inv, &opts)?;
     let mut written = Vec::new();
     for f in &files {

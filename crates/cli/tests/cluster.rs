@@ -20,12 +20,15 @@ use common::{Netns, root, sh};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "abcdef.0123456789abcdef";
+/// A fixed certificate key for the golden set (renders without one make a random key).
+const CERT_KEY: &str = "4d6574616c36206b75626561646d2063657274696669636174652d6b65792121";
 const CA_HASH: &str = "sha256:0f5fd3fbc2a9a3e4b7a7b7f6c0e2f8b1c9d3e4a5b6c7d8e9f0a1b2c3d4e5f6a7";
 
 fn render(out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(common::metal6())
         .current_dir(root())
         .env("METAL6_JOIN_TOKEN", TOKEN)
+        .env("METAL6_TEST_CERT_KEY", CERT_KEY)
         .args(["cluster", "render", "-i", "inventory/example-dell.yaml", "--out"])
         .arg(out)
         .args(extra)
@@ -50,8 +53,19 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-const GOLDEN_ARGS: &[&str] =
-    &["--ca-cert-hash", CA_HASH, "--emulation", "--shell", "3x3", "--altitude-km", "2000", "--phasing", "1"];
+const GOLDEN_ARGS: &[&str] = &[
+    "--certificate-key",
+    "env:METAL6_TEST_CERT_KEY",
+    "--ca-cert-hash",
+    CA_HASH,
+    "--emulation",
+    "--shell",
+    "3x3",
+    "--altitude-km",
+    "2000",
+    "--phasing",
+    "1",
+];
 
 #[test]
 fn example_dell_renders_the_golden_set() {
@@ -553,4 +567,47 @@ fn bootstrap_fetches_the_nodes_files_and_reports() {
     let (code, s) = status();
     assert_eq!((code, s["cluster"].as_str()), (Some(1), Some("cluster-failed")));
     assert!(s["detail"].as_str().is_some_and(|d| d.contains("Port 6443 is in use")), "{s}");
+}
+
+/// The certificate key once was derived from the join token, which every worker holds: any
+/// worker could decrypt the CA keys `kubeadm init --upload-certs` stores. Now it is random
+/// per output directory (or given by reference), kept 0600 outside every node's directory,
+/// and reused when the same directory is rendered again (init and joins must agree).
+#[test]
+fn the_certificate_key_is_random_kept_and_only_in_control_plane_files() {
+    let key_of = |dir: &Path| {
+        let init = std::fs::read_to_string(dir.join("nodes/cp-01/kubeadm-init.yaml")).expect("init");
+        init.lines()
+            .find_map(|l| l.strip_prefix("certificateKey: "))
+            .expect("certificateKey")
+            .trim_matches('"')
+            .to_owned()
+    };
+    let (a, b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    assert!(render(a.path(), &["--ca-cert-hash", CA_HASH]).status.success());
+    assert!(render(b.path(), &["--ca-cert-hash", CA_HASH]).status.success());
+    let (ka, kb) = (key_of(a.path()), key_of(b.path()));
+    assert_eq!(ka.len(), 64);
+    assert_ne!(ka, kb, "same token, different keys: not derived from the token");
+    let stored = std::fs::read_to_string(a.path().join("certificate.key")).expect("stored key");
+    assert_eq!(stored.trim(), ka);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a.path().join("certificate.key")).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(render(a.path(), &["--ca-cert-hash", CA_HASH]).status.success());
+    assert_eq!(key_of(a.path()), ka, "a second render keeps the key");
+    for f in all_files(a.path()) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        if text.contains(&ka) {
+            let rel = f.strip_prefix(a.path()).expect("inside").to_string_lossy().into_owned();
+            assert!(
+                rel == "certificate.key" || rel.starts_with("nodes/cp-"),
+                "{rel} carries the certificate key but is no control plane's file"
+            );
+        }
+    }
+    // A key readable by others is refused rather than used.
+    std::fs::set_permissions(a.path().join("certificate.key"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = render(a.path(), &["--ca-cert-hash", CA_HASH]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("readable by others"));
 }

@@ -47,6 +47,12 @@ pub struct Emulation<'a> {
 pub struct Options<'a> {
     /// The bootstrap token itself, `abcdef.0123456789abcdef`.
     pub join_token: &'a str,
+    /// kubeadm's certificate key (64 hex digits): encrypts the control-plane certificates and
+    /// CA keys `kubeadm init --upload-certs` puts in the `kubeadm-certs` Secret. Independent
+    /// of the join token on purpose: every worker holds the token, and bootstrap-token
+    /// holders may read that Secret for two hours, so a key derived from the token let any
+    /// worker decrypt the cluster's CA keys. Only the control planes' files carry it.
+    pub certificate_key: &'a str,
     /// `sha256:…` of the cluster CA's public key; join files need it, so they are rendered only
     /// when it is known (after `kubeadm init`).
     pub ca_cert_hash: Option<&'a str>,
@@ -70,6 +76,9 @@ pub enum RenderError {
     BadToken,
     #[error("`{0}` is not a CA public key hash (sha256: and 64 hex digits)")]
     BadCaHash(String),
+    /// Carries no text: the input is a secret.
+    #[error("the certificate key is not 64 hex digits (32 bytes)")]
+    BadCertificateKey,
     #[error("node {node} has index {index}, beyond the {count} /{mask} pod subnets of {subnet}")]
     PodSubnetFull { node: String, index: u64, count: u128, mask: u8, subnet: Ipv6Net },
     #[error("no node `{0}` for the emulation")]
@@ -172,17 +181,6 @@ struct Nads<'a> {
     nads: Vec<Nad>,
 }
 
-/// kubeadm's certificate key (32 bytes, hex) for the uploaded control-plane certificates:
-/// derived from the join token, so init and the control-plane joins agree without another
-/// secret to carry, and it is as secret as the token (the same 0600 files hold both).
-fn certificate_key(token: &str) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"metal6 kubeadm certificate key\0");
-    h.update(token.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn valid_token(t: &str) -> bool {
     let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     t.split_once('.').is_some_and(|(a, b)| ok(a, 6) && ok(b, 16))
@@ -203,10 +201,13 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
     {
         return Err(RenderError::BadCaHash(h.to_owned()));
     }
+    if !(opts.certificate_key.len() == 64 && opts.certificate_key.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(RenderError::BadCertificateKey);
+    }
     let mut files = Vec::new();
     let mut notes = Vec::new();
     let version = c.kubernetes_version.to_string();
-    let cert_key = certificate_key(opts.join_token);
+    let cert_key = opts.certificate_key.to_ascii_lowercase();
     // Validation guarantees at least one control-plane node when there are nodes.
     let first_cp = c.control_plane.first().map(|&i| &inv.nodes[i]);
     if let Some(cp) = first_cp {
