@@ -49,28 +49,65 @@ if [[ ${BENCH:-0} == 1 ]]; then
   )
 fi
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+not_installed() {
+  local out=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out+=("$p")
+  done
+  echo "${out[@]}"
+}
+
+apt_install() {
   if [[ $(id -u) -ne 0 ]]; then
-    echo "install-deps: need root to apt-get install: ${missing[*]}" >&2
+    echo "install-deps: need root to apt-get install: $*" >&2
     exit 1
   fi
-  echo "install-deps: installing ${missing[*]}"
+  echo "install-deps: installing $*"
   export DEBIAN_FRONTEND=noninteractive
   # tshark asks whether non-root users may capture; answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-  apt-get update -qq
+  ((updated)) || { apt-get update -qq; updated=1; }
   # Packaged daemons (nginx, tftpd-hpa) must not start as services: the benchmarks run their
   # own instances in namespaces. policy-rc.d exit 101 tells invoke-rc.d "not now".
-  guard=0
+  local guard=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
   fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { ((guard)) && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null || { ((guard)) && rm -f /usr/sbin/policy-rc.d; exit 1; }
   ((guard)) && rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
+# An install can remove what another step relies on: on a fresh machine of this kind,
+# installing qemu-system-x86 removed the image's newer qemu-utils (so qemu-img vanished after
+# the check that had found it). So: install, then check again, and install what went missing;
+# at most three rounds, then say what is still missing.
+updated=0
+for round in 1 2 3; do
+  read -r -a missing <<<"$(not_installed "${APT_PACKAGES[@]}")"
+  ((${#missing[@]})) || break
+  if ((round == 3)); then
+    echo "install-deps: still not installed after installing: ${missing[*]}" >&2
+    exit 1
+  fi
+  apt_install "${missing[@]}"
+done
+
+# What the build and tests run, checked after every install (a package can be installed and
+# its command still be gone, or a newer package may lack a file we use).
+REQUIRED_COMMANDS=(ip sysctl dhclient dhcpcd perfdhcp kea-dhcp6 dhcrelay tshark qemu-system-x86_64 qemu-img
+  curl tftp atftp mmdebstrap objcopy mkfs.vfat mcopy sfdisk mkfs.ext4 busybox ping cpio openssl python3)
+REQUIRED_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/cni/bridge)
+absent=()
+for c in "${REQUIRED_COMMANDS[@]}"; do
+  command -v "$c" >/dev/null || [[ -x /usr/sbin/$c || -x /sbin/$c ]] || absent+=("command $c")
+done
+for f in "${REQUIRED_FILES[@]}"; do
+  [[ -e $f ]] || absent+=("file $f")
+done
+if ((${#absent[@]})); then
+  echo "install-deps: installed, but still missing: ${absent[*]}" >&2
+  exit 1
 fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install the Rust toolchain named in rust-toolchain.toml" >&2; exit 1; }

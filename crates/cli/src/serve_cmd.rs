@@ -46,16 +46,16 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (inv, warnings) = match metal6_inventory::load(&args.inventory) {
+    let (inv, warnings) = match metal6_inventory::load_with(&args.inventory, metal6_inventory::Limits::DEFAULT) {
         Ok(ok) => ok,
         Err(LoadError::Invalid(diags)) => {
-            std::io::stderr().write_all(diags.render().as_bytes())?;
+            std::io::stderr().write_all(crate::inventory_cmd::render_elsewhere(&diags).as_bytes())?;
             return Ok(ExitCode::from(1));
         }
         Err(e) => return Err(e.into()),
     };
     if !warnings.is_empty() {
-        std::io::stderr().write_all(warnings.render().as_bytes())?;
+        std::io::stderr().write_all(crate::inventory_cmd::render_elsewhere(&warnings).as_bytes())?;
     }
     let opts = metal6_netboot::ServeOptions {
         state_dir: args.state_dir.clone(),
@@ -67,21 +67,56 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         http: !args.no_http,
         tftp: !args.no_tftp,
     };
+    log_panics();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+            let mut signalled = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+                }
+                if signalled {
+                    // A second signal: the operator does not want to wait for the drain.
+                    tracing::warn!("second signal: exiting now");
+                    std::process::exit(130);
+                }
+                signalled = true;
+                tracing::info!("shutting down");
+                on_signal.cancel();
             }
-            tracing::info!("shutting down");
-            on_signal.cancel();
         });
         let snap = metal6_netboot::serve(inv, opts, cancel).await.context("metal6 serve")?;
         tracing::info!(received = ?snap.received, sent = ?snap.sent, dropped = ?snap.dropped, "stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Dropping a runtime waits for every blocking thread without limit; a read stuck on a
+    // vanished interface must not keep the process alive after the services stopped.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+/// A panic in any task is logged where operators look (the tracing log, with its location)
+/// and counted in `/metrics`; the task ends and the server goes on, or stops cleanly when the
+/// task was a whole service (`metal6_netboot::serve` watches them).
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        metal6_netboot::stats::PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, %message, "a task panicked");
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default(info);
+        }
+    }));
 }

@@ -258,6 +258,8 @@ pub async fn serve(
             inv: Arc::new(inv.clone()),
             id: metal6_inventory::identity::Identifier::new(&inv),
             events: events.clone(),
+            stats: stats.clone(),
+            active: Arc::default(),
         };
         let cancel = cancel.clone();
         tasks.spawn(async move {

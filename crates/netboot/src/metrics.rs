@@ -62,6 +62,23 @@ pub fn render(state: &HttpState) -> String {
         "# HELP metal6_http_sendfile_bytes_total Bytes of file bodies sent by sendfile (the artifact fast path).\n# TYPE metal6_http_sendfile_bytes_total counter\nmetal6_http_sendfile_bytes_total {}",
         c.bytes_sendfile.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP metal6_refused_total Requests refused by a limit, by limit.\n# TYPE metal6_refused_total counter"
+    );
+    for (t, n) in &s.refused {
+        let _ = writeln!(out, "metal6_refused_total{{limit=\"{t}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP metal6_panics_total Panics caught in tasks (each logged).\n# TYPE metal6_panics_total counter\nmetal6_panics_total {}",
+        s.panics
+    );
+    let _ = writeln!(
+        out,
+        "# HELP metal6_events_file_bytes Size of the event log.\n# TYPE metal6_events_file_bytes gauge\nmetal6_events_file_bytes {}",
+        state.events.file_size()
+    );
     let _ = writeln!(out, "# HELP metal6_nodes Inventory nodes, by phase.\n# TYPE metal6_nodes gauge");
     let mut phases: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for n in &state.inv.nodes {

@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+/// Panics anywhere in the process (set by the binary's panic hook), for `/metrics`.
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
 
 use serde::Serialize;
 
@@ -19,6 +23,11 @@ pub struct Snapshot {
     pub journal_changes: u64,
     pub ra_sent: u64,
     pub rs_received: u64,
+    /// Panics caught in tasks since start (each logged with its location).
+    pub panics: u64,
+    /// Requests refused by a limit, by limit (`tftp-busy`, `tftp-per-source`,
+    /// `http-per-source`).
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// Shared counters. A std Mutex: every critical section is a map increment, never held across
@@ -33,7 +42,9 @@ impl Stats {
         }
     }
     pub fn snapshot(&self) -> Snapshot {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut s = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+        s.panics = PANICS.load(std::sync::atomic::Ordering::Relaxed);
+        s
     }
 }
 

@@ -7,10 +7,21 @@
 //! symlinks out), read-only (write requests are refused), and each fetch recorded in the
 //! node's timeline. Its cost: it runs its own small `async-io` reactor beside tokio; the
 //! service is cancelled by dropping its future.
+//!
+//! Bounded: at most [`MAX_TRANSFERS`] transfers at once and [`MAX_PER_SOURCE`] per client
+//! address (each holds a socket and a file); a client that stops acknowledging is dropped
+//! after [`RETRY_TIMEOUT`] × ([`MAX_RETRIES`] + 1) = 18 s, whatever timeout it asked for (the
+//! library's defaults, 100 retries and the client's timeout of up to 255 s, held an
+//! unacknowledged transfer for hours). A refused request gets a TFTP error, is logged and
+//! counted.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_tftp::packet;
 use async_tftp::server::{Handler, TftpServerBuilder};
@@ -21,6 +32,15 @@ use tracing::{debug, info, warn};
 
 use crate::events::EventStore;
 use crate::http::files;
+use crate::stats::{Stats, bump};
+
+/// Transfers at once (each a socket, a file and a blocking-pool reader).
+pub const MAX_TRANSFERS: usize = 256;
+/// Transfers at once from one client address: firmware fetches one file at a time.
+pub const MAX_PER_SOURCE: usize = 4;
+/// Retransmission timeout; the client's own `timeout` option is not honoured.
+pub const RETRY_TIMEOUT: Duration = Duration::from_secs(3);
+pub const MAX_RETRIES: u32 = 5;
 
 pub struct TftpHandler {
     /// Canonical artifact root.
@@ -28,6 +48,71 @@ pub struct TftpHandler {
     pub inv: Arc<Inventory>,
     pub id: Identifier,
     pub events: Arc<EventStore>,
+    pub stats: Arc<Stats>,
+    pub active: Arc<Active>,
+}
+
+/// Transfers in flight, in total and per client address.
+#[derive(Debug, Default)]
+pub struct Active(Mutex<HashMap<Ipv6Addr, usize>>);
+
+impl Active {
+    /// A slot for a transfer from `src`, held until the returned guard drops (the library
+    /// drops the reader when the transfer ends, however it ends).
+    fn claim(self: &Arc<Self>, src: Ipv6Addr) -> Result<Slot, &'static str> {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.values().sum::<usize>() >= MAX_TRANSFERS {
+            return Err("tftp-busy");
+        }
+        let n = m.entry(src).or_default();
+        if *n >= MAX_PER_SOURCE {
+            return Err("tftp-per-source");
+        }
+        *n += 1;
+        Ok(Slot { active: self.clone(), src })
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    active: Arc<Active>,
+    src: Ipv6Addr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.active.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.src) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.src);
+            }
+        }
+    }
+}
+
+/// The file being sent, with the slot it holds.
+#[allow(missing_debug_implementations)] // blocking::Unblock has no Debug
+pub struct Reader {
+    file: blocking::Unblock<std::fs::File>,
+    _slot: Slot,
+}
+
+impl futures_lite::AsyncRead for Reader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+fn source_of(client: &SocketAddr) -> Ipv6Addr {
+    match client.ip() {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+    }
 }
 
 impl std::fmt::Debug for TftpHandler {
@@ -47,10 +132,7 @@ impl TftpHandler {
         if !meta.is_file() {
             return Err(packet::Error::FileNotFound);
         }
-        let source = match client.ip() {
-            IpAddr::V6(a) => a,
-            IpAddr::V4(a) => a.to_ipv6_mapped(),
-        };
+        let source = source_of(client);
         if let Some((idx, _)) = self.id.identify(&Clues { source: Some(source), ..Clues::default() }) {
             let node = &self.inv.nodes[idx].name;
             self.events.record(
@@ -63,7 +145,7 @@ impl TftpHandler {
 }
 
 impl Handler for TftpHandler {
-    type Reader = blocking::Unblock<std::fs::File>;
+    type Reader = Reader;
     type Writer = futures_lite::io::Sink;
 
     async fn read_req_open(
@@ -71,10 +153,18 @@ impl Handler for TftpHandler {
         client: &SocketAddr,
         path: &Path,
     ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+        let slot = match self.active.claim(source_of(client)) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                warn!(%client, path = %path.display(), reason, "tftp read refused: too many transfers");
+                self.stats.update(|s| bump(&mut s.refused, reason));
+                return Err(packet::Error::Msg("server busy, try again".into()));
+            }
+        };
         match self.open(client, path) {
             Ok((file, len)) => {
                 debug!(%client, path = %path.display(), len, "tftp read");
-                Ok((blocking::Unblock::new(file), Some(len)))
+                Ok((Reader { file: blocking::Unblock::new(file), _slot: slot }, Some(len)))
             }
             Err(e) => {
                 debug!(%client, path = %path.display(), "tftp read refused");
@@ -100,6 +190,9 @@ pub async fn run(addr: SocketAddr, handler: TftpHandler, cancel: CancellationTok
         .bind(addr)
         .block_size_limit(1428)
         .window_size_limit(64)
+        .timeout(RETRY_TIMEOUT)
+        .ignore_client_timeout()
+        .max_send_retries(MAX_RETRIES)
         .build()
         .await?;
     info!(%addr, "TFTP listening");

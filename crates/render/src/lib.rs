@@ -27,7 +27,6 @@ struct Ipxe<'a> {
     node: &'a Node,
     installer_url: String,
     server: String,
-    token: &'a str,
 }
 
 #[derive(Template)]
@@ -86,9 +85,9 @@ fn with_newline(mut s: String) -> String {
 }
 
 /// The iPXE script: chain the installer UKI with the node's identity on its command line.
-pub fn ipxe_script(inv: &Inventory, node: &Node, cx: &Context<'_>) -> Result<String, RenderError> {
+pub fn ipxe_script(inv: &Inventory, node: &Node) -> Result<String, RenderError> {
     let base = inv.site.boot_server.http_base();
-    Ipxe { node, installer_url: format!("{base}{}", plan::INSTALLER_HTTP_PATH), server: base, token: cx.token }
+    Ipxe { node, installer_url: format!("{base}{}", plan::INSTALLER_HTTP_PATH), server: base }
         .render()
         .map(with_newline)
         .map_err(err("ipxe", node))
@@ -174,7 +173,7 @@ mod tests {
     fn lab_node_documents_match_golden_files() {
         let inv = lab();
         let n = &inv.nodes[0];
-        golden("lab-node-1.ipxe", &ipxe_script(&inv, n, &CX).expect("ipxe"));
+        golden("lab-node-1.ipxe", &ipxe_script(&inv, n).expect("ipxe"));
         golden("lab-node-1.network", &network_unit(&inv, n).expect("network"));
         golden("lab-node-1.plan.json", &installer_plan(&inv, n, &CX).expect("plan"));
     }

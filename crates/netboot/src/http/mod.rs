@@ -16,6 +16,7 @@
 mod fast;
 pub mod files;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 /// At most this many connections are served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 4096;
+/// Connections at once from one address: a node fetches a few files in parallel at most, so
+/// one host cannot take every slot (and every descriptor) from the others.
+pub const MAX_PER_SOURCE: usize = 64;
 // One read buffer per stream: 100 concurrent 256 KiB streams measured 79 MB peak RSS, over
 // the 64 MiB budget; `make bench-http` measures this size against nginx.
 const CHUNK: usize = 192 * 1024;
@@ -105,6 +109,7 @@ impl HttpState {
 
 pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_source: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -119,17 +124,56 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
                 Err(e) => { warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue; }
             },
         };
+        let Some(source) = SourceSlot::claim(&per_source, peer.ip()) else {
+            // Closed at once (the client sees a reset or EOF); counted, logged at debug since a
+            // flood would otherwise flood the log too.
+            debug!(%peer, "connection refused: too many from this address");
+            state.stats.update(|s| crate::stats::bump(&mut s.refused, "http-per-source"));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let cancel = cancel.clone();
         conns.spawn(async move {
             let _permit = permit;
+            let _source = source;
             fast::serve_connection(stream, peer, &state, &cancel).await;
         });
-        // Reap finished connections so the set stays small.
+        // Reap finished connections so the set stays small; a panicked one is logged by the
+        // panic hook and counted, and takes nothing else down.
         while conns.try_join_next().is_some() {}
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// One connection's share of its source address's [`MAX_PER_SOURCE`].
+struct SourceSlot {
+    map: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn claim(map: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut m = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot { map: map.clone(), ip })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves the rest of a connection with hyper (everything but artifact fetches, see `fast`).
@@ -243,7 +287,7 @@ async fn node_document(
     let sha = image_sha256(state, image).await;
     let cx = metal6_render::Context { token: &token, image_sha256: sha.as_deref() };
     let (rendered, ctype) = match doc {
-        "ipxe" => (metal6_render::ipxe_script(&state.inv, node, &cx), "text/plain; charset=utf-8"),
+        "ipxe" => (metal6_render::ipxe_script(&state.inv, node), "text/plain; charset=utf-8"),
         "plan.json" => (metal6_render::installer_plan(&state.inv, node, &cx), "application/json"),
         _ => (metal6_render::network_unit(&state.inv, node), "text/plain; charset=utf-8"),
     };
