@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
 use crate::console::say;
@@ -34,10 +34,10 @@ enum Fetched {
     Missing,
 }
 
-/// `url` carries the node's token in its query: messages name `shown` instead (the console is
-/// captured by the BMC, and the token opens the node's kubeadm files).
-fn fetch(agent: &ureq::Agent, url: &str, shown: &str, deadline: Instant) -> Result<Fetched> {
-    let url_for_log = shown;
+/// `url` carries the node's token in its query: every message shows it redacted (the
+/// console is captured by the BMC, and the token opens the node's kubeadm files).
+fn fetch(agent: &ureq::Agent, url: &str, deadline: Instant) -> Result<Fetched> {
+    let shown = http::redact(url);
     loop {
         match agent.get(url).call() {
             Ok(mut r) if r.status().as_u16() == 200 => {
@@ -46,16 +46,16 @@ fn fetch(agent: &ureq::Agent, url: &str, shown: &str, deadline: Instant) -> Resu
                     .with_config()
                     .limit(4 << 20)
                     .read_to_string()
-                    .with_context(|| format!("reading {url}"))?;
+                    .map_err(|e| anyhow!("reading {shown}: {}", http::error_text(&e)))?;
                 return Ok(Fetched::Body(body));
             }
             Ok(r) if r.status().as_u16() == 404 => return Ok(Fetched::Missing),
-            Ok(r) => bail!("GET {url_for_log}: HTTP {}", r.status().as_u16()),
+            Ok(r) => bail!("GET {shown}: HTTP {}", r.status().as_u16()),
             Err(e) if Instant::now() < deadline => {
-                say!("GET {url_for_log}: {}; retrying", strip_query(&e.to_string()));
+                say!("GET {shown}: {}; retrying", http::error_text(&e));
                 std::thread::sleep(Duration::from_secs(2));
             }
-            Err(e) => bail!("GET {url_for_log}: {}", strip_query(&e.to_string())),
+            Err(e) => bail!("GET {shown}: {}", http::error_text(&e)),
         }
     }
 }
@@ -76,24 +76,6 @@ fn write(root: &Path, rel: &str, body: &str, mode: u32) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::io::Write::write_all(&mut f, body.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
-}
-
-/// An error text without any URL query (ureq's messages can quote the URL).
-fn strip_query(text: &str) -> String {
-    let mut out = String::new();
-    let mut skip = false;
-    for c in text.chars() {
-        match c {
-            '?' => skip = true,
-            c if skip && (c.is_whitespace() || c == ')' || c == '"') => {
-                skip = false;
-                out.push(c);
-            }
-            _ if skip => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Makes the running system take the new files before kubeadm needs them: containerd's
@@ -126,16 +108,15 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
     )
     .with_context(|| format!("parsing {}", node_file.display()))?;
     let Some(base) = node.events_url.strip_suffix("/events") else {
-        bail!("unexpected events URL {}", node.events_url);
+        bail!("unexpected events URL {}", http::redact(&node.events_url));
     };
     let agent = http::agent();
     let reporter = Reporter::new(agent.clone(), &node.events_url, Some(&node.token));
     let url = |file: &str| format!("{base}/cluster/{file}?token={}", node.token);
-    let shown = |file: &str| format!("{base}/cluster/{file}");
     let deadline = Instant::now() + wait;
     let mut staged = Vec::new();
     for (file, dest, mode) in FILES {
-        match fetch(&agent, &url(file), &shown(file), deadline)? {
+        match fetch(&agent, &url(file), deadline)? {
             Fetched::Body(b) => {
                 write(root, dest, &b, *mode)?;
                 staged.push(*dest);
@@ -148,9 +129,9 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
             }
         }
     }
-    let (mode, config) = match fetch(&agent, &url("kubeadm-init.yaml"), &shown("kubeadm-init.yaml"), deadline)? {
+    let (mode, config) = match fetch(&agent, &url("kubeadm-init.yaml"), deadline)? {
         Fetched::Body(b) => ("init", b),
-        Fetched::Missing => match fetch(&agent, &url("kubeadm-join.yaml"), &shown("kubeadm-join.yaml"), deadline)? {
+        Fetched::Missing => match fetch(&agent, &url("kubeadm-join.yaml"), deadline)? {
             Fetched::Body(b) => ("join", b),
             Fetched::Missing => {
                 let reason = "no kubeadm file for this node yet (joins need the cluster CA's hash)";
@@ -201,4 +182,52 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
         "reset": reset,
     }));
     bail!("kubeadm {mode} failed ({}): {}", out.status, tail(&out.stderr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// One HTTP exchange on a local port: reads the request, answers `response`, closes.
+    fn serve_once(response: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(response);
+        });
+        format!("http://127.0.0.1:{port}/v1/nodes/a/cluster/kubeadm-init.yaml?token=0123456789abcdef")
+    }
+
+    /// The token must not reach the console or the error the unit's log keeps, on any of
+    /// fetch's failure paths.
+    #[test]
+    fn fetch_errors_do_not_show_the_token() {
+        // No proxy from the environment: the test talks to its own port.
+        let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).http_status_as_error(false).build().into();
+        let answers: [&'static [u8]; 2] = [
+            // A body that is not text, and shorter than announced: reading it fails.
+            b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n\xff\xfe\xfd",
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+        ];
+        for answer in answers {
+            let url = serve_once(answer);
+            let e = match fetch(&agent, &url, Instant::now()) {
+                Ok(_) => panic!("{url}: fetched"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(!e.contains("0123456789abcdef"), "{e}");
+            assert!(e.contains("kubeadm-init.yaml?token=REDACTED"), "{e}");
+        }
+    }
 }

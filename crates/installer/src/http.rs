@@ -1,11 +1,15 @@
 //! HTTP to `metal6 serve`: documents, the image stream (with Range to resume) and events.
 //! ureq: blocking, small, no async runtime to carry into the initramfs; plain HTTP only
 //! (the provisioning network is the trust boundary, and the image is verified by SHA-256).
+//!
+//! A URL can carry the node's token (`?token=`): every URL or HTTP error this crate prints
+//! goes through [`redact`] first. The console is the BMC's, captured and shared, and the
+//! token opens the node's documents, its timeline and its cluster files.
 
 use std::io::{self, Read};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 
 use crate::console::say;
 
@@ -13,20 +17,56 @@ pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(30)))
-        // A stalled image stream fails and resumes; 2 GiB at 1 MB/s fits.
-        .timeout_recv_body(Some(Duration::from_secs(2400)))
+        // A stream that stalls fails within a minute and resumes with Range from where it
+        // stopped; one that keeps moving is never cut, however large the image or slow the
+        // link (a whole-body limit of 40 minutes once failed slow installs).
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_recv_body(None)
         .http_status_as_error(false)
         .build()
         .into()
 }
 
+/// `text` — a URL, or a message that quotes one — with the value of every `token` query
+/// parameter replaced by `REDACTED`.
+pub fn redact(text: &str) -> String {
+    const KEY: &str = "token=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(KEY) {
+        let (before, after) = rest.split_at(i + KEY.len());
+        out.push_str(before);
+        // The value: URL-unreserved characters and escapes (tokens are hex); anything else
+        // ends it, so a URL quoted in a message keeps its closing quote or colon.
+        let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || "-._~%+".contains(c))).unwrap_or(after.len());
+        if before[..i].ends_with(['?', '&']) {
+            out.push_str("REDACTED");
+        } else {
+            out.push_str(&after[..end]);
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A ureq error as text, redacted: some quote the URL (`bad uri: …`).
+pub fn error_text(e: &ureq::Error) -> String {
+    redact(&e.to_string())
+}
+
 pub fn get_text(agent: &ureq::Agent, url: &str) -> Result<String> {
-    let mut resp = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let shown = redact(url);
+    let mut resp = agent.get(url).call().map_err(|e| anyhow!("GET {shown}: {}", error_text(&e)))?;
     let status = resp.status().as_u16();
-    let body =
-        resp.body_mut().with_config().limit(4 << 20).read_to_string().with_context(|| format!("reading {url}"))?;
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(4 << 20)
+        .read_to_string()
+        .map_err(|e| anyhow!("reading {shown}: {}", error_text(&e)))?;
     if status != 200 {
-        bail!("GET {url}: HTTP {status}: {}", body.trim());
+        bail!("GET {shown}: HTTP {status}: {}", body.trim());
     }
     Ok(body)
 }
@@ -44,7 +84,7 @@ impl crate::disk::Source for ImageSource<'_> {
         if offset > 0 {
             req = req.header("Range", format!("bytes={offset}-"));
         }
-        let resp = req.call().map_err(io::Error::other)?;
+        let resp = req.call().map_err(|e| io::Error::other(error_text(&e)))?;
         let status = resp.status().as_u16();
         let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let total = match (status, offset) {
@@ -53,7 +93,8 @@ impl crate::disk::Source for ImageSource<'_> {
             _ => None,
         };
         let Some(total) = total else {
-            return Err(io::Error::other(format!("GET {} from byte {offset}: unexpected HTTP {status}", self.url)));
+            let url = redact(self.url);
+            return Err(io::Error::other(format!("GET {url} from byte {offset}: unexpected HTTP {status}")));
         };
         if offset > 0 {
             say!("image stream resumed at byte {offset}");
@@ -73,10 +114,16 @@ pub fn content_range_total(v: &str, offset: u64) -> Option<u64> {
 
 /// Posts events to the node's timeline. Best effort: a lost event never stops an install,
 /// but every failure is on the console.
-#[derive(Debug)]
 pub struct Reporter {
     agent: ureq::Agent,
+    /// With the token in its query, when there is one: never printed as is.
     url: String,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter").field("url", &redact(&self.url)).finish_non_exhaustive()
+    }
 }
 
 impl Reporter {
@@ -98,7 +145,7 @@ impl Reporter {
                     say!("event not accepted: HTTP {}", r.status().as_u16());
                     return false;
                 }
-                Err(e) => say!("posting an event failed (attempt {attempt}): {e}"),
+                Err(e) => say!("posting an event failed (attempt {attempt}): {}", error_text(&e)),
             }
             std::thread::sleep(Duration::from_secs(attempt));
         }
@@ -109,6 +156,31 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_in_urls_and_messages_are_redacted() {
+        let cases = [
+            (
+                "http://[fd00::1]:8080/v1/nodes/a/events?token=0123abcd",
+                "http://[fd00::1]:8080/v1/nodes/a/events?token=REDACTED",
+            ),
+            ("http://h/x?a=1&token=s3cret&b=2#f", "http://h/x?a=1&token=REDACTED&b=2#f"),
+            (
+                "GET http://h/x?token=s3cret: bad uri: \"http://h/x?token=s3cret\")",
+                "GET http://h/x?token=REDACTED: bad uri: \"http://h/x?token=REDACTED\")",
+            ),
+            ("http://h/x?token=", "http://h/x?token=REDACTED"),
+            ("http://h/x?mytoken=1&y=token=2", "http://h/x?mytoken=1&y=token=2"),
+            ("no URL here", "no URL here"),
+            ("http://h/é?token=s3cret é", "http://h/é?token=REDACTED é"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact(text), want, "{text}");
+        }
+        let r = Reporter::new(agent(), "http://[fd00::1]:8080/v1/nodes/a/events", Some("s3cret"));
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("token=REDACTED"), "{shown}");
+    }
 
     #[test]
     fn content_range_must_start_where_we_asked() {

@@ -1,8 +1,14 @@
 //! The install, phase by phase, each reported to the node's timeline:
 //! `installer` (address from DHCPv6) → `writing-image` (progress) → `image-written` →
 //! `configured` → `installed` → reboot. A failure is reported with its cause, and the
-//! whole install starts again after a pause: the disk was left unbootable (see `disk`), so
-//! a node that loses power mid-way netboots into the installer again too.
+//! whole install starts again after a pause.
+//!
+//! The disk becomes bootable last ([`write_disk`]): the image is streamed and verified with
+//! everything firmware could boot from held back (see `disk`), the root is mounted through a
+//! table that lists it alone and the node's configuration written into it, and only then
+//! are the ESP's first sectors and the partition tables written. A disk that boots is one
+//! that knows which node it is and where to call home; a node that loses power anywhere
+//! before that netboots into the installer again.
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,7 @@ use serde_json::json;
 use crate::cmdline::{self, Params};
 use crate::console::{say, uptime};
 use crate::disk::{self, Disk as _};
-use crate::http::{self, ImageSource, Reporter};
+use crate::http::{self, ImageSource, Reporter, redact};
 use crate::plan::{self, Disk, Plan};
 use crate::{dhcp, gpt, net};
 
@@ -62,7 +68,7 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
     let server = if server.ends_with('/') { server } else { format!("{server}/") };
     let server_addr = host_of(&server)?;
     net::configure(&nic, lease.address, 128, Some(server_addr))?;
-    say!("{}: {} is node {node}; server {server}", nic.name, lease.address);
+    say!("{}: {} is node {node}; server {}", nic.name, lease.address, redact(&server));
 
     let agent = http::agent();
     let events_url = format!("{server}v1/nodes/{node}/events");
@@ -88,16 +94,23 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
             plan.network.address
         );
     }
+    // From here on every report carries this install's token: if another host claims this
+    // node's identity and takes a plan meanwhile, the server sees the stale token at once and
+    // records the conflict (docs/security.md).
+    let reporter = Reporter::new(agent.clone(), &events_url, Some(&plan.report.token));
+    *report_failure = Some(Reporter::new(agent.clone(), &events_url, Some(&plan.report.token)));
     net::configure(&nic, plan.network.address, plan.network.prefix_len, None)?;
     let network_unit = http::get_text(&agent, &format!("{server}v1/nodes/{node}/network"))?;
     let sha = plan.image.sha256.clone().ok_or_else(|| {
-        anyhow!("the server has no SHA-256 for {} (build the image with `metal6 image build`)", plan.image.url)
+        anyhow!("the server has no SHA-256 for {} (build the image with `metal6 image build`)", redact(&plan.image.url))
     })?;
 
     let dev = find_disk(&plan.disk, Path::new("/sys/block"))?;
     let mut target = disk::FileDisk::open(&dev).with_context(|| format!("opening {}", dev.display()))?;
-    say!("writing {} to {} ({} MiB)", plan.image.url, dev.display(), target.size() >> 20);
-    reporter.post(&json!({"phase": "writing-image", "disk": dev, "disk_bytes": target.size(), "url": plan.image.url}));
+    say!("writing {} to {} ({} MiB)", redact(&plan.image.url), dev.display(), target.size() >> 20);
+    reporter.post(
+        &json!({"phase": "writing-image", "disk": dev, "disk_bytes": target.size(), "url": redact(&plan.image.url)}),
+    );
     let mut src = ImageSource { agent: &agent, url: &plan.image.url };
     let mut next_report = 0u64;
     let mut progress = |done: u64, total: u64| {
@@ -110,29 +123,61 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
             );
         }
     };
-    let (mut head, written) = disk::stream(&mut src, &mut target, &sha, disk::Retry::default(), &mut progress)?;
-    let grown = gpt::grow(&mut head, target.size()).context("growing the partition table to the disk")?;
-    disk::write_all_at(&mut target, grown.backup_offset, &grown.backup)?;
-    disk::write_all_at(&mut target, 0, &head)?;
-    target.sync().context("syncing the disk")?;
+    let mut configure = |written: &disk::Written, grown: &gpt::Grown| -> Result<()> {
+        let mbps = written.bytes as f64 / 1e6 / written.seconds.max(1e-3);
+        say!("image verified: sha256 {} ({:.1} MB/s, {} resumes)", written.sha256, mbps, written.resumes);
+        reporter.post(&json!({
+            "phase": "image-written", "bytes": written.bytes, "sha256": written.sha256, "seconds": written.seconds,
+            "mb_per_s": mbps, "resumes": written.resumes, "root_partition_end_lba": grown.new_end,
+        }));
+        let part = partition_path(&dev, grown.partition + 1);
+        reread_partitions(&dev, &part)?;
+        mount(&part)?;
+        let configured = plan::configure_root(Path::new(TARGET), &plan, &network_unit);
+        let unmounted = umount();
+        configured?;
+        unmounted?;
+        // `finalize` writes through the whole disk, whose page cache can hold blocks from
+        // before the root was written through its partition: drop them.
+        run_tool("blockdev", &["--flushbufs", &dev.to_string_lossy()])?;
+        reporter.post(&json!({"phase": "configured", "partition": part, "address": plan.network.address}));
+        Ok(())
+    };
+    write_disk(&mut src, &mut target, &sha, disk::Retry::default(), &mut progress, &mut configure)?;
     drop(target);
-    let mbps = written.bytes as f64 / 1e6 / written.seconds.max(1e-3);
-    say!("image verified: sha256 {} ({:.1} MB/s, {} resumes)", written.sha256, mbps, written.resumes);
-    reporter.post(&json!({
-        "phase": "image-written", "bytes": written.bytes, "sha256": written.sha256, "seconds": written.seconds,
-        "mb_per_s": mbps, "resumes": written.resumes, "root_partition_end_lba": grown.new_end,
-    }));
-
-    let part = partition_path(&dev, grown.partition + 1);
-    reread_partitions(&dev, &part)?;
-    mount(&part)?;
-    let configured = plan::configure_root(Path::new(TARGET), &plan, &network_unit);
-    let unmounted = umount();
-    configured?;
-    unmounted?;
-    reporter.post(&json!({"phase": "configured", "partition": part, "address": plan.network.address}));
+    say!("{} is bootable", dev.display());
     reporter.post(&json!({"phase": "installed", "uptime_s": uptime()}));
     Ok(())
+}
+
+/// The disk's part of the install, in the order that keeps it unbootable until the node's
+/// configuration is on it:
+///
+/// 1. stream and verify the image (`disk::stream`), after zeroing the old tables, holding
+///    back its first MiB and what `gpt::boot_regions` names (the ESP's FAT boot sector, the
+///    image's backup GPT), zeroed on the disk;
+/// 2. grow the table to the disk (in memory), and write `gpt::staging` at LBA 0: the root
+///    partition alone, for the kernel to mount it — firmware finds nothing to boot;
+/// 3. `configure`: the caller mounts the root and writes the node's identity into it (all
+///    unmounted and synced when it returns `Ok`);
+/// 4. `disk::finalize`: the held regions and the backup GPT, then the head, each synced.
+///
+/// A failure or power loss before step 4 leaves a disk firmware skips.
+fn write_disk(
+    src: &mut dyn disk::Source,
+    target: &mut dyn disk::Disk,
+    sha256: &str,
+    retry: disk::Retry,
+    progress: &mut dyn FnMut(u64, u64),
+    configure: &mut dyn FnMut(&disk::Written, &gpt::Grown) -> Result<()>,
+) -> Result<()> {
+    let (mut held, written) = disk::stream(src, target, sha256, retry, &gpt::boot_regions, progress)?;
+    let grown = gpt::grow(held.head_mut(), target.size()).context("growing the partition table to the disk")?;
+    let staging = gpt::staging(held.head(), grown.partition, target.size()).context("the staging partition table")?;
+    disk::write_all_at(target, 0, &staging)?;
+    target.sync().context("syncing the staging partition table")?;
+    configure(&written, &grown)?;
+    disk::finalize(target, &held, grown.backup_offset, &grown.backup).context("making the disk bootable")
 }
 
 /// DHCPv6 on the pinned NIC, or on each Ethernet NIC in turn until one is answered.
@@ -161,9 +206,10 @@ fn dhcp_on_some_nic(cmdline: &Params) -> Result<(net::Nic, dhcp::Lease)> {
 
 /// The IPv6 literal in `http://[addr]:port/`.
 fn host_of(url: &str) -> Result<Ipv6Addr> {
-    let rest = url.split_once("://[").map(|x| x.1).ok_or_else(|| anyhow!("server URL {url} has no [IPv6] host"))?;
-    let host = rest.split_once(']').map(|x| x.0).ok_or_else(|| anyhow!("server URL {url}: unclosed ["))?;
-    host.parse().with_context(|| format!("server URL {url}"))
+    let shown = redact(url);
+    let rest = url.split_once("://[").map(|x| x.1).ok_or_else(|| anyhow!("server URL {shown} has no [IPv6] host"))?;
+    let host = rest.split_once(']').map(|x| x.0).ok_or_else(|| anyhow!("server URL {shown}: unclosed ["))?;
+    host.parse().with_context(|| format!("server URL {shown}"))
 }
 
 /// Resolves the plan's disk selector against /sys/block.
@@ -249,6 +295,50 @@ fn reboot() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::testing::{FAST, Flaky, MemDisk, sha};
+    use crate::gpt::testing as gpt_image;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// The finding this order fixes: a disk that boots before the node's configuration is on
+    /// it boots a generic image that never calls home. Over an earlier install (bootable) on
+    /// a disk larger than the image: unbootable while `configure` runs — the kernel's table
+    /// holds the grown root alone, under its own number — and bootable once it returned.
+    #[test]
+    fn the_disk_becomes_bootable_only_after_the_configuration_is_written() {
+        let img = gpt_image::image(8192);
+        let shared = Rc::new(RefCell::new(MemDisk::new(gpt_image::image(16384))));
+        assert!(gpt_image::bootable(&shared.borrow().data));
+        let mut target = Rc::clone(&shared);
+        let mut during = None;
+        let mut configure = |_: &disk::Written, grown: &gpt::Grown| -> Result<()> {
+            let d = shared.borrow();
+            let root = gpt_image::partitions(&d.data, 1).expect("the staging table");
+            during = Some((gpt_image::bootable(&d.data), root, grown.partition, grown.new_end));
+            Ok(())
+        };
+        write_disk(&mut Flaky::new(&img), &mut target, &sha(&img), FAST, &mut |_, _| {}, &mut configure)
+            .expect("install");
+        let (bootable, root, index, end) = during.expect("configure ran");
+        assert!(!bootable, "bootable while the configuration was written");
+        assert_eq!(root, [(index, gpt_image::ESP_FIRST + gpt_image::ESP_SECTORS, end)]);
+        assert_eq!(index, 1, "the root keeps its number: /dev/vda2");
+        assert!(gpt_image::bootable(&shared.borrow().data), "bootable once it is written");
+    }
+
+    /// A failed configuration (mount, a full disk) leaves the disk unbootable: the node
+    /// netboots into the installer and tries again.
+    #[test]
+    fn a_failed_configuration_leaves_the_disk_unbootable() {
+        let img = gpt_image::image(8192);
+        let mut target = MemDisk::new(gpt_image::image(8192));
+        let e = write_disk(&mut Flaky::new(&img), &mut target, &sha(&img), FAST, &mut |_, _| {}, &mut |_, _| {
+            Err(anyhow!("mount: wrong fs type"))
+        })
+        .expect_err("configure failed");
+        assert!(format!("{e:#}").contains("wrong fs type"), "{e:#}");
+        assert!(!gpt_image::bootable(&target.data));
+    }
 
     fn fake_block(dir: &Path, name: &str, sectors: u64, serial: &str, lbs: u32) {
         let d = dir.join(name);

@@ -2,9 +2,9 @@
 //!
 //! - `install` (what the installer initramfs runs): DHCPv6 for the node's inventory address,
 //!   the plan from `metal6 serve`, the image streamed to disk and verified, the partition
-//!   table grown, network/hostname/SSH keys written into the installed root, each phase
-//!   reported, reboot. See `install` for the phases and `disk` for the invariant that keeps
-//!   a half-written disk unbootable.
+//!   table grown, network/hostname/SSH keys written into the installed root, the disk made
+//!   bootable last, each phase reported, reboot. See `install` for the phases and `disk` for
+//!   the invariant that keeps a half-written or unconfigured disk unbootable.
 //! - `ready` (the installed system's `metal6-ready.service`): raise-only sysctls and the
 //!   `ready` event with addresses and sysctl values.
 //!
