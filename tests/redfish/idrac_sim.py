@@ -38,6 +38,8 @@ Behaviours (quirk flags in brackets are off by default):
   [--quirk ignore=ATTR]      the job completes but ATTR keeps its old value ("no delta",
                              dellemc-openmanage-ansible-modules#495)
   [--quirk busy-after-reset=S] every request gets 503 for S seconds after a reset (BMC busy)
+  [--quirk job=TYPE]         a Scheduled job of JobType TYPE (e.g. RAIDConfiguration, or a stale
+                             BIOSConfiguration) is in the queue at start: someone else's work
 
 GET /sim/state (no auth) shows sessions, jobs, pending values and counters for tests.
 """
@@ -85,6 +87,8 @@ class State:
         for q in args.quirk:
             k, _, v = q.partition("=")
             self.quirks.setdefault(k, []).append(v)
+        for job_type in self.quirks.get("job", []):
+            self.new_job(job_type, f"Configure: {job_type} (queued before the test)")
 
     # --- documents ---------------------------------------------------------------------
     def read(self, path):

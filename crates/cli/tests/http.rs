@@ -255,17 +255,12 @@ fn node_documents_only_to_their_node() {
     let (code, ipxe) = get("fd00:6d:1::100", "lab-node-1", "ipxe", "");
     assert_eq!(code, 200, "{ipxe}");
     assert!(ipxe.starts_with("#!ipxe") && ipxe.contains("metal6.node=lab-node-1"), "{ipxe}");
-    let token = ipxe
-        .split("metal6.token=")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .expect("token in the script")
-        .to_owned();
+    assert!(!ipxe.contains("token"), "no token on a kernel command line: {ipxe}");
     let (code, plan) = get("fd00:6d:1::100", "lab-node-1", "plan.json", "");
     assert_eq!(code, 200);
     let plan: serde_json::Value = serde_json::from_str(&plan).expect("plan JSON");
     assert_eq!(plan["network"]["address"], "fd00:6d:1::100");
-    assert_eq!(plan["report"]["token"], token);
+    let token = plan["report"]["token"].as_str().expect("token in the plan").to_owned();
     let (code, unit) = get("fd00:6d:1::100", "lab-node-1", "network", "");
     assert_eq!(code, 200);
     assert!(unit.contains("Address=fd00:6d:1::100/64"), "{unit}");
@@ -286,6 +281,43 @@ fn node_documents_only_to_their_node() {
         403,
         "a token is per node"
     );
+}
+
+/// Every plan starts an install with a fresh token; a host that spoofs the node's address and
+/// takes a plan rotates it, so the real node's next request carries a stale token: refused and
+/// recorded as an identity conflict naming where the current install went.
+#[test]
+fn a_second_claimant_of_a_node_is_detected() {
+    require_netns!();
+    require_tool!("curl");
+    let f = fixture();
+    let plan_token = || {
+        let o = curl(&f.cli, &format!("--interface fd00:6d:1::100 {BASE}/v1/nodes/lab-node-1/plan.json"));
+        let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("plan JSON");
+        plan["report"]["token"].as_str().expect("token").to_owned()
+    };
+    let post = |from: &str, token: &str| {
+        status(
+            &f.cli,
+            &format!(
+                "--interface {from} -X POST -d '{{\"kind\":\"progress\",\"phase\":\"installer\"}}' \
+                 '{BASE}/v1/nodes/lab-node-1/events?token={token}'"
+            ),
+        )
+        .0
+    };
+    let real = plan_token();
+    let stranger = plan_token();
+    assert_ne!(real, stranger, "a new install, a new token");
+    assert_eq!(post("fd00:6d:1::200", &stranger), 202, "the current token works from anywhere");
+    assert_eq!(post("fd00:6d:1::100", &real), 403, "a stale token is refused even from the node's address");
+    let events = f.server.events();
+    let conflict = events.iter().find(|e| e["kind"] == "identity-conflict").expect("identity-conflict event");
+    assert_eq!(conflict["presented_install"], 1);
+    assert_eq!(conflict["current_install"], 2);
+    assert_eq!(conflict["current_issued_to"], "fd00:6d:1::100");
+    assert_eq!(events.iter().filter(|e| e["kind"] == "token-issued").count(), 2);
+    assert!(f.server.log_text().contains("two hosts claim it"));
 }
 
 #[test]

@@ -107,7 +107,10 @@ fn router_advertisements_give_the_link_a_default_route() {
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_lease() {
     require_netns!();
-    let (srv, cli) = lab_link(NODE1_MAC);
+    // A client link MAC that is no inventory node's: every probe client (DUID-EN) is then an
+    // unknown client with its own pool lease. (With a node's MAC, the EUI-64 source would make
+    // them all that node, which holds at most 16 bindings.)
+    let (srv, cli) = lab_link("02:00:00:00:00:99");
     let inv = root().join("tests/netboot/pool.yaml");
     let mut server = Server::start(&srv, &inv, "m6s0", &["--no-ra"]);
     let acked = server.state.path().join("acked.jsonl");

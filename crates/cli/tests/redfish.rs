@@ -288,6 +288,25 @@ fn bios_apply_quirks() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("failed: Scheduled Job processing initialization failure."), "{text}");
     drop(sim);
+    // Someone else's RAID job and a stale BIOS job in the queue: the stale BIOS job goes (it
+    // would block ours), the RAID job stays (the whole queue was once cleared).
+    let sim = Sim::start(&fx, &["--quirk", "job=RAIDConfiguration", "--quirk", "job=BIOSConfiguration"]);
+    let before = sim.state();
+    let out = sim.bmc_ok(&format!("bios apply {} r750 --reboot", std_args(&sim)));
+    assert!(out.contains("applied and verified"), "{out}");
+    let after = sim.state();
+    let types = |s: &Value| -> Vec<(String, String)> {
+        s["jobs"]
+            .as_object()
+            .map(|m| m.iter().map(|(id, j)| (id.clone(), j["JobType"].as_str().unwrap_or("").to_owned())).collect())
+            .unwrap_or_default()
+    };
+    let raid: Vec<_> = types(&before).into_iter().filter(|(_, t)| t == "RAIDConfiguration").collect();
+    assert_eq!(raid.len(), 1, "{before}");
+    assert!(types(&after).contains(&raid[0]), "the RAID job was deleted: {after}");
+    let stale: Vec<_> = types(&before).into_iter().filter(|(_, t)| t == "BIOSConfiguration").collect();
+    assert!(!types(&after).contains(&stale[0]), "the stale BIOS job is still there: {after}");
+    drop(sim);
     // Completed, but the BIOS silently kept one value: verification catches it.
     let sim = Sim::start(&fx, &["--quirk", "ignore=WorkloadProfile"]);
     let out = sim.bmc(&format!("bios apply {} r750 --reboot", std_args(&sim)));

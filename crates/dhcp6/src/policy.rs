@@ -130,6 +130,8 @@ pub enum Silence {
     WrongLink,
     /// Confirm without addresses, or addresses we cannot judge.
     CannotJudge,
+    /// A Relay-Forward from a source that is not one of `site.dhcp.trusted_relays`.
+    UntrustedRelay,
 }
 
 /// Something worth a line in the node's timeline.
@@ -211,6 +213,12 @@ impl Engine {
     pub fn handle(&mut self, inc: &Incoming<'_>, bindings: &mut Bindings) -> Outcome {
         let m = inc.msg;
         let silent = |why| Outcome::Silent { why, events: Vec::new() };
+        // A relay vouches for the client's link and MAC (option 79): only the relays the
+        // operator named may, when they named any.
+        let trusted = &self.inv.site.dhcp.trusted_relays;
+        if !inc.relays.is_empty() && !trusted.is_empty() && !trusted.contains(&inc.source) {
+            return silent(Silence::UntrustedRelay);
+        }
         let has_client = m.client_id().is_some();
         let server_id = m.server_id();
         // RFC 8415 §16: which messages must / must not carry which identifiers.

@@ -367,3 +367,28 @@ fn a_declined_pool_address_is_not_handed_out_again() {
         }
     }
 }
+
+/// A Relay-Forward vouches for the client's MAC (option 79). With trusted_relays set, only
+/// those sources may relay; anyone else who forges one gets silence, even naming a node's MAC.
+#[test]
+fn relayed_messages_only_from_trusted_relays_when_named() {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../inventory/lab.yaml")).expect("lab");
+    let src = src
+        .replace("    valid_lifetime: 7200\n", "    valid_lifetime: 7200\n    trusted_relays: [\"fd00:6d:1::fe\"]\n");
+    let inv = metal6_inventory::check_str(&src, "lab.yaml").0.expect("valid");
+    let mut e = Engine::new(inv, Config { server_duid: SERVER_DUID.to_vec(), rapid_commit: true });
+    let mut b = Bindings::default();
+    let relay = RelayHop {
+        hop_count: 0,
+        link_addr: a("fd00:6d:1::fe"),
+        peer_addr: a("fe80::abcd:1"),
+        interface_id: None,
+        client_mac: Some(metal6_inventory::ident::MacAddr(MAC1)),
+    };
+    let en = vec![0, 2, 0, 0, 0xab, 0x11, 1, 2, 3, 4];
+    let m = os_client(MsgType::Solicit, en, 3, false);
+    let forged = run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::bad");
+    assert!(matches!(forged, Outcome::Silent { why: Silence::UntrustedRelay, .. }), "{forged:?}");
+    let (r, _, _) = reply(run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::fe"));
+    assert_eq!(leased(&r), vec![a("fd00:6d:1::100")]);
+}

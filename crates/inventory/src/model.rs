@@ -103,6 +103,8 @@ pub struct Dhcp {
     pub t1: u32,
     pub t2: u32,
     pub dynamic_pool: Option<(Ipv6Addr, Ipv6Addr)>,
+    /// Relay agents allowed to send Relay-Forward; empty = any (see `raw::Dhcp`).
+    pub trusted_relays: Vec<Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, Serialize)]

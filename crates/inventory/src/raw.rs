@@ -216,6 +216,11 @@ pub struct Dhcp {
     /// Addresses for unknown clients. Without it, unknown clients get no answer.
     #[serde(default)]
     pub dynamic_pool: Option<Pool>,
+    /// Source addresses of the DHCPv6 relay agents whose Relay-Forward messages are served
+    /// (their Client Link-Layer Address option identifies nodes). When set, relayed messages
+    /// from any other source are dropped; when empty, any source is accepted (warned at start).
+    #[serde(default)]
+    pub trusted_relays: Vec<String>,
 }
 
 fn default_preferred() -> u32 {
@@ -233,6 +238,7 @@ impl Default for Dhcp {
             t1: None,
             t2: None,
             dynamic_pool: None,
+            trusted_relays: Vec::new(),
         }
     }
 }

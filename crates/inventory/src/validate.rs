@@ -748,12 +748,20 @@ fn validate_dhcp(cx: &mut Ctx<'_>, d: &raw::Dhcp, prefix: Option<Ipv6Net>) -> Op
         }
         ok &= pool.is_some();
     }
+    let mut trusted_relays = Vec::with_capacity(d.trusted_relays.len());
+    for (i, text) in d.trusted_relays.iter().enumerate() {
+        match parse_addr(cx, text, &dp.key("trusted_relays").index(i), AddrUse::Host) {
+            Some(a) => trusted_relays.push(a),
+            None => ok = false,
+        }
+    }
     ok.then_some(model::Dhcp {
         preferred_lifetime: d.preferred_lifetime,
         valid_lifetime: d.valid_lifetime,
         t1,
         t2,
         dynamic_pool: pool,
+        trusted_relays,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ra;
 pub mod stats;
 pub mod tftp;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,6 +183,12 @@ pub async fn serve(
     let (ifindex, mac) =
         interface_info(&iface).map_err(|source| ServeError::Interface { name: iface.clone(), source })?;
     let _lock = StateLock::acquire(&opts.state_dir)?;
+    if inv.site.dhcp.trusted_relays.is_empty() && inv.site.segments.len() > 1 {
+        tracing::warn!(
+            "the inventory has relayed segments but no site.dhcp.trusted_relays: a Relay-Forward from any \
+             source is served and its client link-layer address trusted to identify nodes; name your relays"
+        );
+    }
     let stats = Arc::new(stats::Stats::default());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (journal, bindings, report) = leases::Journal::open(&opts.state_dir, now)?;
@@ -235,7 +242,8 @@ pub async fn serve(
             }
             None => None,
         };
-        let token_key = token_key(&opts.state_dir)?;
+        let tokens = tokens::NodeTokens::open(&opts.state_dir, token_key(&opts.state_dir)?)
+            .map_err(|source| ServeError::TokenKey { dir: opts.state_dir.clone(), source })?;
         let state = Arc::new(http::HttpState {
             id: metal6_inventory::identity::Identifier::new(&inv),
             inv: Arc::new(inv.clone()),
@@ -244,7 +252,7 @@ pub async fn serve(
             events: events.clone(),
             stats: stats.clone(),
             counters: http::HttpCounters::default(),
-            token_key,
+            tokens,
         });
         info!(%addr, artifacts = ?opts.artifacts, "HTTP listening");
         tasks.spawn(http::run(listener, state, cancel.clone()));

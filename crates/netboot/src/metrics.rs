@@ -71,6 +71,11 @@ pub fn render(state: &HttpState) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP metal6_identity_conflicts_total Stale node tokens presented: another host took a plan for that node.\n# TYPE metal6_identity_conflicts_total counter\nmetal6_identity_conflicts_total {}",
+        s.identity_conflicts
+    );
+    let _ = writeln!(
+        out,
         "# HELP metal6_panics_total Panics caught in tasks (each logged).\n# TYPE metal6_panics_total counter\nmetal6_panics_total {}",
         s.panics
     );

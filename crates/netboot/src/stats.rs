@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub rs_received: u64,
     /// Panics caught in tasks since start (each logged with its location).
     pub panics: u64,
+    /// Stale tokens presented: two hosts claim one node (`identity-conflict` events).
+    pub identity_conflicts: u64,
     /// Requests refused by a limit, by limit (`tftp-busy`, `tftp-per-source`,
     /// `http-per-source`).
     pub refused: BTreeMap<String, u64>,

@@ -93,6 +93,8 @@ pub struct JobStatus {
     pub message: Option<String>,
     pub message_id: Option<String>,
     pub percent: Option<u64>,
+    /// Dell JobType (`BIOSConfiguration`, `FirmwareUpdate`, `RAIDConfiguration`, ...).
+    pub job_type: Option<String>,
 }
 
 impl JobStatus {
@@ -348,8 +350,11 @@ impl Bmc {
         Ok(out)
     }
 
-    /// Clears what a previous attempt left: the Dell job queue and pending BIOS values. Refuses
-    /// while a job runs (deleting it mid-flight can leave the BIOS half-configured).
+    /// Clears what a previous attempt left: open BIOS configuration jobs (one would block
+    /// the new one) and pending BIOS values. Jobs of other kinds — a firmware update, a RAID
+    /// job someone else queued — are not ours to delete and stay (JID_CLEARALL deleted them
+    /// all). Refuses while a job runs (deleting it mid-flight can leave the BIOS
+    /// half-configured).
     pub async fn clear_stale(&self, settings: &str) -> Result<(), RedfishError> {
         let open = self.open_jobs().await?;
         if let Some(run) = open.iter().find(|j| j.state == "Running") {
@@ -358,13 +363,16 @@ impl Bmc {
                 what: format!("job {} is running; not clearing the queue", run.id),
             });
         }
-        if !open.is_empty()
-            && let Some(m) = &self.manager
-        {
+        if let Some(m) = &self.manager {
             let action = format!("{m}/Oem/Dell/DellJobService/Actions/DellJobService.DeleteJobQueue");
-            // JID_CLEARALL, not JID_CLEARALL_FORCE: the latter restarts iDRAC services.
-            self.client.request(Method::POST, &action, Some(&json!({"JobID": "JID_CLEARALL"}))).await?;
-            info!(jobs = open.len(), "deleted stale jobs");
+            for j in open.iter().filter(|j| j.job_type.as_deref() == Some("BIOSConfiguration")) {
+                self.client.request(Method::POST, &action, Some(&json!({"JobID": j.id}))).await?;
+                info!(job = %j.id, "deleted a stale BIOS configuration job");
+            }
+            let others = open.iter().filter(|j| j.job_type.as_deref() != Some("BIOSConfiguration")).count();
+            if others > 0 {
+                info!(jobs = others, "left the queue's other jobs alone");
+            }
         }
         if !self.bios_pending(settings).await?.is_empty() {
             let doc = self.client.get(settings).await?;
@@ -440,14 +448,7 @@ impl Bmc {
         let coll = self.client.get(&format!("{root}/UpdateService/FirmwareInventory")).await?;
         let mut out = Vec::new();
         for m in members(&coll) {
-            let doc = self.client.get(&m).await?;
-            let g = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-            out.push(Firmware {
-                id: g("Id"),
-                name: g("Name"),
-                version: g("Version"),
-                updateable: doc.get("Updateable").and_then(Value::as_bool).unwrap_or(false),
-            });
+            out.push(firmware_of(&self.client.get(&m).await?));
         }
         Ok(out)
     }
@@ -494,6 +495,17 @@ fn attributes(doc: &Value) -> BTreeMap<String, Value> {
         .unwrap_or_default()
 }
 
+/// A `SoftwareInventory` member as metal6 sees it.
+fn firmware_of(doc: &Value) -> Firmware {
+    let g = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Firmware {
+        id: g("Id"),
+        name: g("Name"),
+        version: g("Version"),
+        updateable: doc.get("Updateable").and_then(Value::as_bool).unwrap_or(false),
+    }
+}
+
 /// The job id at the end of a `Location` (`…/Jobs/JID_…` or `…/Tasks/JID_…`).
 pub fn job_id(location: &str) -> Option<String> {
     let last = location.trim_end_matches('/').rsplit('/').next()?;
@@ -512,6 +524,38 @@ fn job_status(doc: &Value, fallback_id: &str) -> JobStatus {
         message: ds("Message").or_else(|| s("Message")).or_else(|| ms("Message")),
         message_id: ds("MessageId").or_else(|| s("MessageId")).or_else(|| ms("MessageId")),
         percent: doc.get("PercentComplete").and_then(Value::as_u64),
+        job_type: ds("JobType").or_else(|| s("JobType")),
+    }
+}
+
+/// The pure readers of BMC documents above, for the fuzz target `redfish_json` (`fuzz/`).
+/// Not an API: the facade's methods are.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::{Firmware, JobStatus};
+
+    pub fn link(doc: &Value, key: &str) -> Option<String> {
+        super::link(doc, key)
+    }
+
+    pub fn members(coll: &Value) -> Vec<String> {
+        super::members(coll)
+    }
+
+    pub fn attributes(doc: &Value) -> BTreeMap<String, Value> {
+        super::attributes(doc)
+    }
+
+    pub fn job_status(doc: &Value, fallback_id: &str) -> JobStatus {
+        super::job_status(doc, fallback_id)
+    }
+
+    pub fn firmware_of(doc: &Value) -> Firmware {
+        super::firmware_of(doc)
     }
 }
 

@@ -135,10 +135,22 @@ pub struct Reply {
     pub body: Value,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Auth {
     Basic,
     Session { token: String, location: Option<String> },
+}
+
+/// The session token is a credential: `{:?}` of a `Client` or `Bmc` must not print it.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Basic => f.write_str("Basic"),
+            Auth::Session { location, .. } => {
+                f.debug_struct("Session").field("token", &"<redacted>").field("location", location).finish()
+            }
+        }
+    }
 }
 
 /// An authenticated connection to one BMC.
@@ -375,11 +387,7 @@ impl Client {
                 path: path.to_owned(),
                 source,
             })?;
-            let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-            };
+            let body = body_of(&bytes);
             if !status.is_success() {
                 let (message_id, message) = extended_info(&body);
                 return Err(RedfishError::Status {
@@ -392,6 +400,16 @@ impl Client {
             }
             return Ok(Reply { status, location, etag, body });
         }
+    }
+}
+
+/// An answer's body: `Null` when empty, its JSON, or (an HTML error page, a plain-text 501) the
+/// text itself, so error details survive.
+fn body_of(bytes: &[u8]) -> Value {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
     }
 }
 
@@ -427,10 +445,36 @@ fn extended_info(body: &Value) -> (Option<String>, Option<String>) {
     (id, msg)
 }
 
+/// How answers are read, for the fuzz target `redfish_json` (`fuzz/`). Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    /// An answer's bytes as every caller sees them (`Reply::body`, error details).
+    pub fn body_of(bytes: &[u8]) -> Value {
+        super::body_of(bytes)
+    }
+
+    /// The message id and message of an error body.
+    pub fn extended_info(body: &Value) -> (Option<String>, Option<String>) {
+        super::extended_info(body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_session_token_is_never_printed() {
+        let a = Auth::Session {
+            token: "s3cr3t-x-auth-token".into(),
+            location: Some("/redfish/v1/SessionService/Sessions/7".into()),
+        };
+        let text = format!("{a:?}");
+        assert!(!text.contains("s3cr3t") && text.contains("Sessions/7"), "{text}");
+    }
 
     #[test]
     fn error_bodies_name_the_dell_message() {

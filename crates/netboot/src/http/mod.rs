@@ -33,12 +33,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metal6_inventory::Inventory;
 use metal6_inventory::identity::{Clues, Identifier};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::events::EventStore;
 use crate::stats::Stats;
@@ -92,19 +91,8 @@ pub struct HttpState {
     pub events: Arc<EventStore>,
     pub stats: Arc<Stats>,
     pub counters: HttpCounters,
-    /// Secret for per-node tokens (state dir, mode 0600).
-    pub token_key: Vec<u8>,
-}
-
-impl HttpState {
-    /// The per-node token: proves a request comes from the holder of that node's documents.
-    pub fn token(&self, node: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(&self.token_key);
-        h.update(b"\0node\0");
-        h.update(node.as_bytes());
-        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
-    }
+    /// Per-node tokens, one per install (`tokens`).
+    pub tokens: crate::tokens::NodeTokens,
 }
 
 pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: CancellationToken) {
@@ -256,18 +244,46 @@ fn nodes(state: &HttpState) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Only the node itself may report its events: from its inventory address, or with its token.
-fn authorized<B>(state: &HttpState, req: &Request<B>, peer: SocketAddr, name: &str) -> bool {
-    let Some(node) = state.inv.node(name) else { return false };
-    if source_ip(peer) == node.address {
-        return true;
-    }
-    let token = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    token.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token(name).as_bytes()))
+/// How a request proved it comes from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// From the node's inventory address (what a spoofer on the segment can also have).
+    Address,
+    /// With the token of the node's current install.
+    Token,
+    Denied,
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Only the node itself may report its events or fetch its documents: from its inventory
+/// address, or with its current token. A token of an earlier install is refused whatever the
+/// address, and recorded: someone fetched a plan for this node since this host did, so two
+/// hosts claim one identity.
+fn authorized<B>(state: &HttpState, req: &Request<B>, peer: SocketAddr, name: &str) -> Auth {
+    let Some(node) = state.inv.node(name) else { return Auth::Denied };
+    let token = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    if let Some(t) = token {
+        match state.tokens.check(name, t) {
+            crate::tokens::Check::Current => return Auth::Token,
+            crate::tokens::Check::Stale { presented, current } => {
+                state.stats.update(|s| s.identity_conflicts += 1);
+                warn!(
+                    node = name, %peer, presented, current = current.install, issued_to = %current.issued_to,
+                    "a token of an earlier install: another host fetched this node's plan since; two hosts claim it"
+                );
+                state.events.record(
+                    "http",
+                    &serde_json::json!({
+                        "node": name, "kind": "identity-conflict", "from": source_ip(peer),
+                        "presented_install": presented, "current_install": current.install,
+                        "current_issued_to": current.issued_to, "current_issued_ms": current.issued_ms,
+                    }),
+                );
+                return Auth::Denied;
+            }
+            crate::tokens::Check::Invalid => return Auth::Denied,
+        }
+    }
+    if source_ip(peer) == node.address { Auth::Address } else { Auth::Denied }
 }
 
 /// Per-node documents carry the node's token and its identity: only that node gets them.
@@ -279,10 +295,29 @@ async fn node_document(
     doc: &str,
 ) -> Response<Body> {
     let Some(node) = state.inv.node(name) else { return not_found() };
-    if !authorized(state, req, peer, name) {
+    if authorized(state, req, peer, name) == Auth::Denied {
         return text(StatusCode::FORBIDDEN, "documents of a node are served only to that node\n".into(), "text/plain");
     }
-    let token = state.token(name);
+    // The plan starts an install: it carries a fresh token, and the previous one stops
+    // working (see `tokens`). The other documents carry no secret.
+    let token = if doc == "plan.json" {
+        match state.tokens.issue(name, source_ip(peer), crate::events::now_ms()) {
+            Ok((issued, token)) => {
+                info!(node = name, install = issued.install, to = %issued.issued_to, "plan issued: a new install and token");
+                state.events.record(
+                    "http",
+                    &serde_json::json!({"node": name, "kind": "token-issued", "install": issued.install, "to": issued.issued_to}),
+                );
+                token
+            }
+            Err(e) => {
+                warn!(error = %e, node = name, "cannot record the new install's token; plan withheld");
+                return internal();
+            }
+        }
+    } else {
+        String::new()
+    };
     let image = &state.inv.profile_of(node).image;
     let sha = image_sha256(state, image).await;
     let cx = metal6_render::Context { token: &token, image_sha256: sha.as_deref() };
@@ -313,10 +348,12 @@ async fn cluster_file(
     file: &str,
 ) -> Response<Body> {
     let (Some(dir), Some(_)) = (&state.cluster_dir, state.inv.node(name)) else { return not_found() };
-    if !authorized(state, req, peer, name) {
+    // They hold the join token (and a control plane's, the certificate key): the address
+    // alone, which a spoofer can take, is not enough; the current install's token is needed.
+    if authorized(state, req, peer, name) != Auth::Token {
         return text(
             StatusCode::FORBIDDEN,
-            "cluster files of a node are served only to that node\n".into(),
+            "cluster files of a node are served only to that node, with its token\n".into(),
             "text/plain",
         );
     }
@@ -350,7 +387,7 @@ async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr,
     if state.inv.node(name).is_none() {
         return not_found();
     }
-    if !authorized(state, &req, peer, name) {
+    if authorized(state, &req, peer, name) == Auth::Denied {
         return text(StatusCode::FORBIDDEN, "only the node itself may post its events\n".into(), "text/plain");
     }
     let body = match Limited::new(req.into_body(), MAX_EVENT_BODY).collect().await {
