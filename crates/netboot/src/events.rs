@@ -84,6 +84,7 @@ fn phase_of(e: &Value) -> Option<String> {
         },
         "boot-fetch" => "netboot".into(),
         "declined" => "address-conflict".into(),
+        "identity-conflict" => "identity-conflict".into(),
         _ => return None,
     })
 }
