@@ -72,7 +72,7 @@ unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)
 	@./scripts/test-summary.sh target/unit-tests.log
 
 .PHONY: test
-test: deps fmt-check lint deps-rule unit ## Everything CI checks
+test: deps fmt-check lint deps-rule fuzz-smoke unit ## Everything CI checks (fuzz-smoke: 10 s per fuzz target)
 
 .PHONY: e2e
 e2e: deps ## Blank QEMU disk to ready node over IPv6 (HTTP boot, then PXE/TFTP); minutes under TCG
@@ -128,10 +128,23 @@ bench-image: bench-deps ## The lab image: metal6 cold and sysctl-only warm build
 bench-emulation: deps ## 2,000 and 4,000 satellites x 5 interfaces in namespaces: create, update, teardown, memory
 	@./scripts/bench-emulation.sh
 
+# cargo-fuzz targets (fuzz/fuzz_targets/, what each covers: fuzz/README.md), built once with
+# nightly and run one after the other by scripts/fuzz.sh; any finding fails the target.
+FUZZ_TARGETS ?= dhcp6_decode_decide ra_rs tftp_request http_head inventory tle redfish_json
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+
 .PHONY: fuzz
-fuzz: ## Fuzz DHCPv6 decode+decide for FUZZ_SECONDS (default 60) with cargo-fuzz (nightly)
-	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-	cd fuzz && cargo +nightly fuzz run dhcp6_decode_decide -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=1500
+fuzz: ## Fuzz every target for FUZZ_SECONDS each (default 60), continuing the working corpora
+	@FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh run
+
+.PHONY: fuzz-smoke
+fuzz-smoke: ## A short fuzz run of every target from the committed seeds (FUZZ_SMOKE_SECONDS, default 10)
+	@FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) ./scripts/fuzz.sh smoke
+
+.PHONY: fuzz-merge
+fuzz-merge: ## Add the inputs fuzzing found that reach new code to the committed corpora (fuzz/corpus/)
+	@FUZZ_TARGETS="$(FUZZ_TARGETS)" ./scripts/fuzz.sh merge
 
 .PHONY: demo
 demo: deps ## A QEMU lab node netbooted over IPv6 and installed, followed live until ready

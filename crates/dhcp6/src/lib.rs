@@ -7,4 +7,5 @@
 
 pub mod bindings;
 pub mod policy;
+pub mod relay;
 pub mod wire;

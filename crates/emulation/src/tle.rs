@@ -138,6 +138,25 @@ fn parse(text: &str) -> Result<Vec<Record>, TleError> {
             });
             return Err(TleError::Parse { line: if l1.starts_with("1 ") { n2 } else { n1 }, column: Some(1), message });
         }
+        // The sgp4 crate computes `checksum - b'0'` without checking it is a digit (it
+        // overflows, a panic in debug builds: found by fuzzing); check the shape first.
+        for (n, l) in [(n1, l1), (n2, l2)] {
+            let b = l.as_bytes();
+            if b.len() != 69 || !b.is_ascii() {
+                return Err(TleError::Parse {
+                    line: n,
+                    column: None,
+                    message: format!("a TLE line is 69 ASCII characters, this one has {}", l.chars().count()),
+                });
+            }
+            if !b[68].is_ascii_digit() {
+                return Err(TleError::Parse {
+                    line: n,
+                    column: Some(69),
+                    message: "the checksum is not a digit".into(),
+                });
+            }
+        }
         let elements =
             sgp4::Elements::from_tle(name.map(str::to_owned), l1.as_bytes(), l2.as_bytes()).map_err(|e| {
                 // The crate says which line and which characters (0-based), in its message.
@@ -277,6 +296,11 @@ impl TleConstellation {
         let mut out = String::new();
         for s in &self.sats {
             let name = if s.lines[0].is_empty() { s.label.as_str() } else { s.lines[0].as_str() };
+            // A name line that could read as line 1 ("1 FOO") must keep its "0 " tag
+            // (found by fuzzing: the text handed to the link agent did not parse again).
+            let name = name.trim();
+            let name =
+                if name.starts_with("1 ") || name.starts_with("2 ") { format!("0 {name}") } else { name.to_owned() };
             let _ = writeln!(out, "{name}\n{}\n{}", s.lines[1], s.lines[2]);
         }
         out
@@ -485,6 +509,25 @@ mod tests {
     fn checksums_follow_the_format() {
         // The ISS line from CelesTrak, checksum 2.
         assert_eq!(checksum("1 25544U 98067A   20194.88612269 -.00002218  00000-0 -31515-4 0  999"), 2);
+    }
+
+    /// Found by fuzzing: a checksum that is not a digit made the sgp4 crate overflow (a
+    /// panic in debug builds), and a name that reads like line 1 ("1 FOO") was written back
+    /// bare, so the 3LE handed to the link agent did not parse again.
+    #[test]
+    fn odd_checksums_and_names_are_errors_or_round_trip() {
+        let start = at("2026-12-01T00:00:00");
+        let text = walker_tles(&walker(ShellKind::Delta, 3, 3, 1, 53.0), &start, 100);
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let l1 = lines.iter().position(|l| l.starts_with("1 ")).expect("line 1");
+        let mut bad = lines.clone();
+        bad[l1].replace_range(68..69, "+");
+        let e = TleConstellation::parse(&bad.join("\n"), None).expect_err("refused");
+        assert!(e.to_string().contains("checksum is not a digit"), "{e}");
+        lines[l1 - 1] = "0 1 FOO".into();
+        let c = TleConstellation::parse(&lines.join("\n"), None).expect("parses");
+        let again = TleConstellation::parse(&c.to_3le(), Some(c.start)).expect("the 3LE parses again");
+        assert_eq!(again.shell, c.shell);
     }
 
     #[test]

@@ -64,6 +64,9 @@ enum AddrUse {
     Server,
 }
 
+/// DNS servers the provisioning link may list (RA RDNSS and DHCPv6 option 23 carry them all).
+const MAX_DNS_SERVERS: usize = 16;
+
 fn parse_addr(cx: &mut Ctx<'_>, text: &str, path: &Path, usage: AddrUse) -> Option<Ipv6Addr> {
     let addr = match text.parse::<IpAddr>() {
         Ok(IpAddr::V6(a)) => a,
@@ -529,6 +532,14 @@ fn validate_site(cx: &mut Ctx<'_>, s: &raw::Site) -> Option<model::Site> {
         .enumerate()
         .filter_map(|(i, a)| parse_addr(cx, a, &base.key("dns").index(i), AddrUse::Server))
         .collect();
+    if p.dns.len() > MAX_DNS_SERVERS {
+        cx.error(
+            "too-many-dns-servers",
+            &base.key("dns").index(MAX_DNS_SERVERS),
+            format!("{} DNS servers; at most {MAX_DNS_SERVERS}", p.dns.len()),
+            Some("resolvers use the first three; RAs and DHCPv6 carry every one to every node".into()),
+        );
+    }
     let ntp: Vec<Ipv6Addr> = p
         .ntp
         .iter()

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metal6_dhcp6::bindings::{Bindings, Change};
-use metal6_dhcp6::policy::{Engine, Event, Incoming, Outcome, RelayHop, Silence};
-use metal6_dhcp6::wire::{self, ClientMsg, Message, MsgType, Opt, RelayMsg};
+use metal6_dhcp6::policy::{Engine, Event, Incoming, Outcome, Silence};
+use metal6_dhcp6::relay;
+use metal6_dhcp6::wire::{self, Message, MsgType};
 use metal6_inventory::ident::Duid;
-use metal6_inventory::ident::MacAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -132,62 +132,6 @@ fn type_name(t: MsgType) -> &'static str {
     }
 }
 
-/// Peels relay layers off, outermost first. `None` when a relay message carries no Relay
-/// Message option or the innermost message is not a client message.
-fn unwrap_relays(msg: Message) -> Option<(ClientMsg, Vec<RelayHop>)> {
-    let mut hops = Vec::new();
-    let mut cur = msg;
-    loop {
-        match cur {
-            Message::Client(c) => return Some((c, hops)),
-            Message::Relay(r) if r.msg_type == MsgType::RelayForw => {
-                let mut inner = None;
-                let mut hop = RelayHop {
-                    hop_count: r.hop_count,
-                    link_addr: r.link_addr,
-                    peer_addr: r.peer_addr,
-                    interface_id: None,
-                    client_mac: None,
-                };
-                for o in r.opts {
-                    match o {
-                        Opt::RelayMsg(m) => inner = Some(*m),
-                        Opt::InterfaceId(id) => hop.interface_id = Some(id),
-                        Opt::ClientLinkLayer { htype: 1, addr } => {
-                            hop.client_mac = <[u8; 6]>::try_from(addr.as_slice()).ok().map(MacAddr)
-                        }
-                        _ => {}
-                    }
-                }
-                hops.push(hop);
-                cur = inner?;
-            }
-            Message::Relay(_) => return None,
-        }
-    }
-}
-
-/// Wraps a reply in Relay-Reply layers matching the Relay-Forward path (RFC 8415 §19.3),
-/// echoing each relay's Interface-Id.
-fn wrap_reply(reply: ClientMsg, hops: &[RelayHop]) -> Message {
-    let mut msg = Message::Client(reply);
-    for hop in hops.iter().rev() {
-        let mut opts = Vec::with_capacity(2);
-        if let Some(id) = &hop.interface_id {
-            opts.push(Opt::InterfaceId(id.clone()));
-        }
-        opts.push(Opt::RelayMsg(Box::new(msg)));
-        msg = Message::Relay(RelayMsg {
-            msg_type: MsgType::RelayRepl,
-            hop_count: hop.hop_count,
-            link_addr: hop.link_addr,
-            peer_addr: hop.peer_addr,
-            opts,
-        });
-    }
-    msg
-}
-
 impl DhcpService {
     /// Serves until `cancel`; an error when the lease journal's writer died, since no binding
     /// can be acknowledged after that.
@@ -263,7 +207,7 @@ impl DhcpService {
             Message::Relay(r) => type_name(r.msg_type),
         };
         self.stats.update(|s| bump(&mut s.received, outer_kind));
-        let Some((client, hops)) = unwrap_relays(msg) else {
+        let Some((client, hops)) = relay::unwrap(msg) else {
             self.stats.update(|s| bump(&mut s.dropped, "bad-relay"));
             return None;
         };
@@ -299,7 +243,7 @@ impl DhcpService {
                 self.record(&events);
                 let kind = type_name(reply.msg_type);
                 let relayed = !hops.is_empty();
-                let bytes = wrap_reply(reply, &hops).encode();
+                let bytes = relay::wrap(reply, &hops).encode();
                 // Direct clients: back to their link-local address on our interface. Relayed:
                 // to the relay that sent it, on the server port.
                 let dest = if relayed {

@@ -46,6 +46,9 @@ impl RaConfig {
     }
 }
 
+/// The most DNS servers one RDNSS option can carry (RFC 8106: length in 8-octet units, u8).
+pub const MAX_RDNSS: usize = 127;
+
 /// The ICMPv6 body of a Router Advertisement (checksum left zero for the kernel).
 pub fn build_ra(c: &RaConfig) -> Vec<u8> {
     let mut p = Vec::with_capacity(96);
@@ -66,10 +69,13 @@ pub fn build_ra(c: &RaConfig) -> Vec<u8> {
     p.extend_from_slice(&c.mtu.to_be_bytes());
     // RDNSS (RFC 8106, type 25): 8 bytes + 16 per server.
     if !c.dns.is_empty() {
-        let units = u8::try_from(1 + 2 * c.dns.len()).unwrap_or(u8::MAX);
+        // The length is in units of 8 octets in one byte: 127 servers at most, or the option
+        // is malformed (found by fuzzing; the inventory allows far fewer).
+        let dns = &c.dns[..c.dns.len().min(MAX_RDNSS)];
+        let units = u8::try_from(1 + 2 * dns.len()).unwrap_or(u8::MAX);
         p.extend_from_slice(&[25, units, 0, 0]);
         p.extend_from_slice(&c.dns_lifetime.to_be_bytes());
-        for d in &c.dns {
+        for d in dns {
             p.extend_from_slice(&d.octets());
         }
     }
@@ -161,6 +167,11 @@ mod tests {
         assert_eq!(ra[16 + 3], 0x80, "L without A");
         let rdnss = ra.windows(2).position(|w| w == [25, 3]).expect("RDNSS with one server");
         assert_eq!(&ra[rdnss + 4..rdnss + 8], &180u32.to_be_bytes());
+        // More servers than one option can carry: the option still describes its own length.
+        c.dns = (0..200u16).map(|i| Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, i)).collect();
+        let ra = build_ra(&c);
+        let at = ra.windows(2).position(|w| w[0] == 25 && w[1] == 255).expect("RDNSS at its largest");
+        assert_eq!(ra.len() - at, 255 * 8 + 8, "RDNSS (127 servers), then the source link-layer option");
     }
 
     #[test]

@@ -47,7 +47,11 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// What the next bytes on the connection are.
-enum Next {
+///
+/// `pub` (in this private module), like [`Head`] and [`classify`], only so `files::fuzzing` can
+/// re-export them to the fuzz target `http_head`.
+#[derive(Debug)]
+pub enum Next {
     /// An artifact request, `len` bytes of head.
     Artifact { req: Head, len: usize },
     /// Anything else: hyper takes over with everything read so far.
@@ -58,13 +62,16 @@ enum Next {
     Bad(StatusCode),
 }
 
-struct Head {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    keep_alive: bool,
+/// An artifact request's head, as the fast path answers it.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    /// The request target without its query: what `files::relative_path` is given.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub keep_alive: bool,
     /// An HTTP/1.0 client keeps the connection only when the response says so.
-    http10: bool,
+    pub http10: bool,
 }
 
 /// Serves one accepted connection until it closes.
@@ -129,8 +136,10 @@ async fn next_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Next {
     }
 }
 
-/// `Ok(None)`: the head is not complete yet.
-fn classify(buf: &[u8]) -> Result<Option<Next>, StatusCode> {
+/// Classifies the request head at the start of `buf` (bytes read from the peer, possibly more
+/// than one request). `Ok(None)`: the head is not complete yet. Pure, so it is fuzzed
+/// (`fuzz/fuzz_targets/http_head.rs`, through `files::fuzzing`).
+pub fn classify(buf: &[u8]) -> Result<Option<Next>, StatusCode> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {

@@ -165,6 +165,13 @@ pub fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// The fast path's request-head classifier (`http::fast`, a private module), re-exported for the
+/// fuzz target `http_head` in `fuzz/`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::super::fast::{Head, Next, classify};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
