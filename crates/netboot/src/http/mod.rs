@@ -50,6 +50,8 @@ const MAX_CONNECTIONS: usize = 4096;
 /// Connections at once from one address: a node fetches a few files in parallel at most, so
 /// one host cannot take every slot (and every descriptor) from the others.
 pub const MAX_PER_SOURCE: usize = 64;
+/// Reading a request body (events, at most 64 KiB) takes at most this long.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 // One read buffer per stream: 100 concurrent 256 KiB streams measured 79 MB peak RSS, over
 // the 64 MiB budget; `make bench-http` measures this size against nginx.
 const CHUNK: usize = 192 * 1024;
@@ -390,9 +392,11 @@ async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr,
     if authorized(state, &req, peer, name) == Auth::Denied {
         return text(StatusCode::FORBIDDEN, "only the node itself may post its events\n".into(), "text/plain");
     }
-    let body = match Limited::new(req.into_body(), MAX_EVENT_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large or truncated\n".into(), "text/plain"),
+    // A body trickled a byte at a time must not hold a connection slot for ever.
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_EVENT_BODY).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large or truncated\n".into(), "text/plain"),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the event body took too long\n".into(), "text/plain"),
     };
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return text(StatusCode::BAD_REQUEST, "expected a JSON object\n".into(), "text/plain");
