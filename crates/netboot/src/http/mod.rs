@@ -395,7 +395,9 @@ async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr,
     // A body trickled a byte at a time must not hold a connection slot for ever.
     let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_EVENT_BODY).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large or truncated\n".into(), "text/plain"),
+        Ok(Err(_)) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large or truncated\n".into(), "text/plain");
+        }
         Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the event body took too long\n".into(), "text/plain"),
     };
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice::<serde_json::Value>(&body) else {
