@@ -225,4 +225,14 @@ fn a_second_server_on_one_state_dir_is_refused_and_damaged_history_is_kept_aside
     assert!(err.contains("in use by another metal6 serve") && err.contains(&format!("pid {}", first.id())), "{err}");
     let _ = first.kill();
     let _ = first.wait();
+    // A state dir inside the artifact root would serve token.key to anyone: refused.
+    let parent = state.path().parent().expect("parent").to_str().expect("utf-8").to_owned();
+    let exposed = Command::new("ip")
+        .args(["netns", "exec", &srv.name])
+        .arg(metal6())
+        .args(["serve", "-i", inv, "--interface", "br0", "--state-dir", st, "--no-ra", "--artifacts", &parent])
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&exposed.stderr);
+    assert!(!exposed.status.success() && err.contains("inside the artifact root"), "{err}");
 }

@@ -103,6 +103,8 @@ pub enum ServeError {
     Locked { dir: PathBuf, holder: Option<String> },
     #[error("{path} {problem}; {hint}")]
     TokenKeyInvalid { path: PathBuf, problem: String, hint: &'static str },
+    #[error("the {what} {dir} is inside the artifact root {root}, which is served to anyone: move it out")]
+    SecretsServed { what: &'static str, dir: PathBuf, root: PathBuf },
     #[error("the {service} service stopped: {reason}")]
     ServiceFailed { service: &'static str, reason: String },
 }
@@ -242,6 +244,19 @@ pub async fn serve(
             }
             None => None,
         };
+        // Everything under the artifact root is served to anyone: the state dir (token.key)
+        // and the cluster files (join token, certificate key) must not be.
+        if let Some(root) = &artifacts {
+            for (what, dir) in
+                [("state directory", Some(&opts.state_dir)), ("cluster directory", opts.cluster_dir.as_ref())]
+            {
+                if let Some(d) = dir.and_then(|d| std::fs::canonicalize(d).ok())
+                    && d.starts_with(root)
+                {
+                    return Err(ServeError::SecretsServed { what, dir: d, root: root.clone() });
+                }
+            }
+        }
         let tokens = tokens::NodeTokens::open(&opts.state_dir, token_key(&opts.state_dir)?)
             .map_err(|source| ServeError::TokenKey { dir: opts.state_dir.clone(), source })?;
         let state = Arc::new(http::HttpState {
