@@ -67,12 +67,15 @@ def dhcp(a):
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     dest = (a.server, 547)
-    sent = {"nested": 0, "many-ia": 0, "garbage": 0}
+    sent = {"nested": 0, "many-ia": 0, "garbage": 0, "same-client": 0}
     end = time.monotonic() + a.seconds
     t = 0
     big = nested_ia_ta()
+    # One client asking again and again, far faster than its rate limit allows.
+    same = bytes([1, 0, 0, 2]) + opt(1, duid_ll(mac)) + opt(3, struct.pack("!III", 1, 0, 0))
     while time.monotonic() < end:
-        for kind, payload in (("nested", big), ("many-ia", many_ia_na(mac, 1000, t)), ("garbage", garbage())):
+        for kind, payload in (("nested", big), ("many-ia", many_ia_na(mac, 1000, t)), ("garbage", garbage()),
+                              ("same-client", same)):
             try:
                 s.sendto(payload, dest)
                 sent[kind] += 1

@@ -155,6 +155,10 @@ fn hostile_traffic_from_several_hosts_does_not_stop_real_clients() {
     });
     eprintln!("dropped: {}; refused: {}; panics: {}", stats["dropped"], stats["refused"], stats["panics"]);
     assert_eq!(stats["panics"], 0, "{}", server.log_text());
+    // The limits did the work (without them the floods would have been served).
+    for (what, key) in [("refused", "http-per-source"), ("refused", "tftp-per-source"), ("dropped", "rate-limited")] {
+        assert!(stats[what][key].as_u64().unwrap_or(0) > 0, "{what}.{key} never fired: {stats}");
+    }
     assert!(stats["leases"].as_u64().unwrap_or(u64::MAX) <= 2 * 16 + 4, "bindings unbounded: {stats}");
     let rss = rss_kib(pid).max(peak_rss);
     assert!(rss <= MAX_RSS_KIB, "RSS {rss} KiB > {MAX_RSS_KIB} KiB");
@@ -169,7 +173,14 @@ fn hostile_traffic_from_several_hosts_does_not_stop_real_clients() {
         flood(&hosts[2], "tftp", 30, &logs.path().join("tftp-held.log")),
         flood(&hosts[3], "http", 30, &logs.path().join("http-held.log")),
     ];
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait until the held transfers are really there (the server counts their refusals
+    // once each source is at its limit), then ask it to stop.
+    let refused = |s: &serde_json::Value, k: &str| s["refused"][k].as_u64().unwrap_or(0);
+    let (http0, tftp0) = (refused(&stats, "http-per-source"), refused(&stats, "tftp-per-source"));
+    wait_for("the held floods to reach their limits", Duration::from_secs(30), || {
+        let s = server.stats();
+        (refused(&s, "http-per-source") > http0 && refused(&s, "tftp-per-source") > tftp0).then_some(())
+    });
     let t = Instant::now();
     let mut server = server;
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();

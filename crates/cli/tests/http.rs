@@ -274,7 +274,10 @@ fn node_documents_only_to_their_node() {
         assert_eq!(code, 403, "{from} {node} {doc}");
         assert!(!body.contains(&token));
     }
+    // A second plan within a second: 429, the token stays current.
+    assert_eq!(get("fd00:6d:1::100", "lab-node-1", "plan.json", "").0, 429);
     // With the node's token, from elsewhere (the installer before its address is up).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(get("fd00:6d:1::200", "lab-node-1", "plan.json", &format!("?token={token}")).0, 200);
     assert_eq!(
         get("fd00:6d:1::200", "lab-node-2", "plan.json", &format!("?token={token}")).0,
@@ -307,6 +310,8 @@ fn a_second_claimant_of_a_node_is_detected() {
         .0
     };
     let real = plan_token();
+    // One plan a second per node: the stranger's comes after that.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let stranger = plan_token();
     assert_ne!(real, stranger, "a new install, a new token");
     assert_eq!(post("fd00:6d:1::200", &stranger), 202, "the current token works from anywhere");

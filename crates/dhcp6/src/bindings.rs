@@ -41,6 +41,8 @@ pub struct Bindings {
     /// Pool addresses in use, to keep pool leases unique.
     pool_addrs: HashMap<Ipv6Addr, BindingKey>,
     pool_cursor: u128,
+    /// When `prune_expired_now_and_then` last scanned the table (Unix seconds).
+    last_prune: u64,
 }
 
 impl Bindings {
@@ -76,6 +78,16 @@ impl Bindings {
             self.apply(&Change::Remove(k.clone()));
         }
         gone.len()
+    }
+
+    /// [`Bindings::prune_expired`], at most once per second: callers on the packet path (a
+    /// full pool) must not rescan the whole table for every message of a flood.
+    pub fn prune_expired_now_and_then(&mut self, now: u64) -> usize {
+        if now <= self.last_prune {
+            return 0;
+        }
+        self.last_prune = now;
+        self.prune_expired(now)
     }
 
     /// Applies a change (also used to replay the persisted log at start-up).

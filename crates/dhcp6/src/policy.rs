@@ -403,7 +403,7 @@ impl Engine {
     fn pool_address(&self, key: &BindingKey, bindings: &mut Bindings, now: u64) -> Option<Ipv6Addr> {
         let (start, end) = self.inv.site.dhcp.dynamic_pool?;
         if bindings.get(key).is_none() && bindings.pool_len() >= MAX_POOL_BINDINGS {
-            bindings.prune_expired(now);
+            bindings.prune_expired_now_and_then(now);
             if bindings.pool_len() >= MAX_POOL_BINDINGS {
                 return None;
             }

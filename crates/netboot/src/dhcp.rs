@@ -53,17 +53,29 @@ pub struct RateLimiter {
     per_sec: f64,
     buckets: HashMap<(Ipv6Addr, Vec<u8>), (f64, Instant)>,
     max_entries: usize,
+    last_prune: Option<Instant>,
 }
 
 impl RateLimiter {
     pub fn new(burst: u32, per_sec: u32, max_entries: usize) -> Self {
-        RateLimiter { burst: f64::from(burst), per_sec: f64::from(per_sec), buckets: HashMap::new(), max_entries }
+        RateLimiter {
+            burst: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            buckets: HashMap::new(),
+            max_entries,
+            last_prune: None,
+        }
     }
 
     pub fn allow(&mut self, src: Ipv6Addr, duid: &[u8], now: Instant) -> bool {
         if self.buckets.len() >= self.max_entries {
-            let horizon = Duration::from_secs_f64(self.burst / self.per_sec);
-            self.buckets.retain(|_, (_, t)| now.duration_since(*t) < horizon);
+            // Pruning scans the whole table: at most once a second, not for every packet of a
+            // flood that keeps it full.
+            if self.last_prune.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+                self.last_prune = Some(now);
+                let horizon = Duration::from_secs_f64(self.burst / self.per_sec);
+                self.buckets.retain(|_, (_, t)| now.duration_since(*t) < horizon);
+            }
             if self.buckets.len() >= self.max_entries {
                 // Still full of active clients: refuse new ones rather than grow without bound.
                 return self.buckets.contains_key(&(src, duid.to_vec())) && self.take(src, duid, now);

@@ -5,11 +5,15 @@
 //! history, not state) and kept in memory per node, bounded, for the timeline API; at start the
 //! file is replayed so timelines survive restarts.
 //!
-//! Bounded: memory holds at most [`MAX_PER_NODE`] events per node (and only inventory nodes
-//! have timelines), and the file is rewritten from memory when it passes
+//! Bounded: memory holds each node's newest events up to [`MAX_PER_NODE`] events and
+//! [`MAX_BYTES_PER_NODE`] bytes of JSON (kept as text, so the bound is in bytes, not in parsed
+//! values: a 16 KiB report of nested arrays would be megabytes as `serde_json::Value`), and
+//! only inventory nodes have timelines. The file is rewritten from memory when it passes
 //! [`COMPACT_AT_BYTES`] (complete temporary file, synced, renamed over the old one), so a
-//! chatty or hostile node cannot fill the disk. Unreadable lines (bad UTF-8, broken JSON)
-//! never stop the server: they are skipped, counted, and the file is copied aside first.
+//! chatty or hostile node can fill neither memory nor the disk. A node's phase is kept as
+//! events arrive, so reading it costs nothing. Unreadable lines (bad UTF-8, broken JSON) never
+//! stop the server: they are skipped, counted, and the file is copied aside first (if even
+//! that fails, the file is kept as it is).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -23,6 +27,9 @@ use serde_json::{Map, Value};
 
 /// Per node, in memory and after a compaction in the file.
 pub const MAX_PER_NODE: usize = 10_000;
+
+/// Bytes of event JSON kept per node (the newest events).
+pub const MAX_BYTES_PER_NODE: usize = 1 << 20;
 
 /// The event log is compacted when it grows past this.
 pub const COMPACT_AT_BYTES: u64 = 64 << 20;
@@ -42,7 +49,35 @@ struct Inner {
     /// Bytes in the file now.
     size: u64,
     compact_at: u64,
-    by_node: HashMap<String, VecDeque<Value>>,
+    by_node: HashMap<String, Timeline>,
+}
+
+/// One node's newest events as JSON text, and its phase.
+#[derive(Debug, Default)]
+struct Timeline {
+    events: VecDeque<(u64, Box<str>)>,
+    bytes: usize,
+    /// The current phase and when it was entered.
+    phase: Option<(String, u64)>,
+    last_ms: u64,
+}
+
+impl Timeline {
+    fn push(&mut self, ts: u64, phase: Option<String>, line: Box<str>) {
+        if let Some(p) = phase
+            && self.phase.as_ref().is_none_or(|(c, _)| *c != p)
+        {
+            self.phase = Some((p, ts));
+        }
+        self.last_ms = ts;
+        self.bytes += line.len();
+        self.events.push_back((ts, line));
+        while self.events.len() > MAX_PER_NODE || (self.bytes > MAX_BYTES_PER_NODE && self.events.len() > 1) {
+            if let Some((_, old)) = self.events.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
 }
 
 /// What opening found.
@@ -53,6 +88,8 @@ pub struct OpenReport {
     pub corrupt: Vec<usize>,
     /// Where the file was copied before those lines were dropped.
     pub quarantined: Option<PathBuf>,
+    /// Why it could not be copied (the file was then kept as it was).
+    pub quarantine_failed: Option<String>,
 }
 
 /// A node's current phase, derived from its events.
@@ -96,7 +133,7 @@ impl EventStore {
 
     pub fn open_with(dir: &Path, compact_at: u64) -> std::io::Result<(Self, OpenReport)> {
         let path = dir.join("events.jsonl");
-        let mut by_node: HashMap<String, VecDeque<Value>> = HashMap::new();
+        let mut by_node: HashMap<String, Timeline> = HashMap::new();
         let mut report = OpenReport::default();
         let mut bad = 0usize;
         match File::open(&path) {
@@ -106,13 +143,13 @@ impl EventStore {
                     if line.is_empty() {
                         continue;
                     }
-                    let node = serde_json::from_slice::<Value>(&line)
+                    let event = serde_json::from_slice::<Value>(&line)
                         .ok()
                         .and_then(|v| Some((v.get("node")?.as_str()?.to_owned(), v)));
-                    match node {
+                    match event {
                         Some((node, v)) => {
                             report.events += 1;
-                            push_bounded(by_node.entry(node).or_default(), v);
+                            push(&mut by_node, node, &v);
                         }
                         None => {
                             bad += 1;
@@ -128,15 +165,17 @@ impl EventStore {
         }
         if bad > 0 {
             let copy = dir.join(format!("events.jsonl.corrupt-{}", now_ms() / 1000));
-            std::fs::copy(&path, &copy)?;
-            report.quarantined = Some(copy);
+            match std::fs::copy(&path, &copy) {
+                Ok(_) => report.quarantined = Some(copy),
+                Err(e) => report.quarantine_failed = Some(e.to_string()),
+            }
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         let mut inner = Inner { dir: dir.to_owned(), file, size, compact_at, by_node };
-        if bad > 0 || size >= compact_at {
-            // Drop the damaged lines (a copy is kept) and anything past the per-node bound.
-            inner.compact()?;
+        // Drop the damaged lines (once a copy is kept) and anything past the per-node bounds.
+        if (bad > 0 && report.quarantined.is_some()) || size >= compact_at {
+            inner.compact_or_back_off();
         }
         Ok((EventStore { inner: Mutex::new(inner) }, report))
     }
@@ -167,73 +206,75 @@ impl EventStore {
             Ok(()) => inner.size += line.len() as u64,
             Err(e) => tracing::warn!(error = %e, "cannot append node event"),
         }
-        push_bounded(inner.by_node.entry(node).or_default(), v);
-        if inner.size >= inner.compact_at
-            && let Err(e) = inner.compact()
-        {
-            tracing::warn!(error = %e, "cannot compact the event log");
+        push(&mut inner.by_node, node, &v);
+        if inner.size >= inner.compact_at {
+            inner.compact_or_back_off();
         }
     }
 
     /// Bytes in the event log now.
     pub fn file_size(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).size
+        self.lock().size
     }
 
+    /// The node's events, oldest first.
     pub fn timeline(&self, node: &str) -> Vec<Value> {
-        self.inner
-            .lock()
-            .map(|i| i.by_node.get(node).map(|q| q.iter().cloned().collect()).unwrap_or_default())
-            .unwrap_or_default()
+        let inner = self.lock();
+        let Some(t) = inner.by_node.get(node) else { return Vec::new() };
+        t.events.iter().filter_map(|(_, l)| serde_json::from_str(l).ok()).collect()
     }
 
     pub fn phase(&self, node: &str) -> Option<Phase> {
-        let inner = self.inner.lock().ok()?;
-        let q = inner.by_node.get(node)?;
-        let last_event_ms = q.back()?.get("ts_ms").and_then(Value::as_u64).unwrap_or(0);
-        let mut current: Option<(String, u64)> = None;
-        for e in q {
-            let Some(p) = phase_of(e) else { continue };
-            let ts = e.get("ts_ms").and_then(Value::as_u64).unwrap_or(0);
-            if current.as_ref().is_none_or(|(c, _)| *c != p) {
-                current = Some((p, ts));
-            }
-        }
-        let (phase, since_ms) = current.unwrap_or_else(|| ("seen".into(), last_event_ms));
-        Some(Phase { phase, since_ms, last_event_ms, events: q.len() })
+        let inner = self.lock();
+        let t = inner.by_node.get(node)?;
+        let (phase, since_ms) = t.phase.clone().unwrap_or_else(|| ("seen".into(), t.last_ms));
+        Some(Phase { phase, since_ms, last_event_ms: t.last_ms, events: t.events.len() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
+fn push(by_node: &mut HashMap<String, Timeline>, node: String, v: &Value) {
+    let ts = v.get("ts_ms").and_then(Value::as_u64).unwrap_or(0);
+    let line = serde_json::to_string(v).unwrap_or_default().into_boxed_str();
+    by_node.entry(node).or_default().push(ts, phase_of(v), line);
+}
+
 impl Inner {
+    /// Compacts; after a failure (a full disk), waits until the file has grown by half again
+    /// instead of retrying on every event.
+    fn compact_or_back_off(&mut self) {
+        if let Err(e) = self.compact() {
+            tracing::warn!(error = %e, "cannot compact the event log; will retry later");
+            self.compact_at = self.size.saturating_add(self.size / 2).max(self.compact_at);
+        }
+    }
+
     /// Rewrites the file from memory: every node's newest events, oldest first.
     fn compact(&mut self) -> std::io::Result<()> {
         let path = self.dir.join("events.jsonl");
         let tmp = self.dir.join("events.jsonl.tmp");
-        let mut all: Vec<&Value> = self.by_node.values().flatten().collect();
-        all.sort_by_key(|v| v.get("ts_ms").and_then(Value::as_u64).unwrap_or(0));
+        let mut all: Vec<&(u64, Box<str>)> = self.by_node.values().flat_map(|t| t.events.iter()).collect();
+        all.sort_by_key(|(ts, _)| *ts);
         {
             let mut w = std::io::BufWriter::new(File::create(&tmp)?);
-            for v in all {
-                serde_json::to_writer(&mut w, v)?;
+            for (_, line) in all {
+                w.write_all(line.as_bytes())?;
                 w.write_all(b"\n")?;
             }
             w.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
+        // The rename is the commit point: follow the new file whatever happens next.
         self.file = OpenOptions::new().append(true).open(&path)?;
         self.size = self.file.metadata()?.len();
+        File::open(&self.dir)?.sync_all()?;
         // A log whose live part alone passes the limit would compact on every event.
         self.compact_at = self.compact_at.max(self.size.saturating_mul(2));
         Ok(())
     }
-}
-
-fn push_bounded(q: &mut VecDeque<Value>, v: Value) {
-    if q.len() >= MAX_PER_NODE {
-        q.pop_front();
-    }
-    q.push_back(v);
 }
 
 #[cfg(test)]
@@ -262,6 +303,26 @@ mod tests {
         assert_eq!(s.timeline("n1").len(), 3);
         assert_eq!(s.timeline("n1")[0]["source"], "dhcpv6");
         assert!(report.quarantined.is_none());
+    }
+
+    /// Reports of a few KiB each, or a flood of them: what the node keeps is bounded in bytes.
+    #[test]
+    fn a_nodes_timeline_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (s, _) = EventStore::open(dir.path()).expect("open");
+        let blob = "0,".repeat(8 * 1024);
+        for i in 0..400 {
+            s.record(
+                "node",
+                &serde_json::json!({"node": "n1", "kind": "progress", "phase": "writing-image", "i": i, "blob": blob}),
+            );
+        }
+        let t = s.timeline("n1");
+        let bytes: usize = t.iter().map(|e| e.to_string().len()).sum();
+        assert!(bytes <= MAX_BYTES_PER_NODE, "{bytes} bytes kept");
+        assert!(t.len() < 400 && t.last().expect("last")["i"] == 399, "the newest are kept");
+        let p = s.phase("n1").expect("phase");
+        assert_eq!((p.phase.as_str(), p.events), ("writing-image", t.len()));
     }
 
     /// One invalid UTF-8 byte once made `serve` refuse to start.

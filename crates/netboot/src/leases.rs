@@ -55,6 +55,9 @@ pub struct Journal {
     size: u64,
     compacted_size: u64,
     compactions: u64,
+    /// The file may not end where `size` says (a failed write or reopen): rewrite it from
+    /// `durable` before the next append.
+    damaged: bool,
 }
 
 /// What loading found, for the start-up log line.
@@ -69,6 +72,8 @@ pub struct LoadReport {
     pub corrupt: Vec<usize>,
     /// Where the damaged file was copied before compaction.
     pub quarantined: Option<PathBuf>,
+    /// Why it could not be copied (the file was then left as it was, uncompacted).
+    pub quarantine_failed: Option<String>,
 }
 
 impl Journal {
@@ -104,9 +109,13 @@ impl Journal {
                 }
                 if !bad.is_empty() {
                     let copy = dir.join(format!("leases.jsonl.corrupt-{now}"));
-                    fs::copy(&path, &copy).map_err(open_err)?;
+                    // On a full disk the copy fails: then the damaged file stays as it is (not
+                    // compacted, so nothing in it is lost) and the server still starts.
+                    match fs::copy(&path, &copy) {
+                        Ok(_) => report.quarantined = Some(copy),
+                        Err(e) => report.quarantine_failed = Some(e.to_string()),
+                    }
                     report.corrupt = bad;
-                    report.quarantined = Some(copy);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -114,7 +123,9 @@ impl Journal {
         }
         report.expired = bindings.prune_expired(now);
         report.live = bindings.len();
-        compact(dir, &path, &bindings).map_err(|source| JournalError::Write { path: path.clone(), source })?;
+        if report.quarantine_failed.is_none() {
+            compact(dir, &path, &bindings).map_err(|source| JournalError::Write { path: path.clone(), source })?;
+        }
         let file = OpenOptions::new().append(true).open(&path).map_err(open_err)?;
         let size = file.metadata().map_err(open_err)?.len();
         let journal = Journal {
@@ -126,6 +137,7 @@ impl Journal {
             size,
             compacted_size: size,
             compactions: 0,
+            damaged: false,
         };
         Ok((journal, bindings, report))
     }
@@ -140,16 +152,30 @@ impl Journal {
                 self.buf.push(b'\n');
             }
         }
+        // After a failed write the file may end in part of a line: rewrite it from what is
+        // known durable before appending, or the next batch's first record would be glued to
+        // that fragment and lost at the next start.
+        if self.damaged {
+            self.compact_now(now)?;
+        }
         let path = &self.path;
         let err = |source| JournalError::Write { path: path.clone(), source };
-        self.file.write_all(&self.buf).map_err(err)?;
-        self.file.sync_data().map_err(err)?;
+        if let Err(e) = self.file.write_all(&self.buf).and_then(|()| self.file.sync_data()) {
+            // Cut the fragment off now if we can; otherwise the next commit rewrites the file.
+            self.damaged = self.file.set_len(self.size).and_then(|()| self.file.sync_data()).is_err();
+            return Err(err(e));
+        }
         self.size += self.buf.len() as u64;
         for c in changes {
             self.durable.apply(c);
         }
         if self.size >= COMPACT_MIN_BYTES && self.size >= 4 * self.compacted_size.max(1) {
-            self.compact_now(now)?;
+            // The batch is durable already: a failed compaction must not withhold its replies.
+            // Try again once the file has grown by as much again.
+            if let Err(e) = self.compact_now(now) {
+                tracing::warn!(error = %crate::error_chain(&e), "lease journal compaction failed; will retry later");
+                self.compacted_size = self.size;
+            }
         }
         Ok(())
     }
@@ -158,9 +184,14 @@ impl Journal {
     fn compact_now(&mut self, now: u64) -> Result<(), JournalError> {
         let err = |source| JournalError::Write { path: self.path.clone(), source };
         self.durable.prune_expired(now);
+        // From here until the new file is open for appending, the handle may point at a file
+        // that is no longer the journal (the rename may have happened before a later step
+        // failed): nothing may be appended until a rewrite succeeds.
+        self.damaged = true;
         compact(&self.dir, &self.path, &self.durable).map_err(err)?;
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(err)?;
         self.size = self.file.metadata().map_err(err)?.len();
+        self.damaged = false;
         self.compacted_size = self.size;
         self.compactions += 1;
         Ok(())
@@ -233,6 +264,26 @@ mod tests {
         let text = fs::read_to_string(dir.path().join("leases.jsonl")).expect("read");
         assert_eq!(text.lines().count(), 1, "compacted to the live binding");
         assert!(report.corrupt.is_empty() && report.quarantined.is_none());
+    }
+
+    /// A write that failed half-way leaves part of a line at the end. The next batch must not
+    /// be glued to it (its first record would be unreadable, and quarantined at the next start).
+    #[test]
+    fn a_fragment_left_by_a_failed_write_does_not_swallow_the_next_batch() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut j, _, _) = Journal::open(dir.path(), 100).expect("open");
+        j.commit(&[Change::Upsert(b(1, 1000))], 100).expect("commit");
+        // What a short write followed by ENOSPC leaves, as the journal sees it afterwards.
+        OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("leases.jsonl"))
+            .and_then(|mut f| f.write_all(b"{\"Upsert\":{\"key\""))
+            .expect("fragment");
+        j.damaged = true;
+        j.commit(&[Change::Upsert(b(2, 1000)), Change::Upsert(b(3, 1000))], 100).expect("commit");
+        drop(j);
+        let (_, bindings, report) = Journal::open(dir.path(), 100).expect("reopen");
+        assert_eq!((bindings.len(), report.torn, report.corrupt.len()), (3, 0, 0), "{report:?}");
     }
 
     /// A damaged line in the middle (not our torn tail) once was skipped and then deleted for

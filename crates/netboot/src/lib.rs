@@ -185,6 +185,19 @@ pub async fn serve(
     let (ifindex, mac) =
         interface_info(&iface).map_err(|source| ServeError::Interface { name: iface.clone(), source })?;
     let _lock = StateLock::acquire(&opts.state_dir)?;
+    // Everything under the artifact root is served to anyone, over HTTP and TFTP: the state
+    // dir (token.key) and the cluster files (join token, certificate key) must not be.
+    if let Some(root) = opts.artifacts.as_ref().and_then(|p| std::fs::canonicalize(p).ok()) {
+        for (what, dir) in
+            [("state directory", Some(&opts.state_dir)), ("cluster directory", opts.cluster_dir.as_ref())]
+        {
+            if let Some(d) = dir.and_then(|d| std::fs::canonicalize(d).ok())
+                && d.starts_with(&root)
+            {
+                return Err(ServeError::SecretsServed { what, dir: d, root });
+            }
+        }
+    }
     if inv.site.dhcp.trusted_relays.is_empty() && inv.site.segments.len() > 1 {
         tracing::warn!(
             "the inventory has relayed segments but no site.dhcp.trusted_relays: a Relay-Forward from any \
@@ -209,6 +222,14 @@ pub async fn serve(
              aside before compaction; inspect the copy for bindings that may be lost"
         );
     }
+    if let Some(why) = &report.quarantine_failed {
+        tracing::error!(
+            lines = ?report.corrupt,
+            error = %why,
+            "the lease journal has damaged lines and could not be copied aside: it is kept as it \
+             is, not compacted; free space and restart to quarantine it"
+        );
+    }
     let (events, ev_report) = events::EventStore::open(&opts.state_dir)
         .map_err(|source| ServeError::Events { dir: opts.state_dir.clone(), source })?;
     if let Some(copy) = &ev_report.quarantined {
@@ -216,6 +237,13 @@ pub async fn serve(
             lines = ?ev_report.corrupt,
             copy = %copy.display(),
             "the event log had unreadable lines: they were skipped and the file copied aside"
+        );
+    }
+    if let Some(why) = &ev_report.quarantine_failed {
+        tracing::error!(
+            lines = ?ev_report.corrupt,
+            error = %why,
+            "the event log has unreadable lines and could not be copied aside: it is kept as it is"
         );
     }
     let socket =
@@ -244,19 +272,6 @@ pub async fn serve(
             }
             None => None,
         };
-        // Everything under the artifact root is served to anyone: the state dir (token.key)
-        // and the cluster files (join token, certificate key) must not be.
-        if let Some(root) = &artifacts {
-            for (what, dir) in
-                [("state directory", Some(&opts.state_dir)), ("cluster directory", opts.cluster_dir.as_ref())]
-            {
-                if let Some(d) = dir.and_then(|d| std::fs::canonicalize(d).ok())
-                    && d.starts_with(root)
-                {
-                    return Err(ServeError::SecretsServed { what, dir: d, root: root.clone() });
-                }
-            }
-        }
         let tokens = tokens::NodeTokens::open(&opts.state_dir, token_key(&opts.state_dir)?)
             .map_err(|source| ServeError::TokenKey { dir: opts.state_dir.clone(), source })?;
         let state = Arc::new(http::HttpState {
@@ -268,6 +283,7 @@ pub async fn serve(
             stats: stats.clone(),
             counters: http::HttpCounters::default(),
             tokens,
+            conflicts: std::sync::Mutex::default(),
         });
         info!(%addr, artifacts = ?opts.artifacts, "HTTP listening");
         tasks.spawn(http::run(listener, state, cancel.clone()));
@@ -409,6 +425,9 @@ fn token_key(dir: &Path) -> Result<Vec<u8>, ServeError> {
     let mut key = vec![0u8; 32];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).map_err(io_err)?;
     let tmp = dir.join(format!("token.key.tmp-{}", std::process::id()));
+    // A leftover from a crash of a process with the same pid (pid 1 in a container) must not
+    // stop the start; the state-dir lock makes sure no one else is writing it.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err)?;
     f.write_all(&key).and_then(|()| f.sync_all()).map_err(io_err)?;
     // hard_link fails if a key appeared meanwhile: then that one is the key.

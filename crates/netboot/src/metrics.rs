@@ -31,6 +31,9 @@ impl Families {
     ) {
         self.head(name, kind, help);
         for (k, v) in samples {
+            // Label values can come from a node's report (its phase): escape them as the
+            // exposition format says, or one quote breaks the whole scrape.
+            let k = k.to_string().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             let _ = writeln!(self.0, "{name}{{{label}=\"{k}\"}} {v}");
         }
     }
@@ -90,4 +93,17 @@ pub fn render(state: &HttpState) -> String {
     }
     f.labelled("metal6_nodes", "gauge", "Inventory nodes, by phase.", "phase", phases);
     f.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_reports_are_escaped() {
+        let mut f = Families(String::new());
+        f.labelled("m", "gauge", "h.", "phase", [("a\"b\\c\nd}", 1)]);
+        assert!(f.0.ends_with("m{phase=\"a\\\"b\\\\c\\nd}\"} 1\n"), "{}", f.0);
+        assert_eq!(f.0.lines().count(), 3, "one sample line");
+    }
 }

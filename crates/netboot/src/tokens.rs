@@ -38,6 +38,10 @@ pub struct Issued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Current,
+    /// The pre-rotation token (`H(key, node)`) of a node that has had no plan since tokens
+    /// rotate. It was on iPXE command lines and consoles, so it is good for reports and
+    /// documents but never for cluster files.
+    Legacy,
     /// The token of an earlier install of this node: someone else fetched a plan since.
     Stale {
         presented: u64,
@@ -45,6 +49,10 @@ pub enum Check {
     },
     Invalid,
 }
+
+/// Plans (and so installs) per node at most one a second: a flood of `plan.json` fetches
+/// from a node's address must not turn into a flood of file syncs and `token-issued` events.
+pub const MIN_ISSUE_INTERVAL_MS: u64 = 1000;
 
 #[derive(Debug)]
 pub struct NodeTokens {
@@ -89,19 +97,33 @@ impl NodeTokens {
 
     /// Starts a new install for `node`: the next install number, made durable before the
     /// token is returned (a crash never hands out a token the store does not know).
-    pub fn issue(&self, node: &str, to: Ipv6Addr, now_ms: u64) -> std::io::Result<(Issued, String)> {
+    /// Blocks on a file sync: call it off the async workers (`block_in_place`).
+    pub fn issue(&self, node: &str, to: Ipv6Addr, now_ms: u64) -> Result<(Issued, String), IssueError> {
         let mut map = self.lock();
-        let install = map.get(node).map_or(1, |i| i.install + 1);
+        if let Some(last) = map.get(node)
+            && now_ms.saturating_sub(last.issued_ms) < MIN_ISSUE_INTERVAL_MS
+        {
+            return Err(IssueError::TooSoon);
+        }
+        let install = map.get(node).map_or(Some(1), |i| i.install.checked_add(1)).ok_or(IssueError::Exhausted)?;
         let issued = Issued { install, issued_ms: now_ms, issued_to: to };
         let previous = map.insert(node.to_owned(), issued.clone());
-        if let Err(e) = write_atomically(&self.path, &map) {
-            match previous {
-                Some(p) => map.insert(node.to_owned(), p),
-                None => map.remove(node),
-            };
-            return Err(e);
+        match write_atomically(&self.path, &map) {
+            Ok(()) => Ok((issued, self.token_of(node, install))),
+            // Before the rename the file still says the old install: so must memory.
+            Err(WriteError::BeforeRename(e)) => {
+                match previous {
+                    Some(p) => map.insert(node.to_owned(), p),
+                    None => map.remove(node),
+                };
+                Err(IssueError::Io(e))
+            }
+            // The rename is the commit point: the file says the new install, keep it.
+            Err(WriteError::AfterRename(e)) => {
+                tracing::warn!(error = %e, "node-tokens.json renamed but its directory not synced");
+                Ok((issued, self.token_of(node, install)))
+            }
         }
-        Ok((issued, self.token_of(node, install)))
     }
 
     pub fn check(&self, node: &str, token: &str) -> Check {
@@ -118,6 +140,7 @@ impl NodeTokens {
         let current = self.current(node);
         let now = current.as_ref().map_or(0, |i| i.install);
         match current {
+            None if presented == 0 => Check::Legacy,
             _ if presented == now => Check::Current,
             Some(current) if presented < now => Check::Stale { presented, current },
             // A real token of an install the store does not know (node-tokens.json lost or
@@ -131,19 +154,36 @@ impl NodeTokens {
     }
 }
 
-fn write_atomically(path: &Path, map: &BTreeMap<String, Issued>) -> std::io::Result<()> {
+enum WriteError {
+    BeforeRename(std::io::Error),
+    AfterRename(std::io::Error),
+}
+
+fn write_atomically(path: &Path, map: &BTreeMap<String, Issued>) -> Result<(), WriteError> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
+    let before = |e| WriteError::BeforeRename(e);
     {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(map).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
+        let mut f = std::fs::File::create(&tmp).map_err(before)?;
+        let text = serde_json::to_vec_pretty(map).map_err(|e| before(std::io::Error::other(e)))?;
+        f.write_all(&text).and_then(|()| f.sync_all()).map_err(before)?;
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path).map_err(before)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(WriteError::AfterRename)?;
     }
     Ok(())
+}
+
+/// Why no plan (and no token) was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("a plan was issued to this node less than a second ago")]
+    TooSoon,
+    #[error("the node's install counter is exhausted")]
+    Exhausted,
+    #[error("cannot record the new install")]
+    Io(#[source] std::io::Error),
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -160,12 +200,13 @@ mod tests {
         let key = vec![7u8; 32];
         let t = NodeTokens::open(dir.path(), key.clone()).expect("open");
         let legacy = t.token_of("n1", 0);
-        assert_eq!(t.check("n1", &legacy), Check::Current, "nodes installed before rotation keep working");
+        assert_eq!(t.check("n1", &legacy), Check::Legacy, "nodes installed before rotation keep reporting");
         let a: Ipv6Addr = "fd00::100".parse().expect("addr");
-        let (i1, t1) = t.issue("n1", a, 1).expect("issue");
+        let (i1, t1) = t.issue("n1", a, 1_000).expect("issue");
         assert_eq!(i1.install, 1);
         assert_ne!(t1, legacy);
-        let (_, t2) = t.issue("n1", a, 2).expect("issue");
+        assert!(matches!(t.issue("n1", a, 1_500), Err(IssueError::TooSoon)), "one plan a second");
+        let (_, t2) = t.issue("n1", a, 2_000).expect("issue");
         assert_eq!(t.check("n1", &t2), Check::Current);
         assert!(matches!(t.check("n1", &t1), Check::Stale { presented: 1, .. }));
         assert!(matches!(t.check("n1", &legacy), Check::Stale { presented: 0, .. }));

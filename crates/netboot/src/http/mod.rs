@@ -95,6 +95,19 @@ pub struct HttpState {
     pub counters: HttpCounters,
     /// Per-node tokens, one per install (`tokens`).
     pub tokens: crate::tokens::NodeTokens,
+    /// Stale tokens already reported (node, install), bounded.
+    pub conflicts: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+}
+
+impl HttpState {
+    /// True the first time this node's stale install is seen (the set is cleared at 4,096).
+    fn conflicts_seen(&self, node: &str, install: u64) -> bool {
+        let mut seen = self.conflicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= 4096 {
+            seen.clear();
+        }
+        seen.insert((node.to_owned(), install))
+    }
 }
 
 pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: CancellationToken) {
@@ -253,6 +266,8 @@ enum Auth {
     Address,
     /// With the token of the node's current install.
     Token,
+    /// With the pre-rotation token of a node that has had no plan since (see `tokens`).
+    Legacy,
     Denied,
 }
 
@@ -266,8 +281,14 @@ fn authorized<B>(state: &HttpState, req: &Request<B>, peer: SocketAddr, name: &s
     if let Some(t) = token {
         match state.tokens.check(name, t) {
             crate::tokens::Check::Current => return Auth::Token,
+            crate::tokens::Check::Legacy => return Auth::Legacy,
             crate::tokens::Check::Stale { presented, current } => {
                 state.stats.update(|s| s.identity_conflicts += 1);
+                // Counted every time; said (log and timeline) once per stale token, or whoever
+                // holds one could flood both.
+                if !state.conflicts_seen(name, presented) {
+                    return Auth::Denied;
+                }
                 warn!(
                     node = name, %peer, presented, current = current.install, issued_to = %current.issued_to,
                     "a token of an earlier install: another host fetched this node's plan since; two hosts claim it"
@@ -303,7 +324,9 @@ async fn node_document(
     // The plan starts an install: it carries a fresh token, and the previous one stops
     // working (see `tokens`). The other documents carry no secret.
     let token = if doc == "plan.json" {
-        match state.tokens.issue(name, source_ip(peer), crate::events::now_ms()) {
+        // The issue syncs a file: not on an async worker's time.
+        let issued = tokio::task::block_in_place(|| state.tokens.issue(name, source_ip(peer), crate::events::now_ms()));
+        match issued {
             Ok((issued, token)) => {
                 info!(node = name, install = issued.install, to = %issued.issued_to, "plan issued: a new install and token");
                 state.events.record(
@@ -312,8 +335,13 @@ async fn node_document(
                 );
                 token
             }
+            Err(crate::tokens::IssueError::TooSoon) => {
+                let mut r = text(StatusCode::TOO_MANY_REQUESTS, "one plan a second per node\n".into(), "text/plain");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
             Err(e) => {
-                warn!(error = %e, node = name, "cannot record the new install's token; plan withheld");
+                warn!(error = %crate::error_chain(&e), node = name, "cannot record the new install's token; plan withheld");
                 return internal();
             }
         }
