@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod events;
 pub mod http;
 pub mod leases;
+pub mod limits;
 pub mod metrics;
 pub mod ra;
 pub mod stats;
@@ -298,7 +299,7 @@ pub async fn serve(
             id: metal6_inventory::identity::Identifier::new(&inv),
             events: events.clone(),
             stats: stats.clone(),
-            active: Arc::default(),
+            active: limits::PerSource::new(tftp::MAX_PER_SOURCE, tftp::MAX_TRANSFERS),
         };
         let cancel = cancel.clone();
         tasks.spawn(async move {

@@ -15,11 +15,10 @@
 //! unacknowledged transfer for hours). A refused request gets a TFTP error, is logged and
 //! counted.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,57 +48,15 @@ pub struct TftpHandler {
     pub id: Identifier,
     pub events: Arc<EventStore>,
     pub stats: Arc<Stats>,
-    pub active: Arc<Active>,
-}
-
-/// Transfers in flight, in total and per client address.
-#[derive(Debug, Default)]
-pub struct Active(Mutex<HashMap<Ipv6Addr, usize>>);
-
-impl Active {
-    /// A slot for a transfer from `src`, held until the returned guard drops (the library
-    /// drops the reader when the transfer ends, however it ends).
-    fn claim(self: &Arc<Self>, src: Ipv6Addr) -> Result<Slot, &'static str> {
-        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if m.values().sum::<usize>() >= MAX_TRANSFERS {
-            return Err("tftp-busy");
-        }
-        let n = m.entry(src).or_default();
-        if *n >= MAX_PER_SOURCE {
-            return Err("tftp-per-source");
-        }
-        *n += 1;
-        Ok(Slot { active: self.clone(), src })
-    }
-
-    pub fn count(&self) -> usize {
-        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
-    }
-}
-
-#[derive(Debug)]
-struct Slot {
-    active: Arc<Active>,
-    src: Ipv6Addr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut m = self.active.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.src) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.src);
-            }
-        }
-    }
+    /// Transfers in flight, in total and per client address.
+    pub active: Arc<crate::limits::PerSource>,
 }
 
 /// The file being sent, with the slot it holds.
 #[allow(missing_debug_implementations)] // blocking::Unblock has no Debug
 pub struct Reader {
     file: blocking::Unblock<std::fs::File>,
-    _slot: Slot,
+    _slot: crate::limits::Slot,
 }
 
 impl futures_lite::AsyncRead for Reader {
@@ -155,7 +112,11 @@ impl Handler for TftpHandler {
     ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
         let slot = match self.active.claim(source_of(client)) {
             Ok(slot) => slot,
-            Err(reason) => {
+            Err(refused) => {
+                let reason = match refused {
+                    crate::limits::Refused::Total => "tftp-busy",
+                    crate::limits::Refused::PerSource => "tftp-per-source",
+                };
                 // Counted; at debug level, or a flood of requests would flood the log too.
                 debug!(%client, path = %path.display(), reason, "tftp read refused: too many transfers");
                 self.stats.update(|s| bump(&mut s.refused, reason));

@@ -16,7 +16,6 @@
 mod fast;
 pub mod files;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -112,7 +111,8 @@ impl HttpState {
 
 pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_source: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    // The total is the semaphore's; only the per-source count is this limiter's.
+    let per_source = crate::limits::PerSource::new(MAX_PER_SOURCE, usize::MAX);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -127,7 +127,7 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
                 Err(e) => { warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue; }
             },
         };
-        let Some(source) = SourceSlot::claim(&per_source, peer.ip()) else {
+        let Ok(source) = per_source.claim(source_ip(peer)) else {
             // Closed at once (the client sees a reset or EOF); counted, logged at debug since a
             // flood would otherwise flood the log too.
             debug!(%peer, "connection refused: too many from this address");
@@ -147,36 +147,6 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
         while conns.try_join_next().is_some() {}
     }
     while conns.join_next().await.is_some() {}
-}
-
-/// One connection's share of its source address's [`MAX_PER_SOURCE`].
-struct SourceSlot {
-    map: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl SourceSlot {
-    fn claim(map: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<SourceSlot> {
-        let mut m = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(ip).or_default();
-        if *n >= MAX_PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot { map: map.clone(), ip })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// Serves the rest of a connection with hyper (everything but artifact fetches, see `fast`).
