@@ -27,6 +27,40 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub enum LabCmd {
     /// Boot one inventory node in QEMU against metal6 serve and follow it until it is ready.
     Up(UpArgs),
+    /// The lab with BMCs: every node a QEMU VM behind a Redfish BMC simulator, the boot server
+    /// and the BMCs in one namespace; runs until Ctrl-C (drive it with `metal6 apply` inside).
+    Env(EnvArgs),
+    /// `make demo`: the lab with BMCs, then `metal6 apply` on it: every node powered on through
+    /// its BMC with a one-time network boot, installed, and ready, shown live.
+    Apply(LabApplyArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnvArgs {
+    /// The lab inventory (its nodes need a `bmc` with an IPv6 address).
+    #[arg(short, long, default_value = "inventory/lab.yaml")]
+    inventory: PathBuf,
+    /// The artifact root built by `metal6 image build`.
+    #[arg(long, default_value = "artifacts")]
+    artifacts: PathBuf,
+    /// Where the server's state, the VMs' disks and logs, and `env.json` go (emptied first).
+    #[arg(long, default_value = "lab/env")]
+    workdir: PathBuf,
+    /// Give this node's VM no network (it can never netboot: what a miscabled server does).
+    #[arg(long, value_name = "NODE")]
+    no_network: Vec<String>,
+    /// Guest memory, MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LabApplyArgs {
+    #[command(flatten)]
+    env: EnvArgs,
+    /// Arguments for `metal6 apply` after `--`, e.g. `-- --nodes lab-node-1`.
+    #[arg(last = true)]
+    apply_args: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,7 +200,11 @@ fn phase_of(e: &serde_json::Value) -> Option<&str> {
 }
 
 pub fn run_cmd(cmd: &LabCmd) -> Result<ExitCode> {
-    let LabCmd::Up(a) = cmd;
+    let a = match cmd {
+        LabCmd::Up(a) => a,
+        LabCmd::Env(a) => return env_cmd(a),
+        LabCmd::Apply(a) => return lab_apply(a),
+    };
     let summary = up(a)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "\n{} {} in {:.1} s", summary.node, summary.result, summary.seconds)?;
@@ -359,6 +397,270 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     std::fs::write(work.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
     drop(lab);
     Ok(summary)
+}
+
+/// What `lab env` writes to `WORKDIR/env.json` for whoever drives it.
+#[derive(Debug, Serialize)]
+pub struct EnvInfo {
+    /// The network namespace: run `ip netns exec NS metal6 apply ...` in it.
+    pub ns: String,
+    pub inventory: PathBuf,
+    pub server: String,
+    /// The CA the BMC simulator's certificate chains to (`apply --ca-file`).
+    pub bmc_ca: PathBuf,
+    /// The BMC password (0600); `apply` reads it from METAL6_LAB_BMC_PASSWORD.
+    pub bmc_password_file: PathBuf,
+    pub state_dir: PathBuf,
+    /// Per node: its BMC's Redfish root and the simulator's state page.
+    pub bmcs: Vec<(String, String, String)>,
+}
+
+/// The running lab with BMCs; everything stops and the namespace goes when it is dropped.
+struct Env {
+    lab: Lab,
+    info: EnvInfo,
+    work: PathBuf,
+}
+
+const BMC_PASSWORD_ENV: &str = "METAL6_LAB_BMC_PASSWORD";
+
+fn start_env(a: &EnvArgs) -> Result<Env> {
+    let inv = crate::load_inventory(&a.inventory)?;
+    for f in [OVMF_CODE, OVMF_VARS, "/usr/bin/qemu-system-x86_64", "/usr/bin/openssl", "/usr/bin/python3"] {
+        if !Path::new(f).exists() {
+            bail!("{f} is missing (run `make deps`)");
+        }
+    }
+    let sim = crate_root().join("tests/lab/qemu_bmc.py");
+    if !sim.exists() {
+        bail!("{} is missing: run from the metal6 source tree", sim.display());
+    }
+    let artifacts = a.artifacts.canonicalize().with_context(|| format!("artifacts {}", a.artifacts.display()))?;
+    if !artifacts.join("boot/installer.efi").exists() {
+        bail!(
+            "{} has no boot/installer.efi: run `metal6 image build images/lab.yaml --out {}`",
+            artifacts.display(),
+            artifacts.display()
+        );
+    }
+    let mut bmcs = vec![];
+    for n in &inv.nodes {
+        let Some(b) = &n.bmc else {
+            bail!("{}: node {} has no bmc (the lab gives every node one)", a.inventory.display(), n.name)
+        };
+        let metal6_inventory::model::BmcHost::Ipv6(addr) = b.host else {
+            bail!("{}: the lab needs the bmc address of {} as an IPv6 literal", a.inventory.display(), n.name)
+        };
+        bmcs.push((n, addr, b.port));
+    }
+    let _ = std::fs::remove_dir_all(&a.workdir);
+    for d in ["state", "bmc", "vms", "apply"] {
+        std::fs::create_dir_all(a.workdir.join(d))?;
+    }
+    let work = a.workdir.canonicalize()?;
+    let state = work.join("state");
+    let bmc_dir = work.join("bmc");
+    // A CA and a leaf for every BMC address: apply verifies the BMCs' TLS like a real fleet's.
+    let sans: Vec<String> = bmcs.iter().map(|(_, ip, _)| format!("IP:{ip}")).collect();
+    std::fs::write(
+        bmc_dir.join("leaf.cnf"),
+        format!(
+            "[leaf]\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
+            sans.join(",")
+        ),
+    )?;
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "cd {} && openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 7 -subj /CN=metal6-lab-bmc-ca 2>/dev/null \
+                 && openssl req {ec} -keyout key.pem -out leaf.csr -subj /CN=metal6-lab-bmc 2>/dev/null \
+                 && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 7 \
+                    -extfile leaf.cnf -extensions leaf 2>/dev/null && rm -f ca.key leaf.csr",
+                bmc_dir.display()
+            ),
+        ],
+    )?;
+    let password: String = {
+        let mut b = [0u8; 16];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))?;
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    };
+    let pw_file = bmc_dir.join("password");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&pw_file)?;
+        f.write_all(password.as_bytes())?;
+    }
+
+    let mut lab = Lab::new("env")?;
+    let iface = &inv.site.interface;
+    let server = inv.site.boot_server.address;
+    let plen = inv.site.segments.first().map_or(64, |s| s.prefix.prefix_len());
+    let mut script = format!(
+        "ip link set lo up && sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+         ip link add {iface} type bridge mcast_snooping 0 && sysctl -qw net.ipv6.conf.{iface}.addr_gen_mode=1 && \
+         ip link set {iface} up && ip -6 addr add fe80::1/64 dev {iface} nodad && \
+         ip -6 addr add {server}/{plen} dev {iface} nodad"
+    );
+    let mut sim_args: Vec<String> = vec![
+        sim.to_string_lossy().into(),
+        "--cert".into(),
+        bmc_dir.join("cert.pem").to_string_lossy().into(),
+        "--key".into(),
+        bmc_dir.join("key.pem").to_string_lossy().into(),
+        "--user".into(),
+        "admin".into(),
+        "--password-file".into(),
+        pw_file.to_string_lossy().into(),
+        "--workdir".into(),
+        work.join("vms").to_string_lossy().into(),
+        "--memory".into(),
+        a.memory.to_string(),
+    ];
+    let mut listed = vec![];
+    for (i, (n, addr, port)) in bmcs.iter().enumerate() {
+        let tap = format!("m6t{i}");
+        script.push_str(&format!(
+            " && ip tuntap add dev {tap} mode tap && ip link set {tap} master {iface} up && \
+             ip -6 addr add {addr}/128 dev lo nodad"
+        ));
+        let nonet = if a.no_network.contains(&n.name) { ",nonet" } else { "" };
+        sim_args.push("--node".into());
+        sim_args.push(format!("{},{addr},{port},{},{tap}{nonet}", n.name, n.boot_mac()));
+        listed.push((
+            n.name.clone(),
+            format!("https://[{addr}]:{port}/redfish/v1"),
+            format!("https://[{addr}]:{port}/sim/state"),
+        ));
+    }
+    for n in &a.no_network {
+        if inv.node(n).is_none() {
+            bail!("--no-network {n}: no such node");
+        }
+    }
+    lab.exec(&script)?;
+    let me = std::env::current_exe()?;
+    let inv_path = a.inventory.canonicalize()?;
+    let serve_args: Vec<String> = [
+        "serve",
+        "-i",
+        &inv_path.to_string_lossy(),
+        "--interface",
+        iface,
+        "--state-dir",
+        &state.to_string_lossy(),
+        "--artifacts",
+        &artifacts.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    lab.spawn(&me, &serve_args, &work.join("serve.log"))?;
+    lab.spawn(Path::new("/usr/bin/python3"), &sim_args, &work.join("bmc.log"))?;
+    wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(work.join("serve.log")).is_ok_and(|l| l.contains("DHCPv6 listening"))
+    })
+    .context("metal6 serve did not start (see serve.log)")?;
+    wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(work.join("bmc.log")).is_ok_and(|l| l.contains("qemu_bmc: ready"))
+    })
+    .context("the BMC simulator did not start (see bmc.log)")?;
+    let info = EnvInfo {
+        ns: lab.ns.clone(),
+        inventory: inv_path,
+        server: inv.site.boot_server.http_base(),
+        bmc_ca: bmc_dir.join("ca.pem"),
+        bmc_password_file: pw_file,
+        state_dir: work.join("apply"),
+        bmcs: listed,
+    };
+    std::fs::write(work.join("env.json"), serde_json::to_string_pretty(&info)? + "\n")?;
+    Ok(Env { lab, info, work })
+}
+
+/// The source tree: the BMC simulator and the lab inventory live there.
+fn crate_root() -> PathBuf {
+    std::env::current_dir().unwrap_or_default()
+}
+
+fn env_cmd(a: &EnvArgs) -> Result<ExitCode> {
+    let interrupted = ctrl_c_flag()?;
+    let mut env = start_env(a)?;
+    let i = &env.info;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "lab env up in namespace {} ({}/env.json); Ctrl-C stops it. Drive it with:",
+        i.ns,
+        env.work.display()
+    )?;
+    writeln!(
+        err,
+        "  {BMC_PASSWORD_ENV}=$(cat {}) ip netns exec {} metal6 apply -i {} --state-dir {} --ca-file {}",
+        i.bmc_password_file.display(),
+        i.ns,
+        i.inventory.display(),
+        i.state_dir.display(),
+        i.bmc_ca.display()
+    )?;
+    drop(err);
+    while !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(why) = env.lab.any_exited() {
+            bail!("the lab stopped: {why} (see {})", env.work.display());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lab_apply(a: &LabApplyArgs) -> Result<ExitCode> {
+    let interrupted = ctrl_c_flag()?;
+    let env = start_env(&a.env)?;
+    let i = &env.info;
+    let password = std::fs::read_to_string(&i.bmc_password_file)?;
+    let me = std::env::current_exe()?;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &i.ns])
+        .arg(&me)
+        .args(["apply", "-i"])
+        .arg(&i.inventory)
+        .arg("--state-dir")
+        .arg(&i.state_dir)
+        .arg("--ca-file")
+        .arg(&i.bmc_ca)
+        .args(&a.apply_args)
+        .env(BMC_PASSWORD_ENV, password.trim())
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting metal6 apply")?;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            // apply got the same SIGINT from the terminal; give it time to leave resumable states.
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "\nTimelines: metal6 status --state-dir {} NODE; server log, BMC log, serial consoles: {}/",
+        i.state_dir.display(),
+        env.work.display()
+    )?;
+    drop(err);
+    drop(env);
+    Ok(match status {
+        Some(st) if st.success() => ExitCode::SUCCESS,
+        Some(_) => ExitCode::from(1),
+        None => ExitCode::from(130),
+    })
 }
 
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {

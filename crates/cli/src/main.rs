@@ -2,6 +2,7 @@
 //! results. It owns no domain logic: what a command decides lives in a library crate where it
 //! can be tested without a terminal.
 
+mod apply_cmd;
 mod bmc_cmd;
 mod cluster_cmd;
 mod emulate_cmd;
@@ -53,6 +54,10 @@ pub enum Command {
     Cluster(cluster_cmd::ClusterCmd),
     /// Run the netboot services (DHCPv6, Router Advertisements) for an inventory.
     Serve(serve_cmd::ServeArgs),
+    /// What `apply` would do to each node and why (save it with --out to apply exactly it).
+    Plan(apply_cmd::PlanArgs),
+    /// Take nodes from power-off to installed and ready through their BMCs; resumable.
+    Apply(apply_cmd::ApplyArgs),
     /// Every node's phase, from a running `metal6 serve` (a live table with --watch).
     Status(status_cmd::StatusArgs),
     /// DHCPv6 diagnostics.
@@ -95,6 +100,8 @@ fn main() -> ExitCode {
         Command::Cluster(cmd) => cluster_cmd::run(cmd, cli.output),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Status(args) => status_cmd::run(args, cli.output),
+        Command::Plan(args) => apply_cmd::plan(args, cli.output),
+        Command::Apply(args) => apply_cmd::apply(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

@@ -219,9 +219,17 @@ impl EventStore {
 
     /// The node's events, oldest first.
     pub fn timeline(&self, node: &str) -> Vec<Value> {
+        self.timeline_since(node, 0)
+    }
+
+    /// The node's events at or after `since_ms` (what a waiting orchestrator polls: only what
+    /// is new, not the whole history every time).
+    pub fn timeline_since(&self, node: &str, since_ms: u64) -> Vec<Value> {
         let inner = self.lock();
         let Some(t) = inner.by_node.get(node) else { return Vec::new() };
-        t.events.iter().filter_map(|(_, l)| serde_json::from_str(l).ok()).collect()
+        // Events are appended in time order: skip the older ones from the front.
+        let start = t.events.partition_point(|(ts, _)| *ts < since_ms);
+        t.events.range(start..).filter_map(|(_, l)| serde_json::from_str(l).ok()).collect()
     }
 
     pub fn phase(&self, node: &str) -> Option<Phase> {

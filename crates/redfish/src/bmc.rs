@@ -222,6 +222,13 @@ impl Bmc {
         }
     }
 
+    /// The boot override as the BMC reports it: `(BootSourceOverrideEnabled, Target)`.
+    pub async fn boot_override(&self) -> Result<(String, String), RedfishError> {
+        let sys = self.client.get(&self.system).await?;
+        let s = |p: &str| sys.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
+        Ok((s("/Boot/BootSourceOverrideEnabled"), s("/Boot/BootSourceOverrideTarget")))
+    }
+
     /// `ComputerSystem.Reset` with this `ResetType`.
     pub async fn reset(&self, reset_type: &str) -> Result<(), RedfishError> {
         let sys = self.client.get(&self.system).await?;

@@ -195,7 +195,15 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path
         (&Method::GET, ["metrics"]) => text(StatusCode::OK, crate::metrics::render(state), "text/plain; version=0.0.4"),
         (&Method::GET, ["v1", "nodes"]) => json(StatusCode::OK, &nodes(state)),
         (&Method::GET, ["v1", "nodes", name, "timeline"]) => match state.inv.node(name) {
-            Some(_) => json(StatusCode::OK, &state.events.timeline(name)),
+            Some(_) => {
+                let since = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since_ms=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                json(StatusCode::OK, &state.events.timeline_since(name, since))
+            }
             None => not_found(),
         },
         (&Method::POST, ["v1", "nodes", name, "events"]) => post_event(state, req, peer, name).await,

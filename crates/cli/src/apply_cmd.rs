@@ -1,0 +1,400 @@
+//! `metal6 plan` and `metal6 apply`: argument parsing, the saved-plan file, and drawing the
+//! progress. Everything they decide lives in `metal6-orchestrator`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use metal6_inventory::model::Inventory;
+use metal6_orchestrator::machine::{Step, hms};
+use metal6_orchestrator::plan::{PLAN_FORMAT, SavedPlan, sha256_hex};
+use metal6_orchestrator::{Apply, NodePlan, Options, Policy, Row, SqliteStore, State, Store};
+
+use crate::output::{Format, write_data, write_table};
+
+/// What both commands need to observe nodes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Inventory file.
+    #[arg(short, long)]
+    inventory: PathBuf,
+    /// Which nodes: `all`, names separated by commas, or `LABEL=VALUE`.
+    #[arg(long, default_value = "all")]
+    nodes: String,
+    /// Where the orchestrator's database (`orchestrator.db`) is kept.
+    #[arg(long, default_value = "/var/lib/metal6")]
+    state_dir: PathBuf,
+    /// `metal6 serve`'s URL; by default the inventory's boot server.
+    #[arg(long)]
+    server: Option<String>,
+    /// PEM file of the CA the BMCs' certificates must chain to (default: system roots).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Do not verify BMC certificates.
+    #[arg(long)]
+    insecure: bool,
+    /// Call sessions at once per BMC (iDRACs fall over under parallel sessions).
+    #[arg(long, default_value_t = 2)]
+    per_bmc: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Save the plan here; `metal6 apply FILE` applies exactly it, or refuses if nodes changed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// A plan saved by `metal6 plan --out`.
+    plan: Option<PathBuf>,
+    /// Nodes driven at once; the others queue.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Installs at once per boot server (each pulls a whole image).
+    #[arg(long, default_value_t = 32)]
+    installs: usize,
+    /// Resume a node parked in needs-attention (repeatable).
+    #[arg(long, value_name = "NODE")]
+    retry: Vec<String>,
+    /// A step's hard timeout, e.g. `netboot=20m` (retries with backoff, then needs-attention).
+    #[arg(long, value_name = "STEP=DURATION")]
+    timeout: Vec<String>,
+    /// A step's SLA, e.g. `install=30m` (a warning, not a failure).
+    #[arg(long, value_name = "STEP=DURATION")]
+    sla: Vec<String>,
+    /// Attempts per step before needs-attention.
+    #[arg(long, default_value_t = 3)]
+    attempts: u32,
+    /// First retry delay (doubles per attempt, ±50 % jitter, capped at 10 min), e.g. `30s`.
+    #[arg(long, default_value = "30s")]
+    backoff: String,
+    /// How often a waiting node's evidence is read, e.g. `2s`.
+    #[arg(long, default_value = "2s")]
+    poll: String,
+}
+
+/// `90`, `90s`, `20m`, `1h`, `500ms`.
+fn duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration like 90s, 20m or 1h"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"),
+    })
+}
+
+fn step_durations(list: &[String], policy: &mut Policy, sla: bool) -> Result<()> {
+    for item in list {
+        let Some((step, d)) = item.split_once('=') else { bail!("{item:?}: expected STEP=DURATION, e.g. netboot=20m") };
+        let Some(step) = Step::parse(step) else {
+            let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+            bail!("{item:?}: unknown step {step:?} (steps: {})", names.join(", "))
+        };
+        let t = policy.timing_mut(step);
+        if sla {
+            t.sla = duration(d)?;
+        } else {
+            t.timeout = duration(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// The selected node names, in inventory order.
+fn select(inv: &Inventory, sel: &str) -> Result<Vec<String>> {
+    if sel == "all" {
+        return Ok(inv.nodes.iter().map(|n| n.name.clone()).collect());
+    }
+    if let Some((k, v)) = sel.split_once('=') {
+        let names: Vec<String> =
+            inv.nodes.iter().filter(|n| n.labels.get(k).is_some_and(|x| x == v)).map(|n| n.name.clone()).collect();
+        if names.is_empty() {
+            bail!("no node has the label {k}={v}");
+        }
+        return Ok(names);
+    }
+    let mut out = vec![];
+    for name in sel.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if inv.node(name).is_none() {
+            let known: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
+            bail!("no node {name:?} in the inventory (nodes: {})", known.join(", "));
+        }
+        out.push(name.to_owned());
+    }
+    Ok(out)
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("METAL6_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+struct Setup {
+    inv_text: String,
+    apply: Arc<Apply>,
+    nodes: Vec<String>,
+    _lock: Option<std::fs::File>,
+}
+
+fn setup(c: &Common, policy: Policy, parallel: usize, installs: usize, poll: Duration, lock: bool) -> Result<Setup> {
+    let inv_text =
+        std::fs::read_to_string(&c.inventory).with_context(|| format!("reading {}", c.inventory.display()))?;
+    let inv = crate::load_inventory(&c.inventory)?;
+    let nodes = select(&inv, &c.nodes)?;
+    std::fs::create_dir_all(&c.state_dir).with_context(|| format!("creating {}", c.state_dir.display()))?;
+    // One apply per state dir: two would drive the same nodes twice (the store's generation
+    // check would catch the second writer, but only after both acted).
+    let lock = if lock {
+        let path = c.state_dir.join("apply.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if f.try_lock().is_err() {
+            bail!("another metal6 apply is running on {} (it holds {})", c.state_dir.display(), path.display());
+        }
+        Some(f)
+    } else {
+        None
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&c.state_dir.join("orchestrator.db"))
+            .with_context(|| format!("opening the orchestrator database in {}", c.state_dir.display()))?,
+    );
+    let server = match &c.server {
+        Some(s) if s.ends_with('/') => s.clone(),
+        Some(s) => format!("{s}/"),
+        None => inv.site.boot_server.http_base(),
+    };
+    let opts = Options {
+        policy,
+        parallel,
+        per_bmc: c.per_bmc,
+        installs,
+        poll,
+        ca_file: c.ca_file.clone(),
+        insecure: c.insecure,
+        bmc_timeout: Duration::from_secs(30),
+        server,
+        lines: true,
+    };
+    let apply = Arc::new(Apply::new(Arc::new(inv), store, opts)?);
+    Ok(Setup { inv_text, apply, nodes, _lock: lock })
+}
+
+fn print_plan(out: &mut impl Write, plans: &[NodePlan], format: Format) -> Result<()> {
+    if format != Format::Table {
+        return write_data(out, format, &plans);
+    }
+    let mut rows = vec![];
+    for p in plans {
+        for (i, a) in p.actions.iter().enumerate() {
+            let node = if i == 0 { p.node.clone() } else { String::new() };
+            rows.push(vec![node, a.step.clone(), a.why.clone()]);
+        }
+    }
+    write_table(out, &["NODE", "STEP", "WHY"], &rows)?;
+    Ok(())
+}
+
+pub fn plan(a: &PlanArgs, format: Format) -> Result<ExitCode> {
+    init_logs();
+    let s = setup(&a.common, Policy::default(), 16, 32, Duration::from_secs(2), false)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let plans = rt.block_on(s.apply.plan(&s.nodes));
+    print_plan(&mut std::io::stdout().lock(), &plans, format)?;
+    if let Some(path) = &a.out {
+        let saved = SavedPlan {
+            format: PLAN_FORMAT.into(),
+            created_ms: metal6_orchestrator::apply::now_ms(),
+            inventory_sha256: sha256_hex(s.inv_text.as_bytes()),
+            nodes: plans,
+        };
+        let text = serde_json::to_string_pretty(&saved)? + "\n";
+        // Saved plans are immutable: never overwrite one.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("saving the plan to {} (plans are not overwritten)", path.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        let _ = writeln!(
+            std::io::stderr(),
+            "plan saved to {}: `metal6 apply -i INVENTORY {}` applies it",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_plan(path: &Path) -> Result<SavedPlan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the plan {}", path.display()))?;
+    let p: SavedPlan =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a saved metal6 plan", path.display()))?;
+    if p.format != PLAN_FORMAT {
+        bail!("{}: plan format {:?}, this metal6 reads {PLAN_FORMAT:?}", path.display(), p.format);
+    }
+    Ok(p)
+}
+
+/// Draws the live table in place (a terminal) until `done`.
+async fn draw(apply: Arc<Apply>, done: tokio_util::sync::CancellationToken) {
+    let mut lines_drawn = 0usize;
+    loop {
+        let rows: Vec<Row> = apply.board.lock().map(|b| b.values().cloned().collect()).unwrap_or_default();
+        let now = metal6_orchestrator::apply::now_ms();
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.node.clone(),
+                    r.state.clone(),
+                    format!("{}s", now.saturating_sub(r.entered_ms) / 1000),
+                    r.attempt.to_string(),
+                    format!("{}{}", if r.sla_missed { "SLA MISSED: " } else { "" }, r.wait.clone().unwrap_or_default()),
+                ]
+            })
+            .collect();
+        let mut buf = Vec::new();
+        let _ = write_table(&mut buf, &["NODE", "STATE", "FOR", "TRY", "WAITING FOR"], &table);
+        let text = String::from_utf8_lossy(&buf);
+        {
+            let mut err = std::io::stderr().lock();
+            if lines_drawn > 0 {
+                let _ = write!(err, "\x1b[{lines_drawn}A\x1b[J");
+            }
+            let _ = err.write_all(text.as_bytes());
+        }
+        lines_drawn = text.lines().count();
+        if done.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = done.cancelled() => {}
+        }
+    }
+}
+
+pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
+    init_logs();
+    let mut policy = Policy { attempts: a.attempts.max(1), backoff: duration(&a.backoff)?, ..Policy::default() };
+    step_durations(&a.timeout, &mut policy, false)?;
+    step_durations(&a.sla, &mut policy, true)?;
+    let live = std::io::stderr().is_terminal() && format == Format::Table;
+    let mut s = setup(&a.common, policy, a.parallel, a.installs, duration(&a.poll)?, true)?;
+    if let Some(apply) = Arc::get_mut(&mut s.apply) {
+        apply.set_lines(!live);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let apply = Arc::clone(&s.apply);
+        if !a.retry.is_empty() {
+            let resumed = apply.retry(&a.retry)?;
+            for n in &a.retry {
+                if !resumed.contains(n) {
+                    let _ =
+                        writeln!(std::io::stderr(), "--retry {n}: not parked in needs-attention, nothing to resume");
+                }
+            }
+        }
+        let plans = match &a.plan {
+            Some(path) => {
+                let saved = load_plan(path)?;
+                if saved.inventory_sha256 != sha256_hex(s.inv_text.as_bytes()) {
+                    bail!("saved plan is stale: {} changed since the plan was made", a.common.inventory.display());
+                }
+                let stale = apply.stale(&saved).await;
+                if !stale.is_empty() {
+                    let mut msg = String::from("saved plan is stale: nodes changed since it was made:");
+                    for (node, what) in &stale {
+                        msg.push_str(&format!("\n  {node}: {}", what.join("; ")));
+                    }
+                    msg.push_str("\nrun `metal6 plan` again");
+                    bail!(msg);
+                }
+                saved.nodes
+            }
+            None => apply.plan(&s.nodes).await,
+        };
+        print_plan(&mut std::io::stderr().lock(), &plans, Format::Table)?;
+        let todo: Vec<String> = plans.iter().filter(|p| !p.nothing_to_do()).map(|p| p.node.clone()).collect();
+        if todo.is_empty() {
+            let _ = writeln!(std::io::stdout(), "nothing to do: {} node(s) already done", plans.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        apply.prepare(&plans)?;
+        // Ctrl-C: the first stops new steps (nodes stay resumable), the second exits at once.
+        let cancel = apply.cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ =
+                    writeln!(std::io::stderr(), "\ninterrupted: finishing the calls in flight; Ctrl-C again to abort");
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let drawn = tokio_util::sync::CancellationToken::new();
+        let drawer = live.then(|| tokio::spawn(draw(Arc::clone(&apply), drawn.clone())));
+        let records = apply.run(todo).await?;
+        drawn.cancel();
+        if let Some(d) = drawer {
+            let _ = d.await;
+        }
+        report(&apply, &records, format)?;
+        if apply.cancel.is_cancelled() {
+            return Ok(ExitCode::from(130));
+        }
+        Ok(if records.iter().all(|r| matches!(r.state, State::Done { .. })) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+fn report(apply: &Apply, records: &[metal6_orchestrator::NodeRecord], format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if format != Format::Table {
+        return write_data(&mut out, format, &records);
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let why = match &r.state {
+                State::Done { ready_ms } => format!("ready at {}", hms(*ready_ms)),
+                State::NeedsAttention { reason, .. } => reason.clone(),
+                _ => r.wait.clone().unwrap_or_default(),
+            };
+            vec![r.node.clone(), r.state.label(), why]
+        })
+        .collect();
+    write_table(&mut out, &["NODE", "RESULT", "DETAIL"], &rows)?;
+    let done = records.iter().filter(|r| matches!(r.state, State::Done { .. })).count();
+    writeln!(out, "ready: {done}/{}", records.len())?;
+    for (bmc, peak) in apply.bmc_peaks() {
+        writeln!(out, "peak concurrent calls on {bmc}: {peak} (limit {})", apply.per_bmc())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The BIOS step: a node's BIOS profile applied through its BMC, one pass at a time (a pass is
+//! one settings job and one reset; later passes need earlier ones applied), as persisted
+//! sub-states so a restart polls the job it created instead of creating another:
+//!
+//! `Plan` (read /Bios and the registry, plan, clear stale BIOS jobs, stage the pass) →
+//! `Staged { job }` (the job id is committed) → `Running { job, reset_ms }` (the reset time is
+//! committed *before* the reset call: a restart never resets twice) → the job polled from the
+//! BMC until final → the values verified from `/Bios` itself (a Completed job is not proof,
+//! notes: Dell reports done early) → the next pass, or netboot when nothing differs.
+
+use std::collections::BTreeMap;
+
+use metal6_inventory::Inventory;
+use metal6_inventory::model::Node;
+use metal6_redfish::bios::{self, Registry};
+use metal6_redfish::{Bmc, RedfishError, Staged};
+use serde_json::{Value, json};
+
+use crate::apply::{Apply, BmcError, now_ms};
+use crate::machine::{BiosStep, NodeRecord, State};
+use crate::store::History;
+
+/// The node's profile names a BIOS profile.
+pub fn wanted(inv: &Inventory, node: &Node) -> bool {
+    inv.profile_of(node).bios.is_some()
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "(unset)".into(),
+        v => v.to_string(),
+    }
+}
+
+/// Reads what the plan needs: current values, the settings object, the registry.
+async fn read(b: &Bmc) -> Result<(BTreeMap<String, Value>, String, Value), RedfishError> {
+    let (current, settings) = b.bios().await?;
+    let registry = b.bios_registry().await?;
+    Ok((current, settings, registry))
+}
+
+fn wait(e: BmcError, doing: &str) -> super::apply::StepOutcome {
+    super::apply::StepOutcome::from_bmc(e, doing)
+}
+
+pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super::apply::StepOutcome {
+    use super::apply::StepOutcome as O;
+    let now = now_ms();
+    let State::Bios(sub) = &rec.state else { return O::Wait { reason: "not in the BIOS step".into(), evidence: None } };
+    let Some((profile, desired)) = bios::desired_for(apply.inventory(), node) else {
+        let next = rec.enter(State::Netboot { cycled_ms: None }, now);
+        return O::Commit(next, vec![History::new(now, "apply", "transition", "no BIOS profile: netboot")]);
+    };
+    match sub {
+        BiosStep::Plan { pass } => {
+            let pass = *pass;
+            let (current, settings, registry) = match apply.with_bmc(node, async |b: &Bmc| read(b).await).await {
+                Ok(r) => r,
+                Err(e) => return wait(e, "reading the BIOS"),
+            };
+            let registry = match Registry::from_json(&registry) {
+                Ok(r) => r,
+                Err(e) => return O::Park(format!("the BMC's BIOS attribute registry: {e}")),
+            };
+            let p = bios::plan(&registry, &current, &desired);
+            if !p.refused.is_empty() {
+                let why: Vec<String> = p.refused.iter().map(|r| format!("{}: {}", r.attribute, r.reason)).collect();
+                return O::Park(format!("BIOS profile {profile} cannot be applied as written: {}", why.join("; ")));
+            }
+            let Some(changes) = p.passes.first() else {
+                let next = rec.enter(State::Netboot { cycled_ms: None }, now);
+                let text = format!("BIOS matches profile {profile}: netboot");
+                return O::Commit(next, vec![History::new(now, "apply", "transition", text)]);
+            };
+            if pass > 8 {
+                return O::Park(format!("BIOS profile {profile} still differs after {} passes", pass - 1));
+            }
+            let attrs: BTreeMap<String, Value> =
+                changes.iter().map(|c| (c.attribute.clone(), c.desired.clone())).collect();
+            let what: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{} {} -> {}", c.attribute, plain(&c.current), plain(&c.desired)))
+                .collect();
+            let staged = apply
+                .with_bmc(node, async |b: &Bmc| {
+                    // Someone's stale BIOS job or pending values would make the BMC refuse ours
+                    // (SYS011); other job types are left alone.
+                    b.clear_stale(&settings).await?;
+                    b.stage_bios(&settings, &attrs).await
+                })
+                .await;
+            let staged = match staged {
+                Ok(s) => s,
+                Err(e) => return wait(e, "staging the BIOS pass"),
+            };
+            let job = match staged {
+                Staged::Job(id) => Some(id),
+                Staged::PendingWithoutJob => None,
+                Staged::Nothing => {
+                    return O::Park(format!("the BMC took the BIOS changes of pass {pass} but has nothing pending"));
+                }
+            };
+            let mut h = History::new(
+                now,
+                "bmc",
+                "bios-staged",
+                format!("BIOS pass {pass} staged ({}): {}", job.as_deref().unwrap_or("no job"), what.join(", ")),
+            );
+            h.detail = json!({"pass": pass, "job": job, "attributes": attrs});
+            let mut next = rec.clone();
+            next.state = State::Bios(BiosStep::Staged { pass, job });
+            next.updated_ms = now;
+            O::Commit(next, vec![h])
+        }
+        BiosStep::Staged { pass, job } => {
+            // Committed before the reset: a restart finds `Running` and polls, never resets again.
+            let mut running = rec.clone();
+            running.state = State::Bios(BiosStep::Running { pass: *pass, job: job.clone(), reset_ms: now });
+            running.updated_ms = now;
+            let running = match apply.commit_now(&running) {
+                Ok(r) => r,
+                Err(reason) => return O::Wait { reason, evidence: None },
+            };
+            let r = apply
+                .with_bmc(node, async |b: &Bmc| {
+                    let kind = if b.power_state().await? == "Off" { "On" } else { "ForceRestart" };
+                    b.reset(kind).await?;
+                    Ok(kind)
+                })
+                .await;
+            let now = now_ms();
+            let h = match r {
+                Ok(kind) => History::new(now, "bmc", "power", format!("reset ({kind}) to run BIOS pass {pass}")),
+                Err(BmcError::Fatal(m) | BmcError::Transient(m)) => History::new(
+                    now,
+                    "bmc",
+                    "power-failed",
+                    format!("reset for BIOS pass {pass} failed, outcome unknown (the job is polled): {m}"),
+                ),
+            };
+            O::Commit(running, vec![h])
+        }
+        BiosStep::Running { pass, job, reset_ms } => {
+            let pass = *pass;
+            if let Some(id) = job {
+                let status = match apply.with_bmc(node, async |b: &Bmc| b.job(id).await).await {
+                    Ok(s) => s,
+                    Err(e) => return wait(e, &format!("polling BIOS job {id}")),
+                };
+                if status.failed() {
+                    return O::Park(format!(
+                        "BIOS job {id} failed: {} {}",
+                        status.state,
+                        status.message.unwrap_or_default()
+                    ));
+                }
+                if !status.succeeded() {
+                    let reason = format!(
+                        "waiting for BIOS job {id} (pass {pass}, reset at {}): {}{}",
+                        crate::machine::hms(*reset_ms),
+                        status.state,
+                        status.message.map(|m| format!(" {m}")).unwrap_or_default()
+                    );
+                    return O::Wait { reason, evidence: None };
+                }
+            }
+            // Verify from /Bios itself.
+            let current = match apply.with_bmc(node, async |b: &Bmc| b.bios().await).await {
+                Ok((c, _)) => c,
+                Err(e) => return wait(e, "reading the BIOS after the job"),
+            };
+            let wrong: Vec<String> = desired
+                .iter()
+                .filter(|(k, v)| current.get(*k).is_some_and(|c| c != *v) && job.is_some())
+                .map(|(k, v)| {
+                    format!("{k}: wanted {}, BIOS has {}", plain(v), current.get(k).map_or("(unset)".into(), plain))
+                })
+                .collect();
+            if job.is_none() && !wrong.is_empty() {
+                return O::Wait { reason: "waiting for the pending BIOS values to apply".into(), evidence: None };
+            }
+            let text = format!(
+                "BIOS pass {pass} done{}",
+                job.as_ref().map(|j| format!(" ({j} completed)")).unwrap_or_default()
+            );
+            let mut next = rec.clone();
+            next.state = State::Bios(BiosStep::Plan { pass: pass + 1 });
+            next.updated_ms = now;
+            // Values that a completed job did not set are caught by the next plan (it stages
+            // them again) and by the pass limit: the BIOS ignoring a value does not loop forever.
+            let mut h = History::new(now, "bmc", "bios-verified", text);
+            h.detail = json!({"pass": pass, "still_differs": wrong});
+            O::Commit(next, vec![h])
+        }
+    }
+}
