@@ -20,7 +20,8 @@ Behaviours (quirk flags in brackets are off by default):
   - An attribute read-only under the current values (registry Dependencies, OR of MapFrom
     conditions) -> 400 SYS410 (dsx-ai-factory/libredfish#75).
   - DeleteJobQueue JID_CLEARALL deletes jobs; Bios/Settings ClearPending drops pending values.
-  - Reset when a config job is scheduled: Scheduled -> Running -> Completed (PR19) over ~1.5 s,
+  - Reset when a config job is scheduled: Scheduled -> Running -> Completed (PR19) over ~1.5 s
+    (--job-seconds sets how long Running lasts: a real BIOS job runs through POST, minutes),
     pending values become current, with the registry's forced values (SysProfile ->
     ProcCStates ...) applied (notes §4).
   - A one-time boot override is consumed by the next boot (Enabled -> Disabled).
@@ -77,6 +78,7 @@ class State:
         self.sessions = {}  # token -> session path
         self.sessions_created = 0
         self.sessions_deleted = 0
+        self.peak_sessions = 0  # sessions open at once, at most (a client's per-BMC limit)
         self.counters = {"if_match_on_action": 0, "requests": 0, "resets": []}
         self.jobs = {}  # JID -> Dell job document
         self.pending = {}
@@ -237,7 +239,8 @@ class Handler(BaseHTTPRequestHandler):
             st.counters["requests"] += 1
             if path == "/sim/state":
                 return self.send(200, {"sessions_open": len(st.sessions), "sessions_created": st.sessions_created,
-                                       "sessions_deleted": st.sessions_deleted, "jobs": st.jobs,
+                                       "sessions_deleted": st.sessions_deleted, "peak_sessions": st.peak_sessions,
+                                       "jobs": st.jobs,
                                        "pending": st.pending, "counters": st.counters,
                                        "bios": {k: st.current().get(k) for k in sorted(st.current())}})
             if time.time() < st.busy_until:
@@ -264,6 +267,7 @@ class Handler(BaseHTTPRequestHandler):
         token = secrets.token_hex(16)
         loc = f"{R}/SessionService/Sessions/{st.sessions_created + 300}"
         st.sessions[token] = loc
+        st.peak_sessions = max(st.peak_sessions, len(st.sessions))
         return self.send(201, {"@odata.id": loc, "Id": loc.rsplit("/", 1)[1], "UserName": body["UserName"]},
                          {"X-Auth-Token": token, "Location": loc})
 
@@ -401,7 +405,7 @@ class Handler(BaseHTTPRequestHandler):
                 job.update(Message="Job processing initialization failure.", MessageId="PR30")
                 return
             job.update(JobState="Running", Message="Job in progress.", MessageId="PR20", PercentComplete=50)
-        time.sleep(0.8)
+        time.sleep(st.args.job_seconds)
         with st.lock:
             if job["JobType"] == "BIOSConfiguration":
                 cur = st.current()
@@ -507,6 +511,8 @@ def main():
     p.add_argument("--user", default="root")
     p.add_argument("--password-file", required=True)
     p.add_argument("--job-style", choices=["one-shot", "two-step"], default="one-shot")
+    p.add_argument("--job-seconds", type=float, default=0.8,
+                   help="how long a job stays Running after the reset (a real BIOS job: minutes of POST)")
     p.add_argument("--quirk", action="append", default=[])
     a = p.parse_args()
     with open(a.password_file, encoding="utf-8") as f:

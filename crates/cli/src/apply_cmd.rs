@@ -80,6 +80,10 @@ pub struct ApplyArgs {
     /// How often a waiting node's evidence is read, e.g. `2s`.
     #[arg(long, default_value = "2s")]
     poll: String,
+    /// Stop each node before this step (`bios` or `netboot`), resumable there: `--until
+    /// netboot` applies the BIOS (and checks the BMC) without netbooting.
+    #[arg(long, value_name = "STEP")]
+    until: Option<String>,
 }
 
 /// `90`, `90s`, `20m`, `1h`, `500ms`.
@@ -141,6 +145,7 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("METAL6_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -151,7 +156,13 @@ struct Setup {
     _lock: Option<std::fs::File>,
 }
 
-fn setup(c: &Common, policy: Policy, parallel: usize, installs: usize, poll: Duration, lock: bool) -> Result<Setup> {
+fn setup(
+    c: &Common,
+    policy: Policy,
+    (parallel, installs, poll): (usize, usize, Duration),
+    until: Option<Step>,
+    lock: bool,
+) -> Result<Setup> {
     let inv_text =
         std::fs::read_to_string(&c.inventory).with_context(|| format!("reading {}", c.inventory.display()))?;
     let inv = crate::load_inventory(&c.inventory)?;
@@ -194,6 +205,7 @@ fn setup(c: &Common, policy: Policy, parallel: usize, installs: usize, poll: Dur
         bmc_timeout: Duration::from_secs(30),
         server,
         lines: true,
+        until,
     };
     let apply = Arc::new(Apply::new(Arc::new(inv), store, opts)?);
     Ok(Setup { inv_text, apply, nodes, _lock: lock })
@@ -216,7 +228,7 @@ fn print_plan(out: &mut impl Write, plans: &[NodePlan], format: Format) -> Resul
 
 pub fn plan(a: &PlanArgs, format: Format) -> Result<ExitCode> {
     init_logs();
-    let s = setup(&a.common, Policy::default(), 16, 32, Duration::from_secs(2), false)?;
+    let s = setup(&a.common, Policy::default(), (16, 32, Duration::from_secs(2)), None, false)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let plans = rt.block_on(s.apply.plan(&s.nodes));
     print_plan(&mut std::io::stdout().lock(), &plans, format)?;
@@ -301,22 +313,20 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
     step_durations(&a.timeout, &mut policy, false)?;
     step_durations(&a.sla, &mut policy, true)?;
     let live = std::io::stderr().is_terminal() && format == Format::Table;
-    let mut s = setup(&a.common, policy, a.parallel, a.installs, duration(&a.poll)?, true)?;
+    let until = match &a.until {
+        None => None,
+        Some(u) => match Step::parse(u) {
+            Some(s @ (Step::Bios | Step::Netboot)) => Some(s),
+            _ => bail!("--until {u}: apply stops before `bios` or `netboot` (the steps that need no netboot)"),
+        },
+    };
+    let mut s = setup(&a.common, policy, (a.parallel, a.installs, duration(&a.poll)?), until, true)?;
     if let Some(apply) = Arc::get_mut(&mut s.apply) {
         apply.set_lines(!live);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let apply = Arc::clone(&s.apply);
-        if !a.retry.is_empty() {
-            let resumed = apply.retry(&a.retry)?;
-            for n in &a.retry {
-                if !resumed.contains(n) {
-                    let _ =
-                        writeln!(std::io::stderr(), "--retry {n}: not parked in needs-attention, nothing to resume");
-                }
-            }
-        }
         let plans = match &a.plan {
             Some(path) => {
                 let saved = load_plan(path)?;
@@ -335,6 +345,19 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
                 saved.nodes
             }
             None => apply.plan(&s.nodes).await,
+        };
+        // After the staleness check: a refused plan changes nothing.
+        let plans = if a.retry.is_empty() {
+            plans
+        } else {
+            let resumed = apply.retry(&a.retry)?;
+            for n in &a.retry {
+                if !resumed.contains(n) {
+                    let _ =
+                        writeln!(std::io::stderr(), "--retry {n}: not parked in needs-attention, nothing to resume");
+                }
+            }
+            apply.plan(&plans.iter().map(|p| p.node.clone()).collect::<Vec<_>>()).await
         };
         print_plan(&mut std::io::stderr().lock(), &plans, Format::Table)?;
         let todo: Vec<String> = plans.iter().filter(|p| !p.nothing_to_do()).map(|p| p.node.clone()).collect();
@@ -366,11 +389,8 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
         if apply.cancel.is_cancelled() {
             return Ok(ExitCode::from(130));
         }
-        Ok(if records.iter().all(|r| matches!(r.state, State::Done { .. })) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+        let finished = records.iter().all(|r| matches!(r.state, State::Done { .. }) || apply.stopped(r));
+        Ok(if finished { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 
@@ -384,6 +404,7 @@ fn report(apply: &Apply, records: &[metal6_orchestrator::NodeRecord], format: Fo
         .map(|r| {
             let why = match &r.state {
                 State::Done { ready_ms } => format!("ready at {}", hms(*ready_ms)),
+                _ if apply.stopped(r) => format!("stopped before {} (--until)", r.state.label()),
                 State::NeedsAttention { reason, .. } => reason.clone(),
                 _ => r.wait.clone().unwrap_or_default(),
             };

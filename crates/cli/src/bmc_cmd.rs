@@ -415,6 +415,7 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders:
     opts.ca_file = t.ca_file.clone();
     opts.insecure = t.insecure;
     opts.timeout = Duration::from_secs(t.timeout.max(1));
+    opts.system = bmc_ref.system.clone();
     let bmc = match Bmc::connect(opts).await.with_context(|| format!("connecting to {}", bmc_ref.redfish_url())) {
         Ok(b) => b,
         Err(e) => return fail(e),

@@ -13,8 +13,14 @@ use crate::output::{Format, write_data, write_table};
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Inventory file: the server is its boot server's HTTP address.
-    #[arg(short, long, required_unless_present = "server")]
+    #[arg(short, long, required_unless_present_any = ["server", "state_dir"])]
     inventory: Option<PathBuf>,
+    /// The state dir of `metal6 apply`: show each node's orchestrator state and what it waits
+    /// for; with NODE, its whole timeline (BMC actions, the server's events, transitions).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// One node's timeline (needs --state-dir; the server's events too with -i or --server).
+    node: Option<String>,
     /// Server URL instead, e.g. http://[2001:db8:100::10]/
     #[arg(long)]
     server: Option<String>,
@@ -99,6 +105,9 @@ fn render(out: &mut impl Write, nodes: &[NodeStatus], format: Format) -> Result<
 }
 
 pub fn run(a: &StatusArgs, format: Format) -> Result<ExitCode> {
+    if let Some(dir) = &a.state_dir {
+        return orchestrator_status(a, dir, format);
+    }
     let url = format!("{}v1/nodes", server_url(a)?);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
@@ -138,6 +147,122 @@ pub fn run(a: &StatusArgs, format: Format) -> Result<ExitCode> {
             }
         }
     })
+}
+
+/// One line of a node's merged timeline.
+#[derive(Debug, Serialize)]
+struct Line {
+    ts_ms: u64,
+    source: String,
+    what: String,
+}
+
+fn open_store(dir: &std::path::Path) -> Result<metal6_orchestrator::SqliteStore> {
+    let db = dir.join("orchestrator.db");
+    if !db.exists() {
+        bail!("{} has no orchestrator database: has `metal6 apply --state-dir {}` run?", dir.display(), dir.display());
+    }
+    metal6_orchestrator::SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))
+}
+
+fn orchestrator_status(a: &StatusArgs, dir: &std::path::Path, format: Format) -> Result<ExitCode> {
+    use metal6_orchestrator::Store;
+    use metal6_orchestrator::machine::hms;
+    let store = open_store(dir)?;
+    let mut out = std::io::stdout().lock();
+    let Some(node) = &a.node else {
+        let records = store.all()?;
+        if format != Format::Table {
+            write_data(&mut out, format, &records)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let now = now_ms();
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                let detail = match &r.state {
+                    metal6_orchestrator::State::NeedsAttention { reason, .. } => reason.clone(),
+                    metal6_orchestrator::State::Done { ready_ms } => format!("ready at {}", hms(*ready_ms)),
+                    _ => r.wait.clone().unwrap_or_default(),
+                };
+                let detail = if r.sla_warned { format!("SLA MISSED: {detail}") } else { detail };
+                vec![
+                    r.node.clone(),
+                    r.state.label(),
+                    elapsed(now.saturating_sub(r.entered_ms)),
+                    r.attempt.to_string(),
+                    detail,
+                    r.last_evidence.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        write_table(&mut out, &["NODE", "STATE", "FOR", "TRY", "WAITING FOR / DETAIL", "LAST EVIDENCE"], &rows)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(rec) = store.load(node)? else { bail!("{} has no record of {node}", dir.display()) };
+    let mut lines: Vec<Line> =
+        store.history(node)?.into_iter().map(|h| Line { ts_ms: h.ts_ms, source: h.source, what: h.text }).collect();
+    // The server's side, when it can be reached: DHCPv6, boot fetches, the installer's phases.
+    if a.inventory.is_some() || a.server.is_some() {
+        let url = format!("{}v1/nodes/{node}/timeline", server_url(a)?);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let events: Result<Vec<serde_json::Value>> = rt.block_on(async {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+            let r = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+            r.json().await.with_context(|| format!("reading {url}"))
+        });
+        match events {
+            Ok(events) => {
+                for e in &events {
+                    if e.get("kind").and_then(|k| k.as_str()) == Some("progress") {
+                        continue;
+                    }
+                    let Some(ts) = e.get("ts_ms").and_then(serde_json::Value::as_u64) else { continue };
+                    let source = e.get("source").and_then(|s| s.as_str()).unwrap_or("serve");
+                    lines.push(Line {
+                        ts_ms: ts,
+                        source: format!("serve/{source}"),
+                        what: metal6_orchestrator::machine::describe(e),
+                    });
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "warning: the server's events are not shown: {e:#}");
+            }
+        }
+    }
+    lines.sort_by_key(|l| l.ts_ms);
+    // Durations per state, from the transitions the orchestrator recorded.
+    let mut phases: Vec<(String, u64)> = vec![];
+    let transitions: Vec<(u64, String)> = store
+        .history(node)?
+        .into_iter()
+        .filter(|h| h.kind == "transition")
+        .map(|h| (h.ts_ms, h.detail.get("to").and_then(|t| t.as_str()).map_or_else(|| h.text.clone(), str::to_owned)))
+        .collect();
+    for w in transitions.windows(2) {
+        phases.push((w[0].1.clone(), w[1].0.saturating_sub(w[0].0)));
+    }
+    if format != Format::Table {
+        let v = serde_json::json!({"record": rec, "timeline": lines, "durations_ms": phases});
+        write_data(&mut out, format, &v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{node}: {} (attempt {})", rec.state.label(), rec.attempt)?;
+    if let Some(w) = &rec.wait {
+        writeln!(out, "  {w}")?;
+    }
+    if let Some(e) = &rec.last_evidence {
+        writeln!(out, "  last evidence: {e}")?;
+    }
+    writeln!(out)?;
+    let rows: Vec<Vec<String>> = lines.iter().map(|l| vec![hms(l.ts_ms), l.source.clone(), l.what.clone()]).collect();
+    write_table(&mut out, &["TIME", "SOURCE", "WHAT"], &rows)?;
+    if !phases.is_empty() {
+        let d: Vec<String> = phases.iter().map(|(p, ms)| format!("{p} {}", elapsed(*ms))).collect();
+        writeln!(out, "\ntime per state: {}", d.join(", "))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -52,8 +52,8 @@ fn help_texts() {
 #[test]
 fn bmc_selection_errors() {
     snapshot("bmc-unknown-node", &["bmc", "inventory", "-i", "inventory/lab.yaml", "lab-node-9"]);
-    snapshot("bmc-node-without-bmc", &["bmc", "power", "status", "-i", "inventory/lab.yaml", "lab-node-1"]);
-    snapshot("bmc-all-without-bmcs", &["bmc", "inventory", "-i", "inventory/lab.yaml", "--all"]);
+    snapshot("bmc-node-without-bmc", &["bmc", "power", "status", "-i", "tests/netboot/pool.yaml", "pool-node-1"]);
+    snapshot("bmc-all-without-bmcs", &["bmc", "inventory", "-i", "tests/netboot/pool.yaml", "--all"]);
 }
 
 #[test]

@@ -496,3 +496,111 @@ fn inventory_write_back_fills_missing_macs_only() {
     );
     assert_eq!(std::fs::read_to_string(&file).expect("read"), wrong);
 }
+
+/// `metal6 apply` (ARGS) in the simulator's namespace, password in the environment.
+fn apply_cmd(sim: &Sim, state: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &sim.ns.name]).arg(common::metal6()).args(["apply", "-i", INV, "--ca-file", &sim.ca()]);
+    cmd.arg("--state-dir").arg(state).args(args).env("METAL6_SIM_BMC_PASSWORD", PASSWORD).current_dir(root());
+    cmd
+}
+
+fn record_of(state: &std::path::Path, node: &str) -> Value {
+    let out = std::process::Command::new(common::metal6())
+        .args(["status", "-o", "json", "--state-dir"])
+        .arg(state)
+        .arg(node)
+        .output()
+        .expect("status");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The BIOS step under `apply`, on Dell job semantics: two passes (a gatekeeper attribute),
+/// each one job and one reset. apply is killed (-9) while pass 1's job runs; the next apply
+/// polls the job id it persisted instead of staging or resetting again.
+#[test]
+fn apply_bios_step_resumes_the_same_job_after_kill_9() {
+    require_netns!();
+    require_tool!("openssl");
+    require_tool!("curl");
+    let Some(fx) = capture() else { return };
+    // A BIOS job that runs for a while, as a real one does through POST.
+    let sim = Sim::start(&fx, &["--job-seconds", "6"]);
+    let state = tempfile::tempdir().expect("state");
+    let args = ["--nodes", "r750-custom", "--until", "netboot", "--poll", "200ms"];
+    let log = state.path().join("apply-1.log");
+    let mut first = apply_cmd(&sim, state.path(), &args)
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(state.path().join("apply-1.err")).expect("log"))
+        .spawn()
+        .expect("apply");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        if let Ok(Some(st)) = first.try_wait() {
+            panic!(
+                "apply ended early ({st}): {}",
+                std::fs::read_to_string(state.path().join("apply-1.err")).unwrap_or_default()
+            );
+        }
+        let r = record_of(state.path(), "r750-custom");
+        // Committed as running, and the BMC runs it (the reset went out): a crash in the job.
+        if r["record"]["state"]["sub"] == "running"
+            && let Some(job) = r["record"]["state"]["job"].as_str()
+            && sim.state()["jobs"][job]["JobState"] == "Running"
+        {
+            break job.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pass 1's job never ran; record {r}\n--- apply\n{}",
+            std::fs::read_to_string(state.path().join("apply-1.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    first.kill().expect("kill -9");
+    let _ = first.wait();
+    let running = sim.state();
+    assert_eq!(running["jobs"][&job]["JobState"], "Running", "killed while the job runs: {running}");
+
+    let out = apply_cmd(&sim, state.path(), &args).output().expect("apply");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("resume at bios/running"), "{text}");
+    assert!(text.contains("stopped before netboot"), "{text}");
+    assert!(!text.contains(PASSWORD), "the BMC password was printed");
+    let st = sim.state();
+    assert_eq!(bios_of(&sim, "SysProfile"), "Custom");
+    assert_eq!(bios_of(&sim, "ProcCStates"), "Enabled");
+    assert_eq!(st["counters"]["resets"].as_array().map(Vec::len), Some(2), "one reset per pass, none repeated: {st}");
+    assert_eq!(st["jobs"].as_object().map(serde_json::Map::len), Some(2), "one job per pass: {st}");
+    let history = record_of(state.path(), "r750-custom")["timeline"].to_string();
+    assert!(
+        history.contains(&format!("BIOS pass 1 done ({job} completed)")),
+        "the persisted job was polled: {history}"
+    );
+    // Only the killed apply's session is left (a kill -9 cannot log out; iDRAC expires it).
+    assert_eq!(st["sessions_open"], 1, "the second apply closed every session it opened: {st}");
+
+    // Once applied, plan says nothing is left for the BIOS, and a saved plan goes stale when
+    // the node changes: apply names the node and the change.
+    let plan = state.path().join("plan.json");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &sim.ns.name])
+        .arg(common::metal6())
+        .args(["plan", "-i", INV, "--nodes", "r750-custom", "--ca-file", &sim.ca(), "--out"])
+        .arg(&plan)
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("METAL6_SIM_BMC_PASSWORD", PASSWORD)
+        .current_dir(root())
+        .output()
+        .expect("plan");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && text.contains("resume at netboot"), "{text}");
+    assert!(!text.contains("bios"), "the BIOS matches now: {text}");
+    sim.bmc_ok(&format!("power off {} r750-custom", std_args(&sim)));
+    let out = apply_cmd(&sim, state.path(), &[plan.to_str().expect("utf-8")]).output().expect("apply");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("saved plan is stale") && err.contains("r750-custom: power was On, now Off"), "{err}");
+}

@@ -235,6 +235,8 @@ pub struct Bmc {
     pub port: u16,
     pub username: String,
     pub password: SecretRef,
+    /// The system's `Id` on a BMC that serves several; `None`: its first system.
+    pub system: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

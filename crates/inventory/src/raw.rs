@@ -445,6 +445,10 @@ pub struct Bmc {
     pub username: String,
     /// A reference, never the password: `env:VARIABLE` or `file:/path/to/file`.
     pub password: String,
+    /// The node's system `Id` when one BMC serves several (a chassis manager, a multi-host
+    /// BMC); default: the BMC's first system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 fn default_bmc_port() -> u16 {

@@ -1206,11 +1206,22 @@ fn validate_bmc(cx: &mut Ctx<'_>, b: &raw::Bmc, bp: &Path, seen: &mut HashMap<St
         }
     };
     if let Some(h) = &host {
-        let key = match h {
+        let mut key = match h {
             BmcHost::Ipv6(a) => a.to_string(),
             BmcHost::Name(n) => n.clone(),
         };
-        cx.unique(seen, key, bp.key("address"), "duplicate-bmc", format!("BMC `{text}`"), "each node has its own BMC");
+        // One BMC may serve several nodes only as distinct systems of it.
+        if let Some(sys) = &b.system {
+            key = format!("{key}:{}/{sys}", b.port);
+        }
+        cx.unique(
+            seen,
+            key,
+            bp.key("address"),
+            "duplicate-bmc",
+            format!("BMC `{text}`"),
+            "each node has its own BMC, or its own `system` on a shared one",
+        );
     }
     let password = parse_secret(
         cx,
@@ -1222,7 +1233,21 @@ fn validate_bmc(cx: &mut Ctx<'_>, b: &raw::Bmc, bp: &Path, seen: &mut HashMap<St
     if b.username.is_empty() {
         cx.error("invalid-credentials", &bp.key("username"), "the BMC username is empty".into(), None);
     }
-    Some(model::Bmc { host: host?, port: b.port, username: b.username.clone(), password: password? })
+    if b.system.as_ref().is_some_and(|s| s.is_empty() || s.contains('/')) {
+        cx.error(
+            "invalid-bmc-system",
+            &bp.key("system"),
+            "a BMC system is named by its Id, e.g. `System.Embedded.1` or `2`".into(),
+            Some("give the last part of the system's /redfish/v1/Systems/<Id> path".into()),
+        );
+    }
+    Some(model::Bmc {
+        host: host?,
+        port: b.port,
+        username: b.username.clone(),
+        password: password?,
+        system: b.system.clone(),
+    })
 }
 
 fn validate_disk(cx: &mut Ctx<'_>, d: &raw::Disk, dp: &Path) -> Option<DiskSelector> {

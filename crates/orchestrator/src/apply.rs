@@ -49,6 +49,9 @@ pub struct Options {
     /// Plain progress lines (one per transition) on stderr; the caller draws a table instead
     /// when this is false.
     pub lines: bool,
+    /// Stop each node when it reaches the start of this step (left resumable there): e.g.
+    /// `netboot` runs preflight and BIOS only.
+    pub until: Option<Step>,
 }
 
 /// A node's row for the progress display and the final report.
@@ -110,8 +113,28 @@ pub(crate) enum StepOutcome {
     Park(String),
 }
 
+/// What the clock left a waiting driver to do.
+enum Tick {
+    Wait,
+    Again,
+    Stop,
+}
+
+/// `--until STEP` holds a node that reached the start of STEP (or passed it: a node without a
+/// BIOS profile goes from preflight straight to netboot).
+fn reached(state: &State, until: Step) -> bool {
+    use crate::machine::BiosStep;
+    match until {
+        Step::Bios => matches!(state, State::Bios(BiosStep::Plan { pass: 1 }) | State::Netboot { cycled_ms: None }),
+        Step::Netboot => matches!(state, State::Netboot { cycled_ms: None }),
+        _ => false,
+    }
+}
+
 /// Per-driver memory that need not survive a restart (a restart sets `verify_power` again).
 struct Driver {
+    /// Waiting in the boot server's install queue (no clock runs against the node).
+    queued: bool,
     /// Re-read the BMC before trusting a committed power cycle: set at start (a crash may
     /// have come between the commit and the call) and after a failed power call.
     verify_power: bool,
@@ -147,11 +170,22 @@ impl Apply {
         b.insert(rec.node.clone(), Row::of(rec));
     }
 
+    /// A progress line: on stderr in line mode, else to the log (the table shows it).
     fn say(&self, node: &str, text: &str) {
-        info!(node, "{text}");
         if self.opts.lines {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "[{}] {node}: {text}", hms(now_ms()));
+        } else {
+            info!(node, "{text}");
+        }
+    }
+
+    /// A warning: a progress line in line mode, else a logged warning.
+    fn warn(&self, node: &str, text: &str) {
+        if self.opts.lines {
+            self.say(node, text);
+        } else {
+            warn!(node, "{text}");
         }
     }
 
@@ -213,7 +247,7 @@ impl Apply {
 
     async fn drive(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
         let Some(node) = self.inv.node(name).cloned() else { return Ok(()) };
-        let mut d = Driver { verify_power: true, install_permit: None, failures_seen: HashSet::new() };
+        let mut d = Driver { verify_power: true, install_permit: None, failures_seen: HashSet::new(), queued: false };
         // A node that needs nothing never takes a slot.
         if self.store.load(name)?.is_none_or(|r| r.state.is_final()) {
             return Ok(());
@@ -248,6 +282,14 @@ impl Apply {
             if rec.state.is_final() {
                 return Ok(());
             }
+            if let Some(until) = self.opts.until
+                && reached(&rec.state, until)
+            {
+                let mut r = rec.clone();
+                r.wait = Some(format!("stopped before {} (--until)", until.name()));
+                self.show(&r);
+                return Ok(());
+            }
             let now = now_ms();
             if let Some(at) = rec.retry_at_ms
                 && now < at
@@ -263,62 +305,14 @@ impl Apply {
                 self.sleep(Duration::from_millis(at - now).min(self.opts.poll)).await;
                 continue;
             }
-            jitter_seed = jitter_seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let jitter = (jitter_seed >> 11) as f64 / (1u64 << 53) as f64;
-            match clock(&rec, &self.opts.policy, now, jitter) {
-                Clock::Fine => {}
-                Clock::SlaMissed { after } => {
-                    let step = rec.state.step().map_or("?", Step::name);
-                    let text = format!(
-                        "SLA missed: {step} has taken more than {}s; {}",
-                        after.as_secs(),
-                        rec.wait.as_deref().unwrap_or("no wait reason")
-                    );
-                    warn!(node = name, "{text}");
-                    self.say(name, &text);
-                    let mut r = rec.clone();
-                    r.sla_warned = true;
-                    r.updated_ms = now;
-                    self.store.commit(&r, &[History::new(now, "apply", "sla-missed", text)])?;
-                    continue;
-                }
-                Clock::Retry { next, at_ms } => {
-                    let step = rec.state.step().unwrap_or(Step::Netboot);
-                    let text = format!(
-                        "{} timed out after {}s (attempt {} of {}): {}; last evidence: {}; retrying at {}",
-                        step.name(),
-                        self.opts.policy.timing(step).timeout.as_secs(),
-                        rec.attempt,
-                        self.opts.policy.attempts,
-                        rec.wait.as_deref().unwrap_or("-"),
-                        rec.last_evidence.as_deref().unwrap_or("none"),
-                        hms(at_ms)
-                    );
-                    self.say(name, &text);
-                    let mut r = rec.enter(restart_state(step), now);
-                    r.attempt = next;
-                    r.retry_at_ms = Some(at_ms);
-                    r.generation = rec.generation;
-                    d.install_permit = None;
-                    self.store.commit(&r, &[History::new(now, "apply", "retry", text)])?;
-                    continue;
-                }
-                Clock::GiveUp => {
-                    let step = rec.state.step().unwrap_or(Step::Netboot);
-                    let reason = format!(
-                        "{} timed out {} times ({}s each); last wait: {}; last evidence: {}",
-                        step.name(),
-                        rec.attempt,
-                        self.opts.policy.timing(step).timeout.as_secs(),
-                        rec.wait.as_deref().unwrap_or("-"),
-                        rec.last_evidence.as_deref().unwrap_or("none since the step began")
-                    );
-                    self.park(&rec, step, reason)?;
-                    return Ok(());
-                }
-            }
+            // The handler runs first: evidence that arrived while apply was down (or just
+            // before a deadline) advances the node before any timeout can cycle it again.
             match self.handle(&node, &rec, &mut d).await {
-                StepOutcome::Commit(next, history) => {
+                StepOutcome::Commit(next, mut history) => {
+                    // Every transition says from where to where: the timeline's durations.
+                    for h in history.iter_mut().filter(|h| h.kind == "transition" && h.detail.is_null()) {
+                        h.detail = json!({"from": rec.state.label(), "to": next.state.label()});
+                    }
                     for h in history.iter().filter(|h| h.kind == "transition" || h.source == "bmc") {
                         self.say(name, &h.text);
                     }
@@ -330,17 +324,28 @@ impl Apply {
                 }
                 StepOutcome::Wait { reason, evidence } => {
                     let reason = format!("{reason} (since {})", hms(rec.entered_ms));
+                    let mut r = rec.clone();
                     if rec.wait.as_deref() != Some(reason.as_str())
                         || (evidence.is_some() && rec.last_evidence != evidence)
                     {
-                        let mut r = rec.clone();
                         r.wait = Some(reason);
                         if evidence.is_some() {
                             r.last_evidence = evidence;
                         }
                         r.updated_ms = now_ms();
-                        let r = self.store.commit(&r, &[])?;
+                        r = self.store.commit(&r, &[])?;
                         self.show(&r);
+                    }
+                    // A node queued for an install slot is not late: the queue is ours.
+                    if !d.queued {
+                        jitter_seed =
+                            jitter_seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                        let jitter = (jitter_seed >> 11) as f64 / (1u64 << 53) as f64;
+                        match self.on_clock(&r, jitter, &mut d)? {
+                            Tick::Wait => {}
+                            Tick::Again => continue,
+                            Tick::Stop => return Ok(()),
+                        }
                     }
                     self.sleep(self.opts.poll).await;
                 }
@@ -353,10 +358,68 @@ impl Apply {
         }
     }
 
+    /// What the clock says about a waiting node: an SLA warning (once per attempt), a retry
+    /// with backoff, or needs-attention.
+    fn on_clock(&self, rec: &NodeRecord, jitter: f64, d: &mut Driver) -> Result<Tick, StoreError> {
+        let name = rec.node.as_str();
+        let now = now_ms();
+        match clock(rec, &self.opts.policy, now, jitter) {
+            Clock::Fine => Ok(Tick::Wait),
+            Clock::SlaMissed { after } => {
+                let step = rec.state.step().map_or("?", Step::name);
+                let text = format!(
+                    "SLA missed: {step} has taken more than {}s; {}",
+                    after.as_secs(),
+                    rec.wait.as_deref().unwrap_or("no wait reason")
+                );
+                self.warn(name, &text);
+                let mut r = rec.clone();
+                r.sla_warned = true;
+                r.updated_ms = now;
+                let r = self.store.commit(&r, &[History::new(now, "apply", "sla-missed", text)])?;
+                self.show(&r);
+                Ok(Tick::Wait)
+            }
+            Clock::Retry { next, at_ms } => {
+                let step = rec.state.step().unwrap_or(Step::Netboot);
+                let text = format!(
+                    "{} timed out after {}s (attempt {} of {}): {}; last evidence: {}; retrying at {}",
+                    step.name(),
+                    self.opts.policy.timing(step).timeout.as_secs(),
+                    rec.attempt,
+                    self.opts.policy.attempts,
+                    rec.wait.as_deref().unwrap_or("-"),
+                    rec.last_evidence.as_deref().unwrap_or("none"),
+                    hms(at_ms)
+                );
+                self.say(name, &text);
+                let mut r = rec.enter(restart_state(step), now);
+                r.attempt = next;
+                r.retry_at_ms = Some(at_ms);
+                d.install_permit = None;
+                let r = self.store.commit(&r, &[History::new(now, "apply", "retry", text)])?;
+                self.show(&r);
+                Ok(Tick::Again)
+            }
+            Clock::GiveUp => {
+                let step = rec.state.step().unwrap_or(Step::Netboot);
+                let reason = format!(
+                    "{} timed out {} times ({}s each); last wait: {}; last evidence: {}",
+                    step.name(),
+                    rec.attempt,
+                    self.opts.policy.timing(step).timeout.as_secs(),
+                    rec.wait.as_deref().unwrap_or("-"),
+                    rec.last_evidence.as_deref().unwrap_or("none since the step began")
+                );
+                self.park(rec, step, reason)?;
+                Ok(Tick::Stop)
+            }
+        }
+    }
+
     fn park(&self, rec: &NodeRecord, step: Step, reason: String) -> Result<(), StoreError> {
         let now = now_ms();
-        warn!(node = %rec.node, "needs attention: {reason}");
-        self.say(&rec.node, &format!("needs attention: {reason}"));
+        self.warn(&rec.node, &format!("needs attention: {reason}"));
         let mut r = rec.enter(State::NeedsAttention { step, reason: reason.clone() }, now);
         r.attempt = rec.attempt;
         r.wait = Some(format!("needs attention: {reason}"));
@@ -389,9 +452,13 @@ impl Apply {
                 }
                 self.wait_evidence(node, rec, *c, d).await
             }
-            State::Install { since_ms } | State::FirstBoot { since_ms } => {
+            State::Install { since_ms } => {
+                if d.install_permit.is_none() {
+                    d.install_permit = Arc::clone(&self.installs).try_acquire_owned().ok();
+                }
                 self.wait_evidence(node, rec, *since_ms, d).await
             }
+            State::FirstBoot { since_ms } => self.wait_evidence(node, rec, *since_ms, d).await,
             State::Done { .. } | State::NeedsAttention { .. } => {
                 StepOutcome::Wait { reason: "final".into(), evidence: None }
             }
@@ -406,20 +473,23 @@ impl Apply {
                 "the inventory gives this node no bmc: apply drives nodes through their BMC".into(),
             );
         }
-        let url = format!("{}v1/nodes", self.opts.server);
-        match self.http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                return StepOutcome::Wait {
-                    reason: format!("metal6 serve answers {url} with {}", r.status()),
-                    evidence: None,
-                };
-            }
-            Err(e) => {
-                return StepOutcome::Wait {
-                    reason: format!("metal6 serve is not reachable at {url}: {e}"),
-                    evidence: None,
-                };
+        // The server is needed from the netboot on; `--until netboot` (BIOS only) does without.
+        if self.opts.until.is_none_or(|u| u > Step::Netboot) {
+            let url = format!("{}v1/nodes", self.opts.server);
+            match self.http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    return StepOutcome::Wait {
+                        reason: format!("metal6 serve answers {url} with {}", r.status()),
+                        evidence: None,
+                    };
+                }
+                Err(e) => {
+                    return StepOutcome::Wait {
+                        reason: format!("metal6 serve is not reachable at {url}: {e}"),
+                        evidence: None,
+                    };
+                }
             }
         }
         let power = match self.with_bmc(node, async |b: &Bmc| b.power_state().await).await {
@@ -450,8 +520,12 @@ impl Apply {
                         () = self.cancel.cancelled() => None,
                     };
                     match p {
-                        Some(p) => d.install_permit = Some(p),
+                        Some(p) => {
+                            d.install_permit = Some(p);
+                            d.queued = false;
+                        }
                         None => {
+                            d.queued = true;
                             return StepOutcome::Wait {
                                 reason: format!(
                                     "queued: {} installs run on the boot server (--installs)",
@@ -623,6 +697,7 @@ impl Apply {
         opts.insecure = self.opts.insecure;
         opts.timeout = self.opts.bmc_timeout;
         opts.retries = 2;
+        opts.system = b.system.clone();
         let r = match Bmc::connect(opts).await {
             Ok(bmc) => {
                 let r = f(&bmc).await;
@@ -645,6 +720,11 @@ impl Apply {
     /// Progress lines on stderr (off when the caller draws a table).
     pub fn set_lines(&mut self, on: bool) {
         self.opts.lines = on;
+    }
+
+    /// The node stopped where `--until` asked.
+    pub fn stopped(&self, rec: &NodeRecord) -> bool {
+        self.opts.until.is_some_and(|u| reached(&rec.state, u))
     }
 
     pub fn per_bmc(&self) -> usize {

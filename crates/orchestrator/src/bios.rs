@@ -33,11 +33,65 @@ fn plain(v: &Value) -> String {
     }
 }
 
-/// Reads what the plan needs: current values, the settings object, the registry.
-async fn read(b: &Bmc) -> Result<(BTreeMap<String, Value>, String, Value), RedfishError> {
+/// What the plan needs: current values, the settings object, the registry, and the firmware
+/// inventory when the node's baseline gates BIOS work.
+type Read = (BTreeMap<String, Value>, String, Value, Option<Vec<metal6_redfish::bmc::Firmware>>);
+
+async fn read(b: &Bmc, gated: bool) -> Result<Read, RedfishError> {
     let (current, settings) = b.bios().await?;
     let registry = b.bios_registry().await?;
-    Ok((current, settings, registry))
+    let firmware = if gated { Some(b.firmware().await?) } else { None };
+    Ok((current, settings, registry, firmware))
+}
+
+/// The firmware gates this BIOS pass would break: `bios-apply` always, `ipv6-http-boot` when
+/// the pass touches the HTTP boot device while the profile asks for IPv6 (Dell BIOSes before
+/// the gate's version cannot IPv6 HTTP boot: notes, dell-idrac-redfish).
+pub fn gate_failures(
+    inv: &Inventory,
+    node: &Node,
+    plan: &bios::Plan,
+    installed: &[metal6_redfish::bmc::Firmware],
+) -> Vec<String> {
+    use metal6_inventory::model::GatedStep;
+    let Some(baseline) = inv.profile_of(node).firmware.as_ref().and_then(|b| inv.firmware_baselines.get(b)) else {
+        return vec![];
+    };
+    let fw = metal6_redfish::firmware::plan(baseline, installed);
+    let ipv6_http = plan.passes.iter().flatten().any(|c| c.attribute.starts_with("HttpDev"))
+        && bios::desired_for(inv, node).is_some_and(|(_, d)| d.values().any(|v| v == "IPv6"));
+    let name = |v: &dyn erased::Named| v.named();
+    fw.gates
+        .iter()
+        .filter(|g| match g.before {
+            GatedStep::BiosApply => true,
+            GatedStep::Ipv6HttpBoot => ipv6_http,
+            GatedStep::Install => false,
+        })
+        .filter(|g| !g.holds_now)
+        .map(|g| {
+            let installed = fw.steps.iter().find(|s| s.kind == g.component).and_then(|s| s.installed.clone());
+            format!(
+                "{} >= {} before {} (installed: {})",
+                name(&g.component),
+                g.min_version,
+                name(&g.before),
+                installed.as_deref().unwrap_or("unknown")
+            )
+        })
+        .collect()
+}
+
+/// Enums as their serde (kebab-case) names.
+mod erased {
+    pub trait Named {
+        fn named(&self) -> String;
+    }
+    impl<T: serde::Serialize> Named for T {
+        fn named(&self) -> String {
+            serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        }
+    }
 }
 
 fn wait(e: BmcError, doing: &str) -> super::apply::StepOutcome {
@@ -55,10 +109,18 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
     match sub {
         BiosStep::Plan { pass } => {
             let pass = *pass;
-            let (current, settings, registry) = match apply.with_bmc(node, async |b: &Bmc| read(b).await).await {
-                Ok(r) => r,
-                Err(e) => return wait(e, "reading the BIOS"),
-            };
+            let inv = apply.inventory();
+            let gated = inv
+                .profile_of(node)
+                .firmware
+                .as_ref()
+                .and_then(|b| inv.firmware_baselines.get(b))
+                .is_some_and(|b| !b.gates.is_empty());
+            let (current, settings, registry, firmware) =
+                match apply.with_bmc(node, async |b: &Bmc| read(b, gated).await).await {
+                    Ok(r) => r,
+                    Err(e) => return wait(e, "reading the BIOS"),
+                };
             let registry = match Registry::from_json(&registry) {
                 Ok(r) => r,
                 Err(e) => return O::Park(format!("the BMC's BIOS attribute registry: {e}")),
@@ -73,6 +135,13 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
                 let text = format!("BIOS matches profile {profile}: netboot");
                 return O::Commit(next, vec![History::new(now, "apply", "transition", text)]);
             };
+            let failing = gate_failures(inv, node, &p, firmware.as_deref().unwrap_or_default());
+            if !failing.is_empty() {
+                return O::Park(format!(
+                    "the firmware baseline gates this BIOS change: {}; run `metal6 bmc firmware apply --reboot` first",
+                    failing.join("; ")
+                ));
+            }
             if pass > 8 {
                 return O::Park(format!("BIOS profile {profile} still differs after {} passes", pass - 1));
             }
@@ -172,13 +241,19 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
             };
             let wrong: Vec<String> = desired
                 .iter()
-                .filter(|(k, v)| current.get(*k).is_some_and(|c| c != *v) && job.is_some())
+                .filter(|(k, v)| current.get(*k).is_some_and(|c| c != *v))
                 .map(|(k, v)| {
                     format!("{k}: wanted {}, BIOS has {}", plain(v), current.get(k).map_or("(unset)".into(), plain))
                 })
                 .collect();
+            // Without a job the values apply at the reset, unannounced: wait for them (the
+            // step's timeout bounds it). With a completed job, values still off are staged
+            // again by the next pass's plan.
             if job.is_none() && !wrong.is_empty() {
-                return O::Wait { reason: "waiting for the pending BIOS values to apply".into(), evidence: None };
+                return O::Wait {
+                    reason: format!("waiting for the pending BIOS values to apply: {}", wrong.join("; ")),
+                    evidence: None,
+                };
             }
             let text = format!(
                 "BIOS pass {pass} done{}",

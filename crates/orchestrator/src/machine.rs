@@ -73,6 +73,15 @@ impl Step {
         }
     }
 
+    /// Steps that share one attempt budget: a retry of install or first-boot starts over at
+    /// netboot (a power cycle), so the three count as one boot attempt.
+    pub fn budget(self) -> Step {
+        match self {
+            Step::Netboot | Step::Install | Step::FirstBoot => Step::Netboot,
+            other => other,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Step> {
         Step::ALL.into_iter().find(|st| st.name() == s)
     }
@@ -152,7 +161,8 @@ impl NodeRecord {
 
     /// The record in a new state: a new step starts at attempt 1, the same step keeps counting.
     pub fn enter(&self, state: State, now_ms: u64) -> NodeRecord {
-        let same_step = self.state.step().is_some() && self.state.step() == state.step();
+        let budget = |s: &State| s.step().map(Step::budget);
+        let same_step = budget(&self.state).is_some() && budget(&self.state) == budget(&state);
         NodeRecord {
             node: self.node.clone(),
             generation: self.generation,
@@ -202,7 +212,7 @@ pub fn describe(e: &Value) -> String {
         "boot-fetch" => {
             format!("fetched {} over {}", str_of(e, "path").unwrap_or("?"), str_of(e, "source").unwrap_or("?"))
         }
-        "phase" => format!("installer phase {}", str_of(e, "phase").unwrap_or("?")),
+        "phase" => format!("reported {}", str_of(e, "phase").unwrap_or("?")),
         "progress" => format!("image {}%", e.get("percent").and_then(Value::as_u64).unwrap_or(0)),
         "document" => format!("fetched its {}", str_of(e, "document").unwrap_or("?")),
         other => other.to_owned(),
@@ -446,7 +456,7 @@ mod tests {
         assert_eq!(p.firmware_dhcp, None);
         assert_eq!(p.boot_fetch, Some(110));
         assert_eq!(advance(&st, &p), Some(Advance::To(State::Done { ready_ms: 140 }, "node reported ready".into())));
-        assert_eq!(p.last, Some((140, "installer phase ready".into())));
+        assert_eq!(p.last, Some((140, "reported ready".into())));
     }
 
     #[test]
@@ -512,7 +522,10 @@ mod tests {
         let mut rec = NodeRecord::new("n", 0).enter(State::Netboot { cycled_ms: None }, 0);
         rec.attempt = 3;
         assert_eq!(rec.enter(State::Netboot { cycled_ms: Some(5) }, 5).attempt, 3);
-        assert_eq!(rec.enter(State::Install { since_ms: 5 }, 5).attempt, 1);
+        // Install and first boot share the boot's budget: a retry that reinstalls counts.
+        assert_eq!(rec.enter(State::Install { since_ms: 5 }, 5).attempt, 3);
+        assert_eq!(rec.enter(State::FirstBoot { since_ms: 5 }, 5).attempt, 3);
+        assert_eq!(rec.enter(State::Bios(BiosStep::Plan { pass: 1 }), 5).attempt, 1);
         for st in [
             State::Pending,
             State::Bios(BiosStep::Running { pass: 1, job: Some("JID_1".into()), reset_ms: 9 }),

@@ -114,6 +114,9 @@ pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State
         (Some(i), Some(want)) => i == want,
         _ => false,
     };
+    // Only a digest known to differ is a reason to reinstall: a server that lost the node's
+    // events (or artifacts without a manifest) proves nothing.
+    let known_stale = matches!((&o.installed_sha256, &o.artifact_sha256), (Some(i), Some(want)) if i != want);
     let mut out = vec![];
     match record {
         Some(State::NeedsAttention { step, reason }) => {
@@ -122,7 +125,7 @@ pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State
                 format!("parked in {}: {reason} (`metal6 apply --retry {}` resumes it)", step.name(), node.name),
             )];
         }
-        Some(State::Done { .. }) if current_image || o.artifact_sha256.is_none() => {
+        Some(State::Done { .. }) if !known_stale => {
             return vec![a("nothing", "done: installed and ready with the current image".into())];
         }
         Some(State::Done { .. }) => out.push(a(

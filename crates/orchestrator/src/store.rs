@@ -30,7 +30,8 @@ pub struct History {
     pub ts_ms: u64,
     /// `apply` (decisions), `bmc` (calls to the BMC).
     pub source: String,
-    /// `transition`, `power-cycle`, `boot-override`, `sla-missed`, `retry`, `needs-attention`, ...
+    /// `transition`, `power`, `power-failed`, `boot-override`, `bios-staged`, `bios-verified`,
+    /// `sla-missed`, `retry`, `needs-attention`, `installer-failed`, ...
     pub kind: String,
     pub text: String,
     #[serde(default, skip_serializing_if = "Value::is_null")]

@@ -129,9 +129,27 @@ pub struct Firmware {
 
 impl Bmc {
     pub async fn connect(opts: ConnectOptions) -> Result<Bmc, RedfishError> {
+        let want = opts.system.clone();
         let (client, root) = Client::connect(opts).await?;
         let vendor = root.get("Vendor").and_then(Value::as_str).map(str::to_owned);
-        let system = first_member(&client, &root, "Systems").await?;
+        let system = match &want {
+            None => first_member(&client, &root, "Systems").await?,
+            Some(id) => {
+                let all = match link(&root, "Systems") {
+                    Some(p) => members(&client.get(&p).await?),
+                    None => vec![],
+                };
+                let found =
+                    all.iter().find(|m| m.trim_end_matches('/').rsplit('/').next() == Some(id.as_str())).cloned();
+                if found.is_none() {
+                    return Err(RedfishError::Unexpected {
+                        path: client.root_path().into(),
+                        what: format!("no system {id:?} (the BMC has: {})", all.join(", ")),
+                    });
+                }
+                found
+            }
+        };
         let Some(system) = system else {
             return Err(RedfishError::Unexpected { path: client.root_path().into(), what: "no ComputerSystem".into() });
         };

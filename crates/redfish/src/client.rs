@@ -34,6 +34,8 @@ pub struct ConnectOptions {
     pub retries: u32,
     /// First retry delay; doubles up to 10 s.
     pub backoff: Duration,
+    /// The system's `Id` on a BMC that serves several; `None`: the first one.
+    pub system: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -59,6 +61,7 @@ impl ConnectOptions {
             timeout: Duration::from_secs(30),
             retries: 5,
             backoff: Duration::from_millis(500),
+            system: None,
         }
     }
 }
