@@ -14,11 +14,12 @@ FORBIDDEN_IN_PURE := tokio hyper reqwest mio socket2
 # carries an async runtime or the server's HTTP stack.
 NO_RUNTIME_CRATES := metal6-installer metal6-image
 FORBIDDEN_IN_NO_RUNTIME := tokio hyper reqwest mio
-# The netboot server never depends on the BMC (Redfish) code, and the Redfish client carries no
+# The netboot server never depends on the BMC (Redfish) code; the Redfish client and the
+# orchestrator (which reads the server over HTTP only) carry no
 # HTTP server.
 SERVER_CRATES := metal6-netboot
 FORBIDDEN_IN_SERVER := metal6-redfish
-CLIENT_CRATES := metal6-redfish
+CLIENT_CRATES := metal6-redfish metal6-orchestrator
 FORBIDDEN_IN_CLIENT := metal6-netboot metal6-emunet
 
 .PHONY: help
@@ -98,7 +99,7 @@ schema: ## Regenerate inventory/schema.json
 	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
 
 .PHONY: bench
-bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image bench-emulation ## All benchmarks
+bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image bench-emulation bench-apply ## All benchmarks
 
 .PHONY: bench-inventory
 bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
@@ -128,6 +129,10 @@ bench-image: bench-deps ## The lab image: metal6 cold and sysctl-only warm build
 bench-emulation: deps ## 2,000 and 4,000 satellites x 5 interfaces in namespaces: create, update, teardown, memory
 	@./scripts/bench-emulation.sh
 
+.PHONY: bench-apply
+bench-apply: deps ## metal6 apply on 200 simulated nodes (50 BMCs) through a real serve: CPU per node, per-BMC peak
+	NODES=$${NODES:-200} $(CARGO) test --release --locked -p metal6-cli --test apply bench_apply -- --ignored --nocapture
+
 # cargo-fuzz targets (fuzz/fuzz_targets/, what each covers: fuzz/README.md), built once with
 # nightly and run one after the other by scripts/fuzz.sh; any finding fails the target.
 FUZZ_TARGETS ?= dhcp6_decode_decide ra_rs tftp_request http_head inventory tle redfish_json
@@ -147,5 +152,5 @@ fuzz-merge: ## Add the inputs fuzzing found that reach new code to the committed
 	@FUZZ_TARGETS="$(FUZZ_TARGETS)" ./scripts/fuzz.sh merge
 
 .PHONY: demo
-demo: deps ## A QEMU lab node netbooted over IPv6 and installed, followed live until ready
+demo: deps ## metal6 apply on the QEMU lab: both nodes powered on through their BMCs, netbooted over IPv6, installed, live
 	@./scripts/demo.sh

@@ -394,6 +394,18 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
     })
 }
 
+/// This process's user + system CPU time, from /proc/self/stat (fields 14 and 15, in clock
+/// ticks of 1/100 s on Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn report(apply: &Apply, records: &[metal6_orchestrator::NodeRecord], format: Format) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if format != Format::Table {
@@ -414,6 +426,10 @@ fn report(apply: &Apply, records: &[metal6_orchestrator::NodeRecord], format: Fo
     write_table(&mut out, &["NODE", "RESULT", "DETAIL"], &rows)?;
     let done = records.iter().filter(|r| matches!(r.state, State::Done { .. })).count();
     writeln!(out, "ready: {done}/{}", records.len())?;
+    if let Some(cpu) = cpu_seconds() {
+        let per = cpu * 1000.0 / records.len().max(1) as f64;
+        writeln!(out, "apply CPU time: {cpu:.2} s ({per:.1} ms per node)")?;
+    }
     for (bmc, peak) in apply.bmc_peaks() {
         writeln!(out, "peak concurrent calls on {bmc}: {peak} (limit {})", apply.per_bmc())?;
     }

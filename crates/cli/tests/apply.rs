@@ -279,3 +279,265 @@ fn apply_takes_the_lab_from_power_off_to_ready_and_survives_kill_9() {
         .expect("plan");
     assert!(text(&out).contains("apply --retry lab-node-3"), "{}", text(&out));
 }
+
+/// A fleet of simulated nodes behind simulated BMCs (tests/lab/fleet_sim.py: several systems
+/// per BMC, every Redfish answer `latency_ms` late) that install themselves against a real
+/// `metal6 serve`, driven by `metal6 apply`. Returns apply's output and the BMCs' states.
+struct Fleet {
+    ns: common::Netns,
+    dir: tempfile::TempDir,
+    sim: Child,
+    _serve: common::Server,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+    }
+}
+
+const FLEET_PASSWORD: &str = "fleet-sim-pw-9c1e";
+const FLEET_SHA: &str = "5f3c0e1a9b7d2c4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6";
+
+impl Fleet {
+    fn start(nodes: usize, systems_per_bmc: usize, latency_ms: u32) -> Fleet {
+        let ns = common::Netns::new();
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        let bmcs = nodes.div_ceil(systems_per_bmc);
+        let mut addrs = String::new();
+        for b in 1..=bmcs {
+            addrs.push_str(&format!(" && ip -6 addr add fd00:6d:b::{b:x}/128 dev lo nodad"));
+        }
+        for i in 0..nodes {
+            addrs.push_str(&format!(" && ip -6 addr add fd00:6d:1::{:x}/128 dev lo nodad", 0x100 + i));
+        }
+        ns.exec(&format!(
+            "ip link add m6d0 type veth peer name m6d1 && ip link set m6d0 up && ip link set m6d1 up && \
+             ip -6 addr add fd00:6d:1::1/64 dev m6d0 nodad{addrs}"
+        ));
+        // The inventory: one profile, N nodes, each with its system on a shared BMC.
+        let mut inv = String::from(
+            "version: 1\nsite:\n  name: fleet\n  domain: fleet.metal6.test\n  provisioning:\n    interface: m6d0\n    \
+             prefix: fd00:6d:1::/64\n    router: fd00:6d:1::1\n    dns: [fd00:6d:1::1]\n  boot_server:\n    \
+             address: fd00:6d:1::1\n    http_port: 8080\nprofiles:\n  worker:\n    role: worker\n    boot: uefi-http\n    \
+             image: bench\nnodes:\n",
+        );
+        let mut list = vec![];
+        for i in 0..nodes {
+            let (b, sys) = (i / systems_per_bmc + 1, i % systems_per_bmc + 1);
+            let name = format!("node-{i:03}");
+            let addr = format!("fd00:6d:1::{:x}", 0x100 + i);
+            inv.push_str(&format!(
+                "  - name: {name}\n    profile: worker\n    address: {addr}\n    nics:\n      - name: eth0\n        \
+                 mac: 02:6d:00:00:{:02x}:{:02x}\n    bmc:\n      address: fd00:6d:b::{b:x}\n      port: 8443\n      \
+                 username: admin\n      password: env:METAL6_FLEET_BMC_PASSWORD\n      system: \"{sys}\"\n    disk:\n      \
+                 path: /dev/vda\n",
+                i / 256,
+                i % 256
+            ));
+            list.push(serde_json::json!({"name": name, "address": addr, "bmc_address": format!("fd00:6d:b::{b:x}"),
+                "bmc_port": 8443, "system": sys.to_string()}));
+        }
+        std::fs::write(d.join("fleet.yaml"), inv).expect("inventory");
+        std::fs::write(d.join("nodes.json"), serde_json::to_string(&list).expect("json")).expect("nodes");
+        // Artifacts: what apply and serve read (the installer is never run here).
+        std::fs::create_dir_all(d.join("artifacts/boot")).expect("dir");
+        std::fs::create_dir_all(d.join("artifacts/images/bench")).expect("dir");
+        std::fs::write(d.join("artifacts/boot/installer.efi"), b"not an installer").expect("efi");
+        let manifest = serde_json::json!({"image": "bench",
+            "outputs": [{"path": "images/bench/disk.raw", "bytes": 1, "sha256": FLEET_SHA}]});
+        std::fs::write(d.join("artifacts/images/bench/manifest.json"), manifest.to_string()).expect("manifest");
+        let bmc_ips: Vec<String> = (1..=bmcs).map(|b| format!("fd00:6d:b::{b:x}")).collect();
+        common::tls_ca_and_leaf(d, &bmc_ips.iter().map(String::as_str).collect::<Vec<_>>());
+        std::fs::write(d.join("pw"), FLEET_PASSWORD).expect("pw");
+        let serve = common::Server::start(
+            &ns,
+            &d.join("fleet.yaml"),
+            "m6d0",
+            &["--artifacts", d.join("artifacts").to_str().expect("utf-8"), "--no-ra"],
+        );
+        let p = |f: &str| d.join(f).to_str().expect("utf-8").to_owned();
+        let sim_script = root().join("tests/lab/fleet_sim.py");
+        let latency = latency_ms.to_string();
+        let args = [
+            sim_script.to_str().expect("utf-8"),
+            "--cert",
+            &p("cert.pem"),
+            "--key",
+            &p("key.pem"),
+            "--password-file",
+            &p("pw"),
+            "--nodes",
+            &p("nodes.json"),
+            "--server",
+            "http://[fd00:6d:1::1]:8080/",
+            "--image-sha256",
+            FLEET_SHA,
+            "--latency-ms",
+            &latency,
+            "--post-seconds",
+            "0.5",
+            "--install-seconds",
+            "1",
+            "--reboot-seconds",
+            "0.5",
+        ];
+        let sim = ns.spawn(Path::new("python3"), &args, &d.join("sim.log"));
+        let fleet = Fleet { ns, dir, sim, _serve: serve };
+        wait_for("the fleet simulator", Duration::from_secs(60), || {
+            std::fs::read_to_string(fleet.dir.path().join("sim.log"))
+                .ok()
+                .filter(|l| l.contains("fleet_sim: ready"))
+                .map(|_| ())
+        });
+        fleet
+    }
+
+    fn apply(&self, args: &[&str]) -> Output {
+        self.apply_cmd(args).output().expect("apply")
+    }
+
+    fn apply_cmd(&self, args: &[&str]) -> Command {
+        let d = self.dir.path();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns.name])
+            .arg(metal6())
+            .arg("apply")
+            .arg("-i")
+            .arg(d.join("fleet.yaml"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--ca-file")
+            .arg(d.join("ca.pem"))
+            .args(args)
+            .env("METAL6_FLEET_BMC_PASSWORD", FLEET_PASSWORD);
+        cmd
+    }
+
+    /// Every BMC's /sim/state.
+    fn bmcs(&self) -> Vec<Value> {
+        let n = self.dir.path().join("nodes.json");
+        let list: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(n).expect("nodes")).expect("json");
+        let mut addrs: Vec<String> = list.iter().filter_map(|e| e["bmc_address"].as_str().map(str::to_owned)).collect();
+        addrs.dedup();
+        addrs
+            .iter()
+            .map(|a| {
+                let out = self.ns.try_exec(&format!(
+                    "curl -sS --max-time 10 --cacert {} https://[{a}]:8443/sim/state",
+                    self.dir.path().join("ca.pem").display()
+                ));
+                serde_json::from_slice(&out.stdout).expect("sim state")
+            })
+            .collect()
+    }
+
+    /// The most installs (installer's first report to `installed`) that overlapped, from the
+    /// server's events.
+    fn peak_installs(&self) -> usize {
+        let mut edges: Vec<(u64, i32)> = vec![];
+        let mut open: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for e in self._serve.events() {
+            let (Some(node), Some(ts)) = (e["node"].as_str(), e["ts_ms"].as_u64()) else { continue };
+            match e["phase"].as_str() {
+                Some("installer") if !open.contains_key(node) => {
+                    open.insert(node.to_owned(), ts);
+                    edges.push((ts, 1));
+                }
+                Some("installed") if e["kind"] != "progress" => {
+                    if open.remove(node).is_some() {
+                        edges.push((ts, -1));
+                    }
+                }
+                _ => {}
+            }
+        }
+        edges.sort_unstable();
+        let (mut now, mut peak) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            peak = peak.max(now);
+        }
+        usize::try_from(peak).unwrap_or(0)
+    }
+}
+
+/// Twelve nodes, four per BMC, every Redfish answer 100 ms late: apply keeps to two sessions
+/// per BMC (counted by the BMCs), to four installs at once (seen by the server), and takes every
+/// node to `ready` through the real server's events API.
+#[test]
+fn apply_drives_a_simulated_fleet_within_its_limits() {
+    require_netns!();
+    require_tool!("curl");
+    require_tool!("python3");
+    let fleet = Fleet::start(12, 4, 100);
+    // node-011 names a system its BMC does not have: it parks, the others are unaffected.
+    let inv = fleet.dir.path().join("fleet.yaml");
+    let good = std::fs::read_to_string(&inv).expect("inventory");
+    let (head, tail) = good.split_at(good.find("name: node-011").expect("node-011"));
+    std::fs::write(&inv, format!("{head}{}", tail.replacen("system: \"4\"", "system: \"9\"", 1))).expect("write");
+    let limits = ["--parallel", "12", "--per-bmc", "2", "--installs", "4", "--poll", "200ms"];
+    // Ctrl-C once some nodes install: apply stops, exit 130, every node resumable.
+    let mut first = fleet.apply_cmd(&[&limits[..], &["--timeout", "preflight=8s", "--attempts", "1"]].concat());
+    let mut child = first.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("apply");
+    wait_for("installs to start", Duration::from_secs(60), || {
+        fleet._serve.events().iter().any(|e| e["phase"] == "writing-image").then_some(())
+    });
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let code = wait_for("apply to stop on Ctrl-C", Duration::from_secs(30), || child.try_wait().ok().flatten());
+    assert_eq!(code.code(), Some(130), "Ctrl-C exits 130");
+    let out = fleet.apply(&[&limits[..], &["--timeout", "preflight=8s", "--attempts", "1"]].concat());
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "node-011 parks: {t}");
+    assert!(t.contains("resume at"), "the interrupted nodes resume: {t}");
+    assert!(
+        t.contains("ready: 11/"),
+        "{t}\n--- sim\n{}",
+        std::fs::read_to_string(fleet.dir.path().join("sim.log")).unwrap_or_default()
+    );
+    assert!(t.contains("preflight timed out 1 times") && t.contains("no system \"9\""), "{t}");
+    // The operator fixes the inventory and resumes the parked node; nothing else is touched.
+    std::fs::write(&inv, &good).expect("write");
+    let out = fleet.apply(&[&limits[..], &["--retry", "node-011"]].concat());
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("ready: 1/1"), "{t}");
+    for b in fleet.bmcs() {
+        // Four nodes want this BMC at once: the limit is what holds them to two.
+        assert_eq!(b["peak_sessions"], 2, "{b}");
+        assert_eq!(b["sessions_open"], 0, "{b}");
+        for (id, s) in b["systems"].as_object().expect("systems") {
+            // One power-on each, Ctrl-C or not: resumed nodes are not powered again.
+            assert_eq!((s["power_ons"].as_u64(), s["installs_done"].as_u64()), (Some(1), Some(1)), "system {id}: {s}");
+        }
+    }
+    let peak = fleet.peak_installs();
+    assert!((1..=4).contains(&peak), "--installs 4 but {peak} installs overlapped");
+    assert!(t.contains("apply CPU time:"), "{t}");
+}
+
+/// `make bench-apply`: NODES (default 200) simulated nodes, 4 per BMC, through a real serve.
+#[test]
+#[ignore = "a benchmark: make bench-apply"]
+fn bench_apply() {
+    require_netns!();
+    let nodes: usize = std::env::var("NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
+    let per_bmc = 2;
+    let fleet = Fleet::start(nodes, 4, 100);
+    let start = std::time::Instant::now();
+    let out = fleet.apply(&["--parallel", &nodes.to_string(), "--per-bmc", &per_bmc.to_string(), "--installs", "64"]);
+    let secs = start.elapsed().as_secs_f64();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let bmcs = fleet.bmcs();
+    let peak = bmcs.iter().filter_map(|b| b["peak_sessions"].as_u64()).max().unwrap_or(0);
+    let line = |p: &str| t.lines().find(|l| l.starts_with(p)).unwrap_or("(missing)").to_owned();
+    eprintln!("bench-apply: {nodes} simulated nodes, {} BMCs (4 systems each, 100 ms per Redfish answer)", bmcs.len());
+    eprintln!("{}", line("ready: "));
+    eprintln!("wall time: {secs:.1} s");
+    eprintln!("{}", line("apply CPU time: "));
+    eprintln!("peak concurrent calls per BMC: {peak} (limit {per_bmc})");
+    eprintln!("peak concurrent installs: {} (limit 64)", fleet.peak_installs());
+    assert!(peak <= per_bmc, "a BMC saw {peak} sessions at once, over the limit {per_bmc}");
+}

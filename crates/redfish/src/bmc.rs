@@ -132,26 +132,14 @@ impl Bmc {
         let want = opts.system.clone();
         let (client, root) = Client::connect(opts).await?;
         let vendor = root.get("Vendor").and_then(Value::as_str).map(str::to_owned);
-        let system = match &want {
-            None => first_member(&client, &root, "Systems").await?,
-            Some(id) => {
-                let all = match link(&root, "Systems") {
-                    Some(p) => members(&client.get(&p).await?),
-                    None => vec![],
-                };
-                let found =
-                    all.iter().find(|m| m.trim_end_matches('/').rsplit('/').next() == Some(id.as_str())).cloned();
-                if found.is_none() {
-                    return Err(RedfishError::Unexpected {
-                        path: client.root_path().into(),
-                        what: format!("no system {id:?} (the BMC has: {})", all.join(", ")),
-                    });
-                }
-                found
+        // The session exists from here: a failure below must end it, or every failed attempt
+        // leaves one behind until the BMC's session limit refuses everyone (notes §1).
+        let system = match pick_system(&client, &root, want.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                client.logout().await;
+                return Err(e);
             }
-        };
-        let Some(system) = system else {
-            return Err(RedfishError::Unexpected { path: client.root_path().into(), what: "no ComputerSystem".into() });
         };
         let manager = first_member(&client, &root, "Managers").await.ok().flatten();
         let mut bmc = Bmc { client, vendor, system, manager, dell_jobs: None };
@@ -495,6 +483,26 @@ impl Bmc {
             .and_then(job_id)
             .ok_or_else(|| RedfishError::Unexpected { path: target, what: "SimpleUpdate started no task".into() })
     }
+}
+
+/// The system to drive: the one with Id `want`, or the first.
+async fn pick_system(client: &Client, root: &Value, want: Option<&str>) -> Result<String, RedfishError> {
+    let Some(id) = want else {
+        return first_member(client, root, "Systems").await?.ok_or_else(|| RedfishError::Unexpected {
+            path: client.root_path().into(),
+            what: "no ComputerSystem".into(),
+        });
+    };
+    let all = match link(root, "Systems") {
+        Some(p) => members(&client.get(&p).await?),
+        None => vec![],
+    };
+    all.iter().find(|m| m.trim_end_matches('/').rsplit('/').next() == Some(id)).cloned().ok_or_else(|| {
+        RedfishError::Unexpected {
+            path: client.root_path().into(),
+            what: format!("no system {id:?} (the BMC has: {})", all.join(", ")),
+        }
+    })
 }
 
 async fn first_member(client: &Client, root: &Value, coll: &str) -> Result<Option<String>, RedfishError> {
