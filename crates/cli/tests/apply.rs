@@ -446,10 +446,8 @@ impl Fleet {
                     open.insert(node.to_owned(), ts);
                     edges.push((ts, 1));
                 }
-                Some("installed") if e["kind"] != "progress" => {
-                    if open.remove(node).is_some() {
-                        edges.push((ts, -1));
-                    }
+                Some("installed") if e["kind"] != "progress" && open.remove(node).is_some() => {
+                    edges.push((ts, -1));
                 }
                 _ => {}
             }
