@@ -38,7 +38,7 @@ that a BMC or a node behaves so.
 GET /sim/state (no auth) on every listener: {"endpoint": "[addr]:port", "requests", "in_flight",
 "peak_in_flight", "sessions_open", "peak_sessions", "sessions_created", "systems": {ID: {"name",
 "power_state", "override": {"enabled", "target"}, "disk": "blank"|"installed", "phase" (last
-accepted), "power_ons", "power_cycles", "boots", "installs_started", "installs_done"}}}.
+accepted), "power_ons", "power_cycles", "boots", "installs_started", "installs_done", "cluster_joined"}}}.
 --latency-ms delays every Redfish answer (not /sim/state) so concurrent clients overlap.
 Passwords and tokens are never logged (FLEET_SIM_LOG=1 logs request lines).
 """
@@ -55,6 +55,7 @@ import resource
 import secrets
 import signal
 import socket
+import subprocess
 import ssl
 import sys
 import threading
@@ -75,7 +76,7 @@ NETWORK = ("Pxe", "UefiHttp")
 REALM = 'Basic realm="metal6-fleet-sim"'
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 IMAGE_BYTES = 2 << 30  # nominal: nothing is downloaded
-COUNTERS = ("power_ons", "power_cycles", "boots", "installs_started", "installs_done")
+COUNTERS = ("power_ons", "power_cycles", "boots", "installs_started", "installs_done", "cluster_joined")
 A = None  # the arguments
 SERVER = None  # (host, port, path ending in /)
 STOP = threading.Event()
@@ -307,6 +308,34 @@ class System:
                 "addresses": [{"interface": "sim0", "address": self.address, "prefix_len": disk["prefix_len"],
                                "scope": "global"}],
                 "sysctl": disk["sysctl"], "image_sysctl": {}, "sysctl_kept_higher": []})
+            if A.cluster_installer:
+                self.cluster_unit(stop, disk["token"])
+
+    def cluster_unit(self, stop, token):
+        """The installed system's metal6-cluster.service: the real `metal6-installer cluster`
+        (fetches the node's files with its token, runs kubeadm — here tests/cluster/kubeadm —
+        and reports), restarted on failure like the unit (Restart=on-failure; RestartSec is
+        --cluster-retry-seconds here, 10 s in the image), e.g. while the join file is missing."""
+        root = os.path.join(A.roots, self.name)
+        os.makedirs(root, exist_ok=True)
+        node_file = os.path.join(root, "node.json")
+        with open(node_file, "w") as f:
+            json.dump({"node": self.name, "address": self.address, "token": token, "sysctl": {},
+                       "events_url": f"{A.server.rstrip('/')}/v1/nodes/{self.name}/events"}, f)
+        env = dict(os.environ, PATH=f"{A.kubeadm_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        for attempt in range(1, 200):
+            if stop.is_set():
+                return
+            r = subprocess.run([A.cluster_installer, "cluster", "--node-file", node_file, "--root", root,
+                                "--wait", "10"], env=env, capture_output=True, text=True)
+            with open(os.path.join(root, "cluster.log"), "a") as log_f:
+                log_f.write(f"--- attempt {attempt}: exit {r.returncode}\n{r.stdout}{r.stderr}")
+            if r.returncode == 0:
+                with self.lock:
+                    self.counters["cluster_joined"] += 1
+                return
+            if not self.running(stop, A.cluster_retry_seconds):
+                return
 
 
 class Endpoint:
@@ -574,6 +603,11 @@ def main():
     p.add_argument("--post-seconds", type=float, default=1.0, help="firmware POST before the installer runs")
     p.add_argument("--install-seconds", type=float, default=2.0, help="writing-image to image-written")
     p.add_argument("--reboot-seconds", type=float, default=1.0, help="a disk boot until ready")
+    p.add_argument("--cluster-installer", help="after ready, run this metal6-installer's `cluster` step as the "
+                   "node's cluster unit would (needs --roots and --kubeadm-dir)")
+    p.add_argument("--kubeadm-dir", default="", help="a directory with `kubeadm` (the simulator) put first on PATH")
+    p.add_argument("--roots", default="", help="each node's root directory for the cluster step: ROOTS/NAME")
+    p.add_argument("--cluster-retry-seconds", type=float, default=2.0, help="the cluster unit's RestartSec")
     A = p.parse_args()
     if not re.fullmatch(r"[0-9a-fA-F]{64}", A.image_sha256):
         raise SystemExit("--image-sha256: expected 64 hex digits")

@@ -84,6 +84,11 @@ pub struct ApplyArgs {
     /// netboot` applies the BIOS (and checks the BMC) without netbooting.
     #[arg(long, value_name = "STEP")]
     until: Option<String>,
+    /// The directory `metal6 serve --cluster-dir` serves. With an inventory `cluster`, apply
+    /// renders the cluster files into it, the join files from the first control plane's CA
+    /// hash, and drives every node on to `cluster-joined`.
+    #[arg(long, value_name = "DIR")]
+    cluster_dir: Option<PathBuf>,
 }
 
 /// `90`, `90s`, `20m`, `1h`, `500ms`.
@@ -161,6 +166,7 @@ fn setup(
     policy: Policy,
     (parallel, installs, poll): (usize, usize, Duration),
     until: Option<Step>,
+    cluster_dir: Option<PathBuf>,
     lock: bool,
 ) -> Result<Setup> {
     let inv_text =
@@ -206,6 +212,7 @@ fn setup(
         server,
         lines: true,
         until,
+        cluster_dir,
     };
     let apply = Arc::new(Apply::new(Arc::new(inv), store, opts)?);
     Ok(Setup { inv_text, apply, nodes, _lock: lock })
@@ -228,7 +235,7 @@ fn print_plan(out: &mut impl Write, plans: &[NodePlan], format: Format) -> Resul
 
 pub fn plan(a: &PlanArgs, format: Format) -> Result<ExitCode> {
     init_logs();
-    let s = setup(&a.common, Policy::default(), (16, 32, Duration::from_secs(2)), None, false)?;
+    let s = setup(&a.common, Policy::default(), (16, 32, Duration::from_secs(2)), None, None, false)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let plans = rt.block_on(s.apply.plan(&s.nodes));
     print_plan(&mut std::io::stdout().lock(), &plans, format)?;
@@ -320,7 +327,8 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
             _ => bail!("--until {u}: apply stops before `bios` or `netboot` (the steps that need no netboot)"),
         },
     };
-    let mut s = setup(&a.common, policy, (a.parallel, a.installs, duration(&a.poll)?), until, true)?;
+    let mut s =
+        setup(&a.common, policy, (a.parallel, a.installs, duration(&a.poll)?), until, a.cluster_dir.clone(), true)?;
     if let Some(apply) = Arc::get_mut(&mut s.apply) {
         apply.set_lines(!live);
     }
@@ -366,6 +374,15 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         apply.prepare(&plans)?;
+        let rendered = apply.prepare_cluster()?;
+        if !rendered.is_empty() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cluster files: {} rendered into {} (join files follow the first control plane's CA hash)",
+                rendered.len(),
+                a.cluster_dir.as_deref().unwrap_or(Path::new("?")).display()
+            );
+        }
         // Ctrl-C: the first stops new steps (nodes stay resumable), the second exits at once.
         let cancel = apply.cancel.clone();
         tokio::spawn(async move {

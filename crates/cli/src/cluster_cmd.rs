@@ -5,7 +5,6 @@
 //! that need it, mode 0600.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,13 +70,6 @@ pub struct RenderArgs {
     shell: ShellArgs,
 }
 
-#[derive(Debug, Serialize)]
-struct Written {
-    path: String,
-    bytes: usize,
-    secret: bool,
-}
-
 pub fn run(cmd: &ClusterCmd, format: Format) -> Result<ExitCode> {
     match cmd {
         ClusterCmd::Render(a) => render(a, format),
@@ -138,42 +130,6 @@ fn status(a: &StatusArgs, format: Format) -> Result<ExitCode> {
     Ok(if rows.iter().any(|r| r.cluster == "cluster-failed") { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// `OUT/certificate.key`: read when it exists (it must be 0600), else made from 32 random
-/// bytes. It never goes into a node's directory, so `metal6 serve --cluster-dir OUT` never
-/// serves it; it is in the control planes' own files only.
-fn certificate_key_in(out: &std::path::Path) -> Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let path = out.join("certificate.key");
-    match std::fs::read_to_string(&path) {
-        Ok(k) => {
-            let mode = std::fs::metadata(&path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                anyhow::bail!(
-                    "{} is readable by others (mode {:o}): chmod 600 it, and render with a new key if it leaked",
-                    path.display(),
-                    mode & 0o777
-                );
-            }
-            return Ok(k.trim().to_owned());
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).context("reading /dev/urandom")?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{hex}").and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))?;
-    Ok(hex)
-}
-
 fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
     let inv = crate::load_inventory(&a.inventory)?;
     let cluster = inv.cluster.as_ref().ok_or_else(|| anyhow!("{} has no `cluster` section", inv.source))?;
@@ -199,7 +155,7 @@ fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
     });
     let certificate_key = match &a.certificate_key {
         Some(r) => r.resolve()?,
-        None => certificate_key_in(&a.out)?,
+        None => metal6_orchestrator::cluster::certificate_key_in(&a.out)?,
     };
     let opts = Options {
         join_token: &token,
@@ -208,23 +164,7 @@ fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
         emulation,
     };
     let (files, notes) = metal6_cluster::render(&inv, &opts)?;
-    let mut written = Vec::new();
-    for f in &files {
-        let path = a.out.join(&f.path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        // Replace, never append; secrets are 0600 from the first byte.
-        let _ = std::fs::remove_file(&path);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if f.secret { 0o600 } else { 0o644 })
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(f.text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-        written.push(Written { path: f.path.clone(), bytes: f.text.len(), secret: f.secret });
-    }
+    let written = metal6_orchestrator::cluster::write_files(&a.out, &files)?;
     let mut out = std::io::stdout().lock();
     if format == Format::Table {
         let rows: Vec<Vec<String>> = written

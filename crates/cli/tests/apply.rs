@@ -301,7 +301,10 @@ const FLEET_PASSWORD: &str = "fleet-sim-pw-9c1e";
 const FLEET_SHA: &str = "5f3c0e1a9b7d2c4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6";
 
 impl Fleet {
-    fn start(nodes: usize, systems_per_bmc: usize, latency_ms: u32) -> Fleet {
+    /// With `cluster`, node-000 is the control plane of a cluster section, serve serves
+    /// DIR/cluster, and every simulated node runs the real `metal6-installer cluster` after
+    /// `ready` (with the kubeadm simulator of tests/cluster/).
+    fn start(nodes: usize, systems_per_bmc: usize, latency_ms: u32, cluster: bool) -> Fleet {
         let ns = common::Netns::new();
         let dir = tempfile::tempdir().expect("tmp");
         let d = dir.path();
@@ -322,15 +325,23 @@ impl Fleet {
             "version: 1\nsite:\n  name: fleet\n  domain: fleet.metal6.test\n  provisioning:\n    interface: m6d0\n    \
              prefix: fd00:6d:1::/64\n    router: fd00:6d:1::1\n    dns: [fd00:6d:1::1]\n  boot_server:\n    \
              address: fd00:6d:1::1\n    http_port: 8080\nprofiles:\n  worker:\n    role: worker\n    boot: uefi-http\n    \
-             image: bench\nnodes:\n",
+             image: bench\n  control-plane:\n    role: control-plane\n    boot: uefi-http\n    image: bench\n",
         );
+        if cluster {
+            inv.push_str(
+                "cluster:\n  name: fleet\n  kubernetes_version: 1.31.4\n  pod_subnet: fd00:6d:4000::/56\n  \
+                 service_subnet: fd00:6d:4100::/112\n  join_token: env:METAL6_JOIN_TOKEN\n",
+            );
+        }
+        inv.push_str("nodes:\n");
         let mut list = vec![];
         for i in 0..nodes {
             let (b, sys) = (i / systems_per_bmc + 1, i % systems_per_bmc + 1);
             let name = format!("node-{i:03}");
             let addr = format!("fd00:6d:1::{:x}", 0x100 + i);
+            let profile = if cluster && i == 0 { "control-plane" } else { "worker" };
             inv.push_str(&format!(
-                "  - name: {name}\n    profile: worker\n    address: {addr}\n    nics:\n      - name: eth0\n        \
+                "  - name: {name}\n    profile: {profile}\n    address: {addr}\n    nics:\n      - name: eth0\n        \
                  mac: 02:6d:00:00:{:02x}:{:02x}\n    bmc:\n      address: fd00:6d:b::{b:x}\n      port: 8443\n      \
                  username: admin\n      password: env:METAL6_FLEET_BMC_PASSWORD\n      system: \"{sys}\"\n    disk:\n      \
                  path: /dev/vda\n",
@@ -352,25 +363,31 @@ impl Fleet {
         let bmc_ips: Vec<String> = (1..=bmcs).map(|b| format!("fd00:6d:b::{b:x}")).collect();
         common::tls_ca_and_leaf(d, &bmc_ips.iter().map(String::as_str).collect::<Vec<_>>());
         std::fs::write(d.join("pw"), FLEET_PASSWORD).expect("pw");
-        let serve = common::Server::start(
-            &ns,
-            &d.join("fleet.yaml"),
-            "m6d0",
-            &["--artifacts", d.join("artifacts").to_str().expect("utf-8"), "--no-ra"],
-        );
+        let cdir = d.join("cluster");
+        let artifacts = d.join("artifacts").to_str().expect("utf-8").to_owned();
+        let mut serve_args = vec!["--artifacts", &artifacts, "--no-ra"];
+        let c = cdir.to_str().expect("utf-8").to_owned();
+        if cluster {
+            std::fs::create_dir_all(&cdir).expect("cluster dir");
+            serve_args.extend(["--cluster-dir", &c]);
+        }
+        let serve = common::Server::start(&ns, &d.join("fleet.yaml"), "m6d0", &serve_args);
         let p = |f: &str| d.join(f).to_str().expect("utf-8").to_owned();
         let sim_script = root().join("tests/lab/fleet_sim.py");
         let latency = latency_ms.to_string();
-        let args = [
+        let installer = root().join("target/debug/metal6-installer");
+        let (kubeadm_dir, roots) = (root().join("tests/cluster"), p("roots"));
+        let (cert, key, pw, nodes_json) = (p("cert.pem"), p("key.pem"), p("pw"), p("nodes.json"));
+        let mut args = vec![
             sim_script.to_str().expect("utf-8"),
             "--cert",
-            &p("cert.pem"),
+            &cert,
             "--key",
-            &p("key.pem"),
+            &key,
             "--password-file",
-            &p("pw"),
+            &pw,
             "--nodes",
-            &p("nodes.json"),
+            &nodes_json,
             "--server",
             "http://[fd00:6d:1::1]:8080/",
             "--image-sha256",
@@ -384,6 +401,19 @@ impl Fleet {
             "--reboot-seconds",
             "0.5",
         ];
+        if cluster {
+            assert!(installer.exists(), "{} is not built: cargo build --workspace --bins", installer.display());
+            args.extend([
+                "--cluster-installer",
+                installer.to_str().expect("utf-8"),
+                "--kubeadm-dir",
+                kubeadm_dir.to_str().expect("utf-8"),
+                "--roots",
+                &roots,
+                "--cluster-retry-seconds",
+                "1",
+            ]);
+        }
         let sim = ns.spawn(Path::new("python3"), &args, &d.join("sim.log"));
         let fleet = Fleet { ns, dir, sim, _serve: serve };
         wait_for("the fleet simulator", Duration::from_secs(60), || {
@@ -412,7 +442,8 @@ impl Fleet {
             .arg("--ca-file")
             .arg(d.join("ca.pem"))
             .args(args)
-            .env("METAL6_FLEET_BMC_PASSWORD", FLEET_PASSWORD);
+            .env("METAL6_FLEET_BMC_PASSWORD", FLEET_PASSWORD)
+            .env("METAL6_JOIN_TOKEN", "abcdef.0123456789abcdef");
         cmd
     }
 
@@ -470,7 +501,7 @@ fn apply_drives_a_simulated_fleet_within_its_limits() {
     require_netns!();
     require_tool!("curl");
     require_tool!("python3");
-    let fleet = Fleet::start(12, 4, 100);
+    let fleet = Fleet::start(12, 4, 100, false);
     // node-011 names a system its BMC does not have: it parks, the others are unaffected.
     let inv = fleet.dir.path().join("fleet.yaml");
     let good = std::fs::read_to_string(&inv).expect("inventory");
@@ -522,7 +553,7 @@ fn bench_apply() {
     require_netns!();
     let nodes: usize = std::env::var("NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
     let per_bmc = 2;
-    let fleet = Fleet::start(nodes, 4, 100);
+    let fleet = Fleet::start(nodes, 4, 100, false);
     let start = std::time::Instant::now();
     let out = fleet.apply(&["--parallel", &nodes.to_string(), "--per-bmc", &per_bmc.to_string(), "--installs", "64"]);
     let secs = start.elapsed().as_secs_f64();
@@ -538,4 +569,65 @@ fn bench_apply() {
     eprintln!("peak concurrent calls per BMC: {peak} (limit {per_bmc})");
     eprintln!("peak concurrent installs: {} (limit 64)", fleet.peak_installs());
     assert!(peak <= per_bmc, "a BMC saw {peak} sessions at once, over the limit {per_bmc}");
+}
+
+/// The cluster step with no operator step: apply renders the cluster files into serve's
+/// `--cluster-dir`, the control plane's real `metal6-installer cluster` runs `kubeadm init`
+/// (the simulator, which makes a CA) and reports the CA's hash, apply renders the join files
+/// from it, and the workers' cluster units — failing while their join file is missing,
+/// restarted like the systemd unit — join. The hash is checked against openssl's.
+#[test]
+fn apply_bootstraps_the_cluster_from_the_first_control_planes_report() {
+    require_netns!();
+    require_tool!("curl");
+    require_tool!("openssl");
+    let fleet = Fleet::start(3, 3, 20, true);
+    let d = fleet.dir.path();
+    let cdir = d.join("cluster");
+    let out =
+        fleet.apply(&["--poll", "200ms", "--timeout", "cluster=120s", "--cluster-dir", cdir.to_str().expect("utf-8")]);
+    let t = text(&out);
+    let logs = || {
+        ["node-000", "node-001", "node-002"]
+            .iter()
+            .map(|n| std::fs::read_to_string(d.join("roots").join(n).join("cluster.log")).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(out.status.success(), "{t}\n--- cluster units\n{}", logs());
+    assert!(t.contains("ready: 3/3"), "{t}");
+    let events = fleet._serve.events();
+    let joined = |node: &str| {
+        events
+            .iter()
+            .find(|e| e["node"] == node && e["phase"] == "cluster-joined")
+            .unwrap_or_else(|| panic!("{node} never joined:\n{}", logs()))
+            .clone()
+    };
+    let init = joined("node-000");
+    assert_eq!(init["mode"], "init");
+    // The hash as kubeadm's documentation computes it, from the CA the node made.
+    let ca = d.join("roots/node-000/etc/kubernetes/pki/ca.crt");
+    let o = common::sh(&format!(
+        "openssl x509 -pubkey -noout -in {} | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1",
+        ca.display()
+    ));
+    let want = format!("sha256:{}", String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(init["ca_cert_hash"], want.as_str());
+    for w in ["node-001", "node-002"] {
+        assert_eq!(joined(w)["mode"], "join", "{w}");
+        let join = std::fs::read_to_string(cdir.join("nodes").join(w).join("kubeadm-join.yaml")).expect("join file");
+        assert!(join.contains(&want), "{w}'s join file carries the hash:\n{join}");
+        // Its unit asked before the hash was known, and was restarted until the file came.
+        let first = events.iter().position(|e| e["node"] == w && e["phase"] == "cluster-joined");
+        assert!(first.is_some());
+    }
+    let st = Command::new(metal6())
+        .args(["status", "-o", "json", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("node-000")
+        .output()
+        .expect("status");
+    let st = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(st.contains("join file(s) rendered with the CA hash"), "{st}");
 }

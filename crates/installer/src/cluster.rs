@@ -29,6 +29,9 @@ const FILES: &[(&str, &str, u32)] = &[
 /// The kubeadm configuration, 0600 (it holds the join token).
 const KUBEADM_CONFIG: &str = "etc/metal6/kubeadm.yaml";
 
+/// The cluster CA `kubeadm init` makes.
+const CA_CERT: &str = "etc/kubernetes/pki/ca.crt";
+
 enum Fetched {
     Body(String),
     Missing,
@@ -167,7 +170,30 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
         lines[lines.len().saturating_sub(20)..].join("\n")
     };
     if out.status.success() {
-        reporter.post(&json!({"phase": "cluster-joined", "mode": mode, "seconds": started.elapsed().as_secs_f64()}));
+        // The hash every join needs (`--discovery-token-ca-cert-hash`): reported by the node
+        // that made the CA, so the orchestrator renders the joins with no operator step.
+        let ca = root.join(CA_CERT);
+        let ca_cert_hash = if mode == "init" {
+            match std::fs::read_to_string(&ca).map(|pem| ca_cert_hash(&pem)) {
+                Ok(Some(h)) => Some(h),
+                Ok(None) => {
+                    say!("{}: not a certificate kubeadm's hash can be taken of", ca.display());
+                    None
+                }
+                Err(e) => {
+                    say!("reading {}: {e}", ca.display());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        reporter.post(&json!({
+            "phase": "cluster-joined",
+            "mode": mode,
+            "seconds": started.elapsed().as_secs_f64(),
+            "ca_cert_hash": ca_cert_hash,
+        }));
         say!("kubeadm {mode} done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -228,6 +254,128 @@ mod tests {
             };
             assert!(!e.contains("0123456789abcdef"), "{e}");
             assert!(e.contains("kubeadm-init.yaml?token=REDACTED"), "{e}");
+        }
+    }
+}
+
+/// kubeadm's `--discovery-token-ca-cert-hash` of a PEM certificate: `sha256:` and the hex
+/// SHA-256 of its DER SubjectPublicKeyInfo (kubeadm's `pubkeypin.Hash`; the same as
+/// `openssl x509 -pubkey | openssl pkey -pubin -outform der | sha256sum`). `None` when the
+/// text is not one well-formed certificate. A small DER walk: no X.509 library in the
+/// installer for the one field it needs.
+pub fn ca_cert_hash(pem: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let b64: String = pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)?
+        .split("-----END CERTIFICATE-----")
+        .next()?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64_decode(&b64)?;
+    let (cert, _) = der_tlv(&der, 0x30)?;
+    let (tbs, _) = der_tlv(cert.1, 0x30)?;
+    let mut rest = tbs.1;
+    // version [0] EXPLICIT is optional; then serial, signature, issuer, validity, subject.
+    if rest.first() == Some(&0xa0) {
+        rest = der_tlv(rest, 0xa0)?.1;
+    }
+    for tag in [0x02, 0x30, 0x30, 0x30, 0x30] {
+        rest = der_tlv(rest, tag)?.1;
+    }
+    let ((whole, _), _) = der_tlv(rest, 0x30)?;
+    let hex: String = Sha256::digest(whole).iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("sha256:{hex}"))
+}
+
+/// One DER element with `tag` at the start of `b`: ((the whole element, its content), what follows).
+type Tlv<'a> = ((&'a [u8], &'a [u8]), &'a [u8]);
+
+fn der_tlv(b: &[u8], tag: u8) -> Option<Tlv<'_>> {
+    if *b.first()? != tag {
+        return None;
+    }
+    let first = *b.get(1)?;
+    let (len, head) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b.get(2..2 + n)?.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    let whole = b.get(..end)?;
+    Some(((whole, &whole[head..]), &b[end..]))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend_from_slice(&bytes[1..4]),
+            3 => out.extend_from_slice(&bytes[1..3]),
+            2 => out.push(bytes[1]),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod ca_hash_tests {
+    /// An EC P-256 CA made with `openssl req -x509 -newkey ec ... -subj /CN=kubernetes`; the
+    /// hash is what `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der |
+    /// sha256sum` prints for it.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBfzCCASWgAwIBAgIUNVKTIZQN6QVzJuYLBMsDv9ujF/0wCgYIKoZIzj0EAwIw
+FTETMBEGA1UEAwwKa3ViZXJuZXRlczAeFw0yNjEyMDcwMzMzMDhaFw0zNjEyMDQw
+MzMzMDhaMBUxEzARBgNVBAMMCmt1YmVybmV0ZXMwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAASrahsHWgsVP0F1QmaETMI0kOUMu/CUpR9Veu/zWqXZjsate2CE9Fo5
++kURb7zw43Jvj+Y8frNmARfPWesrE1QUo1MwUTAdBgNVHQ4EFgQU0O6oz2Z7Qne1
+vSOg5PgqUQe0uXcwHwYDVR0jBBgwFoAU0O6oz2Z7Qne1vSOg5PgqUQe0uXcwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiA9ntDxpbCTi+1tkPfHUajk
+9Lc9n1NDF5wbsAhYa6SEIgIhAO7ee2i2tApfRarKeNI4xFoiJCgwnZgEBOd4r/r1
+XQ2k
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn the_hash_is_openssls() {
+        assert_eq!(
+            super::ca_cert_hash(CA).as_deref(),
+            Some("sha256:d1ef41cf48eecd1b1ff7fa6b8a3e9c6e91e498bc08265ad5d076bad7c1bc4870")
+        );
+    }
+
+    #[test]
+    fn anything_else_is_none() {
+        assert_eq!(super::ca_cert_hash(""), None);
+        assert_eq!(super::ca_cert_hash("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"), None);
+        // Truncated: every prefix of the body fails cleanly.
+        let body: String = CA.lines().filter(|l| !l.starts_with("-----")).collect();
+        for cut in (0..body.len()).step_by(7) {
+            let pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----", &body[..cut]);
+            assert_eq!(super::ca_cert_hash(&pem), None, "cut at {cut}");
         }
     }
 }

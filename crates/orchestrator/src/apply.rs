@@ -52,6 +52,9 @@ pub struct Options {
     /// Stop each node when it reaches the start of this step (left resumable there): e.g.
     /// `netboot` runs preflight and BIOS only.
     pub until: Option<Step>,
+    /// The directory `metal6 serve --cluster-dir` serves: with an inventory `cluster`, apply
+    /// renders into it and drives every node on to `cluster-joined`.
+    pub cluster_dir: Option<std::path::PathBuf>,
 }
 
 /// A node's row for the progress display and the final report.
@@ -459,6 +462,7 @@ impl Apply {
                 self.wait_evidence(node, rec, *since_ms, d).await
             }
             State::FirstBoot { since_ms } => self.wait_evidence(node, rec, *since_ms, d).await,
+            State::Cluster { since_ms } => self.cluster_wait(node, rec, *since_ms, d).await,
             State::Done { .. } | State::NeedsAttention { .. } => {
                 StepOutcome::Wait { reason: "final".into(), evidence: None }
             }
@@ -645,8 +649,14 @@ impl Apply {
         }
         match advance(&rec.state, &p) {
             Some(Advance::To(state, why)) => {
+                let state = match state {
+                    State::Done { ready_ms } if self.cluster_mode() => State::Cluster { since_ms: ready_ms },
+                    other => other,
+                };
                 let at = match &state {
-                    State::Install { since_ms } | State::FirstBoot { since_ms } => *since_ms,
+                    State::Install { since_ms } | State::FirstBoot { since_ms } | State::Cluster { since_ms } => {
+                        *since_ms
+                    }
                     State::Done { ready_ms } => *ready_ms,
                     _ => now,
                 };
@@ -665,6 +675,88 @@ impl Apply {
             }
             None => StepOutcome::Wait { reason: "nothing to wait for".into(), evidence },
         }
+    }
+
+    /// The cluster step runs: an inventory `cluster` and a directory to render into.
+    pub fn cluster_mode(&self) -> bool {
+        self.opts.cluster_dir.is_some() && self.inv.cluster.is_some()
+    }
+
+    /// Before `run` in cluster mode: the init and per-node files (the join files follow the
+    /// first control plane's report).
+    pub fn prepare_cluster(&self) -> Result<Vec<crate::cluster::Written>, crate::cluster::ClusterError> {
+        match &self.opts.cluster_dir {
+            Some(dir) if self.inv.cluster.is_some() => crate::cluster::render_into(&self.inv, dir, None),
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// Waits for the node's `cluster-joined`; the first control plane's carries the CA hash,
+    /// and the join files are rendered from it before that node counts as done.
+    async fn cluster_wait(&self, node: &Node, rec: &NodeRecord, since: u64, d: &mut Driver) -> StepOutcome {
+        let url = format!("{}v1/nodes/{}/timeline?since_ms={since}", self.opts.server, node.name);
+        let events: Vec<Value> = match self.http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+            Ok(r) => return StepOutcome::Wait { reason: format!("{url}: {}", r.status()), evidence: None },
+            Err(e) => return StepOutcome::Wait { reason: format!("metal6 serve not reachable: {e}"), evidence: None },
+        };
+        let p = crate::machine::cluster_progress(&events, since);
+        let now = now_ms();
+        let mut history = vec![];
+        for (ts, why) in &p.failures {
+            if d.failures_seen.insert(*ts) {
+                history.push(History::new(*ts, "node", "cluster-failed", format!("kubeadm failed: {why}")));
+            }
+        }
+        let first = crate::cluster::first_control_plane(&self.inv).is_some_and(|cp| cp.name == node.name);
+        let Some(dir) = &self.opts.cluster_dir else { return StepOutcome::Park("no --cluster-dir".into()) };
+        if let Some((ts, mode, hash)) = p.joined {
+            if first {
+                let Some(hash) = hash else {
+                    return StepOutcome::Park(format!(
+                        "kubeadm {mode} succeeded but the report carries no CA hash: the join files cannot be rendered"
+                    ));
+                };
+                let (inv, dir2, h) = (Arc::clone(&self.inv), dir.clone(), hash.clone());
+                match tokio::task::spawn_blocking(move || crate::cluster::render_into(&inv, &dir2, Some(&h))).await {
+                    Ok(Ok(w)) => {
+                        let joins = w.iter().filter(|f| f.path.ends_with("kubeadm-join.yaml")).count();
+                        let mut h = History::new(
+                            now,
+                            "apply",
+                            "cluster-rendered",
+                            format!("{joins} join file(s) rendered with the CA hash {hash}"),
+                        );
+                        h.detail = json!({"ca_cert_hash": hash, "files": w.len()});
+                        history.push(h);
+                    }
+                    Ok(Err(e)) => {
+                        return StepOutcome::Wait { reason: format!("rendering the join files: {e}"), evidence: None };
+                    }
+                    Err(e) => {
+                        return StepOutcome::Wait { reason: format!("rendering the join files: {e}"), evidence: None };
+                    }
+                }
+            }
+            let mut next = rec.enter(State::Done { ready_ms: ts }, ts.max(rec.entered_ms));
+            next.last_evidence = Some(format!("cluster-joined ({mode}) at {}", hms(ts)));
+            history.push(History::new(now, "apply", "transition", format!("kubeadm {mode} done: done")));
+            return StepOutcome::Commit(next, history);
+        }
+        let reason = if first {
+            "waiting for kubeadm init on the first control plane".to_owned()
+        } else if dir.join("nodes").join(&node.name).join("kubeadm-join.yaml").exists() {
+            "waiting for kubeadm join".to_owned()
+        } else {
+            "waiting for the first control plane's CA hash (no join file yet)".to_owned()
+        };
+        let evidence = p.waiting.map(|w| format!("the node reports: {w}"));
+        if history.is_empty() {
+            return StepOutcome::Wait { reason, evidence };
+        }
+        let mut r = rec.clone();
+        r.last_evidence = evidence.or_else(|| rec.last_evidence.clone());
+        StepOutcome::Commit(r, history)
     }
 
     fn bmc_slot(&self, url: &str) -> (Arc<Semaphore>, Arc<BmcLoad>) {
@@ -831,5 +923,8 @@ pub fn restart_state(step: Step) -> State {
         Step::Preflight => State::Preflight,
         Step::Bios => State::Bios(crate::machine::BiosStep::Plan { pass: 1 }),
         Step::Netboot | Step::Install | Step::FirstBoot => State::Netboot { cycled_ms: None },
+        // The node's cluster unit retries kubeadm by itself: a retry waits again (its whole
+        // timeline counts: the report may have come while apply waited to retry).
+        Step::Cluster => State::Cluster { since_ms: 0 },
     }
 }

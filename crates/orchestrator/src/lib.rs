@@ -5,6 +5,8 @@
 //! - [`store`]: durable records and history behind the [`store::Store`] trait (SQLite here).
 //! - [`apply`]: the drivers (one task per node), the limits, BMC calls and evidence reads.
 //! - [`bios`]: the BIOS step as persisted sub-states (a Dell job id kept, polled on resume).
+//! - [`cluster`]: the cluster step's files (shared with `metal6 cluster render`) and the join
+//!   files rendered from the first control plane's CA hash.
 //! - [`plan`]: observations, per-node actions, saved plans and their staleness check.
 //!
 //! What this crate must not do: serve anything (the netboot server is `metal6-netboot`, read
@@ -13,6 +15,7 @@
 
 pub mod apply;
 pub mod bios;
+pub mod cluster;
 pub mod machine;
 pub mod plan;
 pub mod store;

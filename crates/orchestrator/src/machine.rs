@@ -31,6 +31,9 @@ pub enum State {
     Install { since_ms: u64 },
     /// The installed system boots from disk: waits for `ready`.
     FirstBoot { since_ms: u64 },
+    /// The node's cluster unit runs kubeadm: waits for `cluster-joined` (with `apply
+    /// --cluster-dir`; the first control plane's report carries the CA hash for the joins).
+    Cluster { since_ms: u64 },
     /// Installed and ready.
     Done { ready_ms: u64 },
     /// Out of attempts or refused: an operator looks (`apply --retry NODE` resumes).
@@ -58,10 +61,12 @@ pub enum Step {
     Netboot,
     Install,
     FirstBoot,
+    Cluster,
 }
 
 impl Step {
-    pub const ALL: [Step; 5] = [Step::Preflight, Step::Bios, Step::Netboot, Step::Install, Step::FirstBoot];
+    pub const ALL: [Step; 6] =
+        [Step::Preflight, Step::Bios, Step::Netboot, Step::Install, Step::FirstBoot, Step::Cluster];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -70,6 +75,7 @@ impl Step {
             Step::Netboot => "netboot",
             Step::Install => "install",
             Step::FirstBoot => "first-boot",
+            Step::Cluster => "cluster",
         }
     }
 
@@ -96,6 +102,7 @@ impl State {
             State::Netboot { .. } => Some(Step::Netboot),
             State::Install { .. } => Some(Step::Install),
             State::FirstBoot { .. } => Some(Step::FirstBoot),
+            State::Cluster { .. } => Some(Step::Cluster),
             State::NeedsAttention { step, .. } => Some(*step),
         }
     }
@@ -111,6 +118,7 @@ impl State {
             State::Netboot { .. } => "netboot".into(),
             State::Install { .. } => "install".into(),
             State::FirstBoot { .. } => "first-boot".into(),
+            State::Cluster { .. } => "cluster".into(),
             State::Done { .. } => "done".into(),
             State::NeedsAttention { .. } => "needs-attention".into(),
         }
@@ -265,6 +273,40 @@ pub fn progress(events: &[Value], since_ms: u64) -> Progress {
     p
 }
 
+/// A node's cluster step as its reports say since a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterProgress {
+    /// `cluster-joined`: when, `init` or `join`, and the CA hash an init reports.
+    pub joined: Option<(u64, String, Option<String>)>,
+    /// `cluster-failed` reports (the unit retries by itself).
+    pub failures: Vec<(u64, String)>,
+    /// The newest `cluster-waiting` reason.
+    pub waiting: Option<String>,
+}
+
+pub fn cluster_progress(events: &[Value], since_ms: u64) -> ClusterProgress {
+    let mut p = ClusterProgress::default();
+    for e in events {
+        let Some(ts) = e.get("ts_ms").and_then(Value::as_u64) else { continue };
+        if ts < since_ms {
+            continue;
+        }
+        match str_of(e, "phase") {
+            Some("cluster-joined") if p.joined.is_none() => {
+                let mode = str_of(e, "mode").unwrap_or("?").to_owned();
+                p.joined = Some((ts, mode, str_of(e, "ca_cert_hash").map(str::to_owned)));
+            }
+            Some("cluster-failed") => {
+                let why = str_of(e, "stderr").or_else(|| str_of(e, "reason")).unwrap_or("no reason given");
+                p.failures.push((ts, why.lines().last().unwrap_or(why).to_owned()));
+            }
+            Some("cluster-waiting") => p.waiting = str_of(e, "reason").map(str::to_owned),
+            _ => {}
+        }
+    }
+    p
+}
+
 /// What the evidence means for a node waiting in `state`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Advance {
@@ -328,6 +370,7 @@ pub struct Policy {
     pub netboot: Timing,
     pub install: Timing,
     pub first_boot: Timing,
+    pub cluster: Timing,
     /// Attempts per step before `needs-attention`.
     pub attempts: u32,
     /// First retry delay; doubles per attempt, capped, with ±50 % jitter.
@@ -346,6 +389,8 @@ impl Default for Policy {
             netboot: Timing { sla: m(10), timeout: m(20) },
             install: Timing { sla: m(30), timeout: m(60) },
             first_boot: Timing { sla: m(10), timeout: m(20) },
+            // kubeadm init pulls images and starts the control plane: minutes.
+            cluster: Timing { sla: m(15), timeout: m(30) },
             attempts: 3,
             backoff: Duration::from_secs(30),
             backoff_cap: m(10),
@@ -361,6 +406,7 @@ impl Policy {
             Step::Netboot => &self.netboot,
             Step::Install => &self.install,
             Step::FirstBoot => &self.first_boot,
+            Step::Cluster => &self.cluster,
         }
     }
 
@@ -371,6 +417,7 @@ impl Policy {
             Step::Netboot => &mut self.netboot,
             Step::Install => &mut self.install,
             Step::FirstBoot => &mut self.first_boot,
+            Step::Cluster => &mut self.cluster,
         }
     }
 
@@ -488,6 +535,21 @@ mod tests {
         let failed = progress(&[ev(3, json!({"kind": "phase", "phase": "failed", "error": "disk gone"}))], 0);
         assert_eq!(failed.failures, vec![(3, "disk gone".into())]);
         assert_eq!(advance(&State::Pending, &done), None);
+    }
+
+    #[test]
+    fn cluster_reports_are_read_after_the_state_began() {
+        let events = vec![
+            ev(1, json!({"phase": "cluster-joined", "mode": "init", "ca_cert_hash": "sha256:old"})),
+            ev(5, json!({"phase": "cluster-waiting", "reason": "no kubeadm file yet"})),
+            ev(6, json!({"phase": "cluster-failed", "stderr": "[preflight]\nPort 6443 is in use"})),
+            ev(9, json!({"phase": "cluster-joined", "mode": "init", "ca_cert_hash": "sha256:new"})),
+        ];
+        let p = cluster_progress(&events, 2);
+        assert_eq!(p.joined, Some((9, "init".into(), Some("sha256:new".into()))));
+        assert_eq!(p.failures, vec![(6, "Port 6443 is in use".into())]);
+        assert_eq!(p.waiting.as_deref(), Some("no kubeadm file yet"));
+        assert_eq!(cluster_progress(&events, 10), ClusterProgress::default());
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn boot_name(inv: &Inventory, node: &Node) -> &'static str {
 }
 
 /// The actions for one node, from its observation. Pure.
-pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State>) -> Vec<Action> {
+pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State>, cluster: bool) -> Vec<Action> {
     let a = |step: &str, why: String| Action { step: step.into(), why };
     let current_image = match (&o.installed_sha256, &o.artifact_sha256) {
         (Some(i), Some(want)) => i == want,
@@ -176,6 +176,17 @@ pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State
         ),
     ));
     out.push(a("ready", "wait for the installed system to report ready".into()));
+    if cluster {
+        let first = crate::cluster::first_control_plane(inv).is_some_and(|cp| cp.name == node.name);
+        out.push(a(
+            "cluster",
+            if first {
+                "kubeadm init; its CA hash renders the other nodes' join files".into()
+            } else {
+                "kubeadm join, once the first control plane reported the CA hash".into()
+            },
+        ));
+    }
     out
 }
 
@@ -246,7 +257,8 @@ impl Apply {
                 let store = me.store();
                 let observed = me.observe(&node, store.as_ref()).await;
                 let rec = store.load(&node.name).ok().flatten();
-                let actions = actions(me.inventory(), &node, &observed, rec.as_ref().map(|r| &r.state));
+                let actions =
+                    actions(me.inventory(), &node, &observed, rec.as_ref().map(|r| &r.state), me.cluster_mode());
                 Some((i, NodePlan { node: node.name.clone(), actions, fingerprint: fingerprint(&observed), observed }))
             });
         }
