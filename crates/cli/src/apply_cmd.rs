@@ -80,7 +80,7 @@ pub struct ApplyArgs {
     /// How often a waiting node's evidence is read, e.g. `2s`.
     #[arg(long, default_value = "2s")]
     poll: String,
-    /// Stop each node before this step (`bios` or `netboot`), resumable there: `--until
+    /// Stop each node before this step (`firmware`, `bios` or `netboot`), resumable there: `--until
     /// netboot` applies the BIOS (and checks the BMC) without netbooting.
     #[arg(long, value_name = "STEP")]
     until: Option<String>,
@@ -323,8 +323,10 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
     let until = match &a.until {
         None => None,
         Some(u) => match Step::parse(u) {
-            Some(s @ (Step::Bios | Step::Netboot)) => Some(s),
-            _ => bail!("--until {u}: apply stops before `bios` or `netboot` (the steps that need no netboot)"),
+            Some(s @ (Step::Firmware | Step::Bios | Step::Netboot)) => Some(s),
+            _ => bail!(
+                "--until {u}: apply stops before `firmware`, `bios` or `netboot` (the steps that need no netboot)"
+            ),
         },
     };
     let mut s =

@@ -17,6 +17,7 @@ use metal6_inventory::Limits;
 use metal6_inventory::diag::Severity;
 use metal6_inventory::ident::MacAddr;
 use metal6_inventory::model::{GatedStep, Inventory, Node};
+use metal6_orchestrator::Step;
 use metal6_redfish::bios::{self, Registry};
 use metal6_redfish::bmc::JobStatus;
 use metal6_redfish::firmware;
@@ -407,6 +408,18 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders:
     // `select` checked that the node exists and has a BMC.
     let Some(node) = inv.node(name) else { return fail(anyhow!("no such node")) };
     let Some(bmc_ref) = &node.bmc else { return fail(anyhow!("no bmc")) };
+    // With a reset, the BIOS and firmware flows are the orchestrator's (one implementation).
+    let with_reset = match op {
+        Op::BiosApply { reboot: true, job_timeout } => Some((Step::Bios, job_timeout)),
+        Op::FirmwareApply { reboot: true, job_timeout } => Some((Step::Firmware, job_timeout)),
+        _ => None,
+    };
+    if let Some((step, job_timeout)) = with_reset {
+        return match one_step(inv, node, t, step, job_timeout).await {
+            Ok((result, summary, ok)) => Outcome { node: name.to_owned(), ok, result, error: None, summary },
+            Err(e) => fail(e),
+        };
+    }
     let password = match bmc_ref.password.resolve() {
         Ok(p) => p,
         Err(e) => return fail(e.into()),
@@ -425,9 +438,9 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders:
         Op::Power(a) => power(&bmc, a).await,
         Op::BootOnce(d, reset) => boot_once(&bmc, d, reset).await,
         Op::BiosPlan => bios_plan(&bmc, inv, node).await,
-        Op::BiosApply { reboot, job_timeout } => bios_apply(&bmc, inv, node, reboot, job_timeout).await,
+        Op::BiosApply { .. } => bios_stage(&bmc, inv, node).await,
         Op::FirmwarePlan => firmware_plan(&bmc, inv, node).await,
-        Op::FirmwareApply { reboot, job_timeout } => firmware_apply(&bmc, inv, node, reboot, job_timeout).await,
+        Op::FirmwareApply { job_timeout, .. } => firmware_start(&bmc, inv, node, job_timeout).await,
     };
     bmc.logout().await;
     match r {
@@ -438,6 +451,49 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders:
 
 /// `(data for JSON, lines for the table, success)`
 type Done = Result<(Value, Vec<String>, bool)>;
+
+/// `bios apply --reboot` / `firmware apply --reboot`: the orchestrator's step for this one
+/// node, in memory, one attempt bounded by --job-timeout; what it did, from its history.
+async fn one_step(inv: &Inventory, node: &Node, t: &Target, step: Step, job_timeout: u64) -> Done {
+    let mut policy = metal6_orchestrator::Policy { attempts: 1, ..Default::default() };
+    let limit = Duration::from_secs(job_timeout.max(1));
+    *policy.timing_mut(step) = metal6_orchestrator::machine::Timing { sla: limit, timeout: limit };
+    let opts = metal6_orchestrator::Options {
+        policy,
+        parallel: 1,
+        per_bmc: 1,
+        installs: 1,
+        poll: Duration::from_secs(1),
+        ca_file: t.ca_file.clone(),
+        insecure: t.insecure,
+        bmc_timeout: Duration::from_secs(t.timeout.max(1)),
+        server: inv.site.boot_server.http_base(),
+        lines: true,
+        until: None,
+        cluster_dir: None,
+    };
+    let (rec, history) = metal6_orchestrator::apply::one_step(Arc::new(inv.clone()), &node.name, step, opts).await?;
+    if let metal6_orchestrator::State::NeedsAttention { reason, .. } = &rec.state {
+        bail!("{reason}");
+    }
+    let data = json!({"result": rec.state.label(), "history": history});
+    let line = match step {
+        Step::Firmware => {
+            let bname = inv.profile_of(node).firmware.clone().unwrap_or_default();
+            let updated = history.iter().filter(|h| h.kind == "firmware-installed").count();
+            format!("baseline {bname}: all components at or above it ({updated} updated)")
+        }
+        _ => {
+            let staged: usize = history
+                .iter()
+                .filter(|h| h.kind == "bios-staged")
+                .filter_map(|h| h.detail.get("attributes").and_then(Value::as_object).map(serde_json::Map::len))
+                .sum();
+            if staged == 0 { "already applied".to_owned() } else { format!("applied and verified {staged} value(s)") }
+        }
+    };
+    Ok((data, vec![line], true))
+}
 
 fn progress(node: &str, line: &str) {
     let _ = writeln!(std::io::stderr(), "{node}: {line}");
@@ -572,93 +628,34 @@ async fn bios_plan(bmc: &Bmc, inv: &Inventory, node: &Node) -> Done {
     Ok((json!({"profile": s.profile, "plan": p, "pending": pending}), lines, p.refused.is_empty()))
 }
 
-async fn bios_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_timeout: u64) -> Done {
+/// `bios apply` without --reboot: the first pass staged (a job that runs at the node's next
+/// reset), after the same gate check and stale-job cleanup as the orchestrator's BIOS step.
+/// With --reboot the orchestrator runs the whole step (`one_step`).
+async fn bios_stage(bmc: &Bmc, inv: &Inventory, node: &Node) -> Done {
     let name = node.name.as_str();
-    let mut s = bios_state(bmc, inv, node).await?;
-    let first = bios::plan(&s.registry, &s.current, &s.desired);
-    if !first.refused.is_empty() {
-        let why: Vec<String> = first.refused.iter().map(|r| format!("{}: {}", r.attribute, r.reason)).collect();
+    let s = bios_state(bmc, inv, node).await?;
+    let p = bios::plan(&s.registry, &s.current, &s.desired);
+    if !p.refused.is_empty() {
+        let why: Vec<String> = p.refused.iter().map(|r| format!("{}: {}", r.attribute, r.reason)).collect();
         bail!("the BIOS profile {} cannot be applied as written:\n  {}", s.profile, why.join("\n  "));
     }
-    if first.passes.is_empty() {
-        return Ok((json!({"result": "already-applied", "plan": first}), vec!["already applied".into()], true));
-    }
-    check_gates(bmc, inv, node, &first).await?;
+    let Some(changes) = p.passes.first() else {
+        return Ok((json!({"result": "already-applied", "plan": p}), vec!["already applied".into()], true));
+    };
+    check_gates(bmc, inv, node, &p).await?;
     bmc.clear_stale(&s.settings).await?;
-    let mut applied = Vec::new();
-    for pass in 1..=first.passes.len() + 1 {
-        let p = bios::plan(&s.registry, &s.current, &s.desired);
-        let Some(changes) = p.passes.first() else { break };
-        let attrs: BTreeMap<String, Value> = changes.iter().map(|c| (c.attribute.clone(), c.desired.clone())).collect();
-        let staged = bmc.stage_bios(&s.settings, &attrs).await?;
-        if staged == Staged::Nothing {
-            // "No pending data" right after a PATCH of changes: resetting would prove nothing.
-            bail!("the BMC took the BIOS changes of pass {pass} but has nothing pending to apply");
-        }
-        progress(name, &format!("pass {pass}: staged {} value(s): {staged:?}", attrs.len()));
-        if !reboot {
-            let rest = p.passes.len() - 1;
-            let line = format!(
-                "staged pass {pass} ({staged:?}); reset the node to apply{}",
-                if rest > 0 { format!(", then run apply again for {rest} more pass(es)") } else { String::new() }
-            );
-            return Ok((json!({"result": "staged", "staged": staged, "plan": p}), vec![line], true));
-        }
-        let kind = if bmc.power_state().await? == "Off" { "On" } else { "ForceRestart" };
-        bmc.reset(kind).await?;
-        let timeout = Duration::from_secs(job_timeout);
-        match &staged {
-            Staged::Job(id) => {
-                let job = bmc
-                    .wait_job(id, timeout, JobStatus::is_final, |j| {
-                        progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
-                    })
-                    .await?;
-                if !job.succeeded() {
-                    bail!("BIOS job {} failed: {} {}", job.id, job.state, job.message.unwrap_or_default());
-                }
-            }
-            Staged::PendingWithoutJob | Staged::Nothing => {
-                // (Nothing was refused above.)
-                wait_pending_empty(bmc, &s.settings, timeout).await?;
-            }
-        }
-        // Verify from /Bios itself: a Completed job or an empty pending list is not proof.
-        let (current, _) = bmc.bios().await?;
-        let wrong: Vec<String> = attrs
-            .iter()
-            .filter(|(k, v)| current.get(*k) != Some(v))
-            .map(|(k, v)| {
-                format!("{k}: wanted {}, BIOS has {}", plain(v), current.get(k).map_or("(unset)".into(), plain))
-            })
-            .collect();
-        if !wrong.is_empty() {
-            bail!("pass {pass} finished but the BIOS does not show it:\n  {}", wrong.join("\n  "));
-        }
-        progress(name, &format!("pass {pass}: verified {} value(s)", attrs.len()));
-        applied.extend(changes.iter().cloned());
-        s.current = current;
+    let attrs: BTreeMap<String, Value> = changes.iter().map(|c| (c.attribute.clone(), c.desired.clone())).collect();
+    let staged = bmc.stage_bios(&s.settings, &attrs).await?;
+    if staged == Staged::Nothing {
+        bail!("the BMC took the BIOS changes of pass 1 but has nothing pending to apply");
     }
-    let left = bios::plan(&s.registry, &s.current, &s.desired);
-    if !left.passes.is_empty() {
-        let rest: Vec<String> = left
-            .passes
-            .iter()
-            .flatten()
-            .map(|c| format!("{}: {} -> {}", c.attribute, plain(&c.current), plain(&c.desired)))
-            .collect();
-        bail!(
-            "the BIOS still differs from profile {} after all passes:
-  {}",
-            s.profile,
-            rest.join(
-                "
-  "
-            )
-        );
-    }
-    let line = format!("applied and verified {} value(s)", applied.len());
-    Ok((json!({"result": "applied", "changes": applied}), vec![line], true))
+    progress(name, &format!("pass 1: staged {} value(s): {staged:?}", attrs.len()));
+    let rest = p.passes.len() - 1;
+    let line = format!(
+        "staged pass 1 ({staged:?}); reset the node to apply{}",
+        if rest > 0 { format!(", then run apply again for {rest} more pass(es)") } else { String::new() }
+    );
+    Ok((json!({"result": "staged", "staged": staged, "plan": p}), vec![line], true))
 }
 
 /// The node's firmware gates on BIOS work: `bios-apply` always, `ipv6-http-boot` when the plan
@@ -697,19 +694,6 @@ async fn check_gates(bmc: &Bmc, inv: &Inventory, node: &Node, plan: &bios::Plan)
         "firmware baseline {bname} gates this BIOS change:\n  {}\nrun `metal6 bmc firmware apply --reboot` first",
         failing.join("\n  ")
     )
-}
-
-async fn wait_pending_empty(bmc: &Bmc, settings: &str, timeout: Duration) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if bmc.bios_pending(settings).await.is_ok_and(|p| p.is_empty()) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("pending BIOS values were not applied within {}s", timeout.as_secs());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 fn baseline_of<'a>(
@@ -759,88 +743,40 @@ async fn firmware_plan(bmc: &Bmc, inv: &Inventory, node: &Node) -> Done {
     Ok((json!({"baseline": name, "plan": p}), lines, ok))
 }
 
-async fn firmware_apply(bmc: &Bmc, inv: &Inventory, node: &Node, reboot: bool, job_timeout: u64) -> Done {
+/// `firmware apply` without --reboot: the first component behind the baseline started (its
+/// package checked first); an update that needs a reset waits for the node's next one. With
+/// --reboot the orchestrator runs the whole step, component by component (`one_step`).
+async fn firmware_start(bmc: &Bmc, inv: &Inventory, node: &Node, job_timeout: u64) -> Done {
     let name = node.name.as_str();
     let (bname, baseline) = baseline_of(inv, node)?;
     let p = firmware::plan(baseline, &bmc.firmware().await?);
-    let mut done = Vec::new();
-    for step in p.updates() {
-        progress(
-            name,
-            &format!(
-                "{}: {} -> {} from {}",
-                self::name(&step.kind),
-                step.installed.as_deref().unwrap_or("?"),
-                step.baseline,
-                step.image_url
-            ),
-        );
-        if let Some(want) = &step.sha256 {
-            // The BMC cannot check it; we can, at the URL it will fetch from.
-            let got = sha256_of_url(&step.image_url).await?;
-            if !got.eq_ignore_ascii_case(want) {
-                bail!("{} has SHA-256 {got}, the baseline says {want}: not installing it", step.image_url);
-            }
-            progress(name, &format!("{}: package SHA-256 matches the baseline", self::name(&step.kind)));
-        }
-        let task = bmc.simple_update(&step.image_url).await?;
-        let timeout = Duration::from_secs(job_timeout);
-        // Downloading → Scheduled (waits for a reset) or straight to Completed (sideband).
-        let report = |j: &JobStatus| {
-            progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
-        };
-        // Waiting for a reset: Scheduled (Dell), RebootPending ("completed, reboot pending"),
-        // PendingActivation.
-        let waits = |j: &JobStatus| {
-            j.is_final() || matches!(j.state.as_str(), "Scheduled" | "RebootPending" | "PendingActivation")
-        };
-        let staged = bmc.wait_job(&task, timeout, waits, report).await?;
-        if staged.failed() {
-            bail!("update {} failed: {} {}", task, staged.state, staged.message.unwrap_or_default());
-        }
-        if !staged.succeeded() {
-            if !reboot {
-                done.push(json!({"kind": step.kind, "task": task, "result": "scheduled, reset to install"}));
-                // Later components wait for this one: order matters (iDRAC → BIOS → NIC).
-                break;
-            }
-            let kind = if bmc.power_state().await? == "Off" { "On" } else { "ForceRestart" };
-            bmc.reset(kind).await?;
-            let j = bmc.wait_job(&task, timeout, JobStatus::is_final, report).await?;
-            if !j.succeeded() {
-                bail!("update {} failed: {} {}", task, j.state, j.message.unwrap_or_default());
-            }
-        }
-        done.push(json!({"kind": step.kind, "task": task, "result": "installed"}));
-    }
-    // Verify against the inventory the BMC reports now.
-    let after = firmware::plan(baseline, &bmc.firmware().await?);
-    let behind: Vec<String> =
-        after.updates().map(|s| format!("{} {}", self::name(&s.kind), s.installed.as_deref().unwrap_or("?"))).collect();
-    let ok = behind.is_empty() || !reboot;
-    let line = if behind.is_empty() {
-        format!("baseline {bname}: all components at or above it")
-    } else {
-        format!("baseline {bname}: still behind: {}", behind.join(", "))
+    let Some(step) = p.updates().next() else {
+        let line = format!("baseline {bname}: all components at or above it");
+        return Ok((json!({"baseline": bname, "updates": [], "behind": []}), vec![line], true));
     };
-    Ok((json!({"baseline": bname, "updates": done, "behind": behind}), vec![line], ok))
-}
-
-/// SHA-256 of what `url` serves, streamed.
-async fn sha256_of_url(url: &str) -> Result<String> {
-    use sha2::Digest;
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(1800)).build()?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("GET {url}"))?;
-    let mut h = sha2::Sha256::new();
-    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {url}"))? {
-        h.update(&chunk);
+    let kind = self::name(&step.kind);
+    progress(
+        name,
+        &format!("{kind}: {} -> {} from {}", step.installed.as_deref().unwrap_or("?"), step.baseline, step.image_url),
+    );
+    if let Some(want) = &step.sha256 {
+        let got = metal6_orchestrator::firmware::sha256_of_url(&step.image_url).await.map_err(|e| anyhow!(e))?;
+        if !got.eq_ignore_ascii_case(want) {
+            bail!("{} has SHA-256 {got}, the baseline says {want}: not installing it", step.image_url);
+        }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    let task = bmc.simple_update(&step.image_url).await?;
+    let report =
+        |j: &JobStatus| progress(name, &format!("{}: {} {}", j.id, j.state, j.message.as_deref().unwrap_or("")));
+    let waits =
+        |j: &JobStatus| j.is_final() || matches!(j.state.as_str(), "Scheduled" | "RebootPending" | "PendingActivation");
+    let j = bmc.wait_job(&task, Duration::from_secs(job_timeout), waits, report).await?;
+    if j.failed() {
+        bail!("update {task} failed: {} {}", j.state, j.message.unwrap_or_default());
+    }
+    let result = if j.succeeded() { "installed" } else { "scheduled, reset to install" };
+    let line = format!("baseline {bname}: {kind} update {task} {result}; run apply again for the rest");
+    Ok((json!({"baseline": bname, "updates": [{"kind": step.kind, "task": task, "result": result}]}), vec![line], true))
 }
 
 fn print(cmd: &BmcCmd, format: Format, outcomes: &[Outcome]) -> Result<()> {

@@ -128,6 +128,12 @@ enum Tick {
 fn reached(state: &State, until: Step) -> bool {
     use crate::machine::BiosStep;
     match until {
+        Step::Firmware => matches!(
+            state,
+            State::Firmware(crate::machine::FwStep::Plan)
+                | State::Bios(BiosStep::Plan { pass: 1 })
+                | State::Netboot { cycled_ms: None }
+        ),
         Step::Bios => matches!(state, State::Bios(BiosStep::Plan { pass: 1 }) | State::Netboot { cycled_ms: None }),
         Step::Netboot => matches!(state, State::Netboot { cycled_ms: None }),
         _ => false,
@@ -440,6 +446,7 @@ impl Apply {
             }
             State::Preflight => self.preflight(node, rec).await,
             // BIOS passes go through the same flow as `metal6 bmc bios apply` (crate::bios).
+            State::Firmware(_) => crate::firmware::step(self, node, rec).await,
             State::Bios(_) => crate::bios::step(self, node, rec).await,
             State::Netboot { cycled_ms: None } => self.power_cycle(node, rec, d).await,
             State::Netboot { cycled_ms: Some(c) } => {
@@ -501,10 +508,10 @@ impl Apply {
             Err(BmcError::Fatal(e)) => return StepOutcome::Park(e),
             Err(BmcError::Transient(e)) => return StepOutcome::Wait { reason: e, evidence: None },
         };
-        let next = if crate::bios::wanted(&self.inv, node) {
-            State::Bios(crate::machine::BiosStep::Plan { pass: 1 })
+        let next = if crate::firmware::baseline(&self.inv, node).is_some() {
+            State::Firmware(crate::machine::FwStep::Plan)
         } else {
-            State::Netboot { cycled_ms: None }
+            crate::firmware::after(&self.inv, node)
         };
         let mut h = History::new(now, "bmc", "preflight", format!("BMC answers, power {power}"));
         h.detail = json!({"power": power});
@@ -917,10 +924,37 @@ impl StepOutcome {
     }
 }
 
+/// One step of one node with a reset, as `metal6 bmc bios apply --reboot` and `metal6 bmc
+/// firmware apply --reboot` run it: the same state machine and code as `apply`, in a store of
+/// its own in memory (those commands are one-shot tools: nothing persists), started at the
+/// step and stopped when the node leaves it, one attempt (a timeout or a refusal parks it).
+/// Returns the final record and its history.
+pub async fn one_step(
+    inv: Arc<Inventory>,
+    node: &str,
+    step: Step,
+    mut opts: Options,
+) -> Result<(NodeRecord, Vec<History>), StoreError> {
+    let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(std::path::Path::new(":memory:"))?);
+    opts.until = Some(match step {
+        Step::Firmware => Step::Bios,
+        _ => Step::Netboot,
+    });
+    opts.policy.attempts = 1;
+    let now = now_ms();
+    let rec = NodeRecord::new(node, now).enter(restart_state(step), now);
+    store.commit(&rec, &[History::new(now, "apply", "transition", format!("{} only", step.name()))])?;
+    let apply = Arc::new(Apply::new(inv, Arc::clone(&store), opts).map_err(|e| StoreError::Io(e.to_string()))?);
+    let records = apply.run(vec![node.to_owned()]).await?;
+    let rec = records.into_iter().next().unwrap_or(rec);
+    Ok((rec, store.history(node)?))
+}
+
 /// Where a step starts over on a retry.
 pub fn restart_state(step: Step) -> State {
     match step {
         Step::Preflight => State::Preflight,
+        Step::Firmware => State::Firmware(crate::machine::FwStep::Plan),
         Step::Bios => State::Bios(crate::machine::BiosStep::Plan { pass: 1 }),
         Step::Netboot | Step::Install | Step::FirstBoot => State::Netboot { cycled_ms: None },
         // The node's cluster unit retries kubeadm by itself: a retry waits again (its whole

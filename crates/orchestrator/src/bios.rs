@@ -178,14 +178,15 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
             );
             h.detail = json!({"pass": pass, "job": job, "attributes": attrs});
             let mut next = rec.clone();
-            next.state = State::Bios(BiosStep::Staged { pass, job });
+            next.state = State::Bios(BiosStep::Staged { pass, job, attrs: attrs.keys().cloned().collect() });
             next.updated_ms = now;
             O::Commit(next, vec![h])
         }
-        BiosStep::Staged { pass, job } => {
+        BiosStep::Staged { pass, job, attrs } => {
             // Committed before the reset: a restart finds `Running` and polls, never resets again.
             let mut running = rec.clone();
-            running.state = State::Bios(BiosStep::Running { pass: *pass, job: job.clone(), reset_ms: now });
+            running.state =
+                State::Bios(BiosStep::Running { pass: *pass, job: job.clone(), reset_ms: now, attrs: attrs.clone() });
             running.updated_ms = now;
             let running = match apply.commit_now(&running) {
                 Ok(r) => r,
@@ -210,7 +211,7 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
             };
             O::Commit(running, vec![h])
         }
-        BiosStep::Running { pass, job, reset_ms } => {
+        BiosStep::Running { pass, job, reset_ms, attrs } => {
             let pass = *pass;
             if let Some(id) = job {
                 let status = match apply.with_bmc(node, async |b: &Bmc| b.job(id).await).await {
@@ -247,13 +248,23 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
                 })
                 .collect();
             // Without a job the values apply at the reset, unannounced: wait for them (the
-            // step's timeout bounds it). With a completed job, values still off are staged
-            // again by the next pass's plan.
+            // step's timeout bounds it). A completed job whose own values the BIOS does not
+            // show is Dell's "no delta" (dellemc-openmanage-ansible-modules#495): staging it
+            // again would reset the server again for nothing, so the node parks.
             if job.is_none() && !wrong.is_empty() {
                 return O::Wait {
                     reason: format!("waiting for the pending BIOS values to apply: {}", wrong.join("; ")),
                     evidence: None,
                 };
+            }
+            let not_shown: Vec<&String> =
+                wrong.iter().filter(|w| attrs.iter().any(|a| w.starts_with(&format!("{a}:")))).collect();
+            if !not_shown.is_empty() {
+                let list: Vec<&str> = not_shown.iter().map(|s| s.as_str()).collect();
+                return O::Park(format!(
+                    "BIOS pass {pass} finished but the BIOS does not show it: {}",
+                    list.join("; ")
+                ));
             }
             let text = format!(
                 "BIOS pass {pass} done{}",

@@ -4,6 +4,7 @@
 //! - [`machine`]: the states, the evidence rules and the timeout policy — pure, no I/O.
 //! - [`store`]: durable records and history behind the [`store::Store`] trait (SQLite here).
 //! - [`apply`]: the drivers (one task per node), the limits, BMC calls and evidence reads.
+//! - [`firmware`]: the firmware step, one component at a time (the update task kept, polled).
 //! - [`bios`]: the BIOS step as persisted sub-states (a Dell job id kept, polled on resume).
 //! - [`cluster`]: the cluster step's files (shared with `metal6 cluster render`) and the join
 //!   files rendered from the first control plane's CA hash.
@@ -16,6 +17,7 @@
 pub mod apply;
 pub mod bios;
 pub mod cluster;
+pub mod firmware;
 pub mod machine;
 pub mod plan;
 pub mod store;

@@ -20,6 +20,8 @@ pub enum State {
     Pending,
     /// The BMC answers with working credentials and the server is up.
     Preflight,
+    /// Firmware to the node's baseline through the BMC, one component at a time.
+    Firmware(FwStep),
     /// BIOS attributes through the BMC (Dell: a configuration job and a reboot).
     Bios(BiosStep),
     /// A one-time network boot is set and the node powered on or cycled at `cycled_ms`; waits
@@ -40,6 +42,18 @@ pub enum State {
     NeedsAttention { step: Step, reason: String },
 }
 
+/// A firmware update, in sub-states that keep the task id across a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "sub", rename_all = "kebab-case")]
+pub enum FwStep {
+    /// Read the inventory, start the next component's update.
+    Plan,
+    /// `SimpleUpdate` accepted: its task is polled.
+    Updating { component: String, task: String },
+    /// The update waits for a host reset, which was requested at `reset_ms` (committed first).
+    Resetting { component: String, task: String, reset_ms: u64 },
+}
+
 /// The Dell BIOS job, in the sub-states the anchors converge on (notes: orchestration §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "sub", rename_all = "kebab-case")]
@@ -47,9 +61,21 @@ pub enum BiosStep {
     /// Read the attributes, plan, stage the next pass.
     Plan { pass: u32 },
     /// A pass is staged and its job exists: the id is kept so a restart polls it.
-    Staged { pass: u32, job: Option<String> },
+    Staged {
+        pass: u32,
+        job: Option<String>,
+        /// The pass's attributes: verified from /Bios once the job is done.
+        #[serde(default)]
+        attrs: Vec<String>,
+    },
     /// The host was reset to run the job at `reset_ms` (committed before the reset call).
-    Running { pass: u32, job: Option<String>, reset_ms: u64 },
+    Running {
+        pass: u32,
+        job: Option<String>,
+        reset_ms: u64,
+        #[serde(default)]
+        attrs: Vec<String>,
+    },
 }
 
 /// The steps, for timeouts, attempt budgets and reports.
@@ -57,6 +83,7 @@ pub enum BiosStep {
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     Preflight,
+    Firmware,
     Bios,
     Netboot,
     Install,
@@ -65,12 +92,13 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 6] =
-        [Step::Preflight, Step::Bios, Step::Netboot, Step::Install, Step::FirstBoot, Step::Cluster];
+    pub const ALL: [Step; 7] =
+        [Step::Preflight, Step::Firmware, Step::Bios, Step::Netboot, Step::Install, Step::FirstBoot, Step::Cluster];
 
     pub fn name(self) -> &'static str {
         match self {
             Step::Preflight => "preflight",
+            Step::Firmware => "firmware",
             Step::Bios => "bios",
             Step::Netboot => "netboot",
             Step::Install => "install",
@@ -98,6 +126,7 @@ impl State {
         match self {
             State::Pending | State::Done { .. } => None,
             State::Preflight => Some(Step::Preflight),
+            State::Firmware(_) => Some(Step::Firmware),
             State::Bios(_) => Some(Step::Bios),
             State::Netboot { .. } => Some(Step::Netboot),
             State::Install { .. } => Some(Step::Install),
@@ -112,6 +141,9 @@ impl State {
         match self {
             State::Pending => "pending".into(),
             State::Preflight => "preflight".into(),
+            State::Firmware(FwStep::Plan) => "firmware/plan".into(),
+            State::Firmware(FwStep::Updating { .. }) => "firmware/updating".into(),
+            State::Firmware(FwStep::Resetting { .. }) => "firmware/resetting".into(),
             State::Bios(BiosStep::Plan { .. }) => "bios/plan".into(),
             State::Bios(BiosStep::Staged { .. }) => "bios/staged".into(),
             State::Bios(BiosStep::Running { .. }) => "bios/running".into(),
@@ -366,6 +398,7 @@ pub struct Timing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub preflight: Timing,
+    pub firmware: Timing,
     pub bios: Timing,
     pub netboot: Timing,
     pub install: Timing,
@@ -385,6 +418,8 @@ impl Default for Policy {
         let m = |min: u64| Duration::from_secs(min * 60);
         Policy {
             preflight: Timing { sla: m(2), timeout: m(5) },
+            // Per component; an iDRAC update restarts the BMC, a BIOS update runs through POST.
+            firmware: Timing { sla: m(30), timeout: m(90) },
             bios: Timing { sla: m(20), timeout: m(45) },
             netboot: Timing { sla: m(10), timeout: m(20) },
             install: Timing { sla: m(30), timeout: m(60) },
@@ -402,6 +437,7 @@ impl Policy {
     pub fn timing(&self, step: Step) -> &Timing {
         match step {
             Step::Preflight => &self.preflight,
+            Step::Firmware => &self.firmware,
             Step::Bios => &self.bios,
             Step::Netboot => &self.netboot,
             Step::Install => &self.install,
@@ -413,6 +449,7 @@ impl Policy {
     pub fn timing_mut(&mut self, step: Step) -> &mut Timing {
         match step {
             Step::Preflight => &mut self.preflight,
+            Step::Firmware => &mut self.firmware,
             Step::Bios => &mut self.bios,
             Step::Netboot => &mut self.netboot,
             Step::Install => &mut self.install,
@@ -590,7 +627,12 @@ mod tests {
         assert_eq!(rec.enter(State::Bios(BiosStep::Plan { pass: 1 }), 5).attempt, 1);
         for st in [
             State::Pending,
-            State::Bios(BiosStep::Running { pass: 1, job: Some("JID_1".into()), reset_ms: 9 }),
+            State::Bios(BiosStep::Running {
+                pass: 1,
+                job: Some("JID_1".into()),
+                reset_ms: 9,
+                attrs: vec!["SysProfile".into()],
+            }),
             State::Netboot { cycled_ms: Some(1) },
             State::NeedsAttention { step: Step::Install, reason: "r".into() },
         ] {

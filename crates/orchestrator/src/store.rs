@@ -55,6 +55,8 @@ pub enum StoreError {
     Conflict { node: String, stored: u64, based_on: u64 },
     #[error("state database schema {found} is newer than this metal6 understands ({SCHEMA_VERSION})")]
     TooNew { found: i64 },
+    #[error("{0}")]
+    Io(String),
 }
 
 pub trait Store: Send + Sync + std::fmt::Debug {
