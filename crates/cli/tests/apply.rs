@@ -575,7 +575,8 @@ fn bench_apply() {
 /// `--cluster-dir`, the control plane's real `metal6-installer cluster` runs `kubeadm init`
 /// (the simulator, which makes a CA) and reports the CA's hash, apply renders the join files
 /// from it, and the workers' cluster units — failing while their join file is missing,
-/// restarted like the systemd unit — join. The hash is checked against openssl's.
+/// restarted like the systemd unit — join. The hash is checked against openssl's. The control
+/// plane then applies the workload (Multus) with kubectl (simulated) and is done after it.
 #[test]
 fn apply_bootstraps_the_cluster_from_the_first_control_planes_report() {
     require_netns!();
@@ -630,4 +631,18 @@ fn apply_bootstraps_the_cluster_from_the_first_control_planes_report() {
         .expect("status");
     let st = String::from_utf8_lossy(&st.stdout).into_owned();
     assert!(st.contains("join file(s) rendered with the CA hash"), "{st}");
+    // The workload, once, from the first control plane, with its admin kubeconfig (kubectl
+    // simulated): Multus's objects applied, and node-000 done only after it.
+    let applied = events
+        .iter()
+        .find(|e| e["node"] == "node-000" && e["phase"] == "workload-applied")
+        .unwrap_or_else(|| panic!("no workload-applied:\n{}", logs()));
+    assert_eq!(applied["files"], serde_json::json!(["multus-thick.yaml"]));
+    assert!(applied["objects"].as_u64().is_some_and(|n| n >= 3), "{applied}");
+    assert!(d.join("roots/node-000/etc/metal6/manifests/multus-thick.yaml").exists());
+    assert!(
+        !events.iter().any(|e| e["node"] != "node-000" && e["phase"] == "workload-applied"),
+        "workers apply nothing"
+    );
+    assert!(st.contains("workload-applied: multus-thick.yaml applied"), "{st}");
 }

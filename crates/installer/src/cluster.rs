@@ -100,9 +100,81 @@ fn reload_services(root: &Path) -> Vec<String> {
 
 /// `kubeadm` on PATH, if any.
 fn find_kubeadm() -> Option<PathBuf> {
+    find_tool("kubeadm")
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("kubeadm")).find(|c| c.is_file()))
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file()))
         .unwrap_or(None)
+}
+
+/// The admin kubeconfig `kubeadm init` writes.
+const ADMIN_CONF: &str = "etc/kubernetes/admin.conf";
+
+/// The cluster's workload, applied once from the first control plane after `kubeadm init`:
+/// Multus, and the constellation's NADs when they were rendered. Fetched from the server with
+/// the node's token, kept under /etc/metal6/manifests, applied with `kubectl apply` and the
+/// admin kubeconfig, retried while the fresh API server comes up; reported as
+/// `workload-applying`, `workload-applied` (files, objects), `workload-skipped` (no kubectl)
+/// or `workload-failed`.
+fn workload(
+    agent: &ureq::Agent,
+    url: &dyn Fn(&str) -> String,
+    root: &Path,
+    reporter: &Reporter,
+    deadline: Instant,
+) -> Result<()> {
+    let Some(kubectl) = find_tool("kubectl") else {
+        reporter.post(&json!({"phase": "workload-skipped", "reason": "kubectl is not installed"}));
+        say!("kubectl is not installed: the workload is not applied");
+        return Ok(());
+    };
+    let mut files = Vec::new();
+    for name in ["multus-thick.yaml", "nads.yaml"] {
+        if let Fetched::Body(b) = fetch(agent, &url(name), deadline)? {
+            let rel = format!("etc/metal6/manifests/{name}");
+            write(root, &rel, &b, 0o644)?;
+            files.push((name, root.join(rel)));
+        }
+    }
+    if files.is_empty() {
+        reporter.post(&json!({"phase": "workload-skipped", "reason": "the server has no workload for this cluster"}));
+        return Ok(());
+    }
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    reporter.post(&json!({"phase": "workload-applying", "files": names}));
+    let kubeconfig = root.join(ADMIN_CONF);
+    let mut objects = 0usize;
+    for (name, path) in &files {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["apply", "-f"])
+                .arg(path)
+                .output()
+                .with_context(|| format!("running {}", kubectl.display()))?;
+            if out.status.success() {
+                objects += String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count();
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_owned();
+            // A control plane minutes old may not answer yet: retry until the deadline.
+            if Instant::now() + Duration::from_secs(3) < deadline && attempt < 20 {
+                say!("kubectl apply -f {name}: {err}; retrying");
+                std::thread::sleep(Duration::from_secs(3));
+                continue;
+            }
+            reporter.post(&json!({"phase": "workload-failed", "file": name, "stderr": err, "attempts": attempt}));
+            bail!("kubectl apply -f {name} failed: {err}");
+        }
+    }
+    reporter.post(&json!({"phase": "workload-applied", "files": names, "objects": objects}));
+    say!("workload applied: {} ({objects} objects)", names.join(", "));
+    Ok(())
 }
 
 pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
@@ -194,6 +266,10 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
             "seconds": started.elapsed().as_secs_f64(),
             "ca_cert_hash": ca_cert_hash,
         }));
+        if mode == "init" {
+            // The cluster exists now: its workload goes on from here, once.
+            workload(&agent, &url, root, &reporter, Instant::now() + wait.max(Duration::from_secs(60)))?;
+        }
         say!("kubeadm {mode} done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());
     }

@@ -469,7 +469,9 @@ impl Apply {
                 self.wait_evidence(node, rec, *since_ms, d).await
             }
             State::FirstBoot { since_ms } => self.wait_evidence(node, rec, *since_ms, d).await,
-            State::Cluster { since_ms } => self.cluster_wait(node, rec, *since_ms, d).await,
+            State::Cluster { since_ms, joins_rendered } => {
+                self.cluster_wait(node, rec, (*since_ms, *joins_rendered), d).await
+            }
             State::Done { .. } | State::NeedsAttention { .. } => {
                 StepOutcome::Wait { reason: "final".into(), evidence: None }
             }
@@ -657,11 +659,13 @@ impl Apply {
         match advance(&rec.state, &p) {
             Some(Advance::To(state, why)) => {
                 let state = match state {
-                    State::Done { ready_ms } if self.cluster_mode() => State::Cluster { since_ms: ready_ms },
+                    State::Done { ready_ms } if self.cluster_mode() => {
+                        State::Cluster { since_ms: ready_ms, joins_rendered: false }
+                    }
                     other => other,
                 };
                 let at = match &state {
-                    State::Install { since_ms } | State::FirstBoot { since_ms } | State::Cluster { since_ms } => {
+                    State::Install { since_ms } | State::FirstBoot { since_ms } | State::Cluster { since_ms, .. } => {
                         *since_ms
                     }
                     State::Done { ready_ms } => *ready_ms,
@@ -700,7 +704,13 @@ impl Apply {
 
     /// Waits for the node's `cluster-joined`; the first control plane's carries the CA hash,
     /// and the join files are rendered from it before that node counts as done.
-    async fn cluster_wait(&self, node: &Node, rec: &NodeRecord, since: u64, d: &mut Driver) -> StepOutcome {
+    async fn cluster_wait(
+        &self,
+        node: &Node,
+        rec: &NodeRecord,
+        (since, joins_rendered): (u64, bool),
+        d: &mut Driver,
+    ) -> StepOutcome {
         let url = format!("{}v1/nodes/{}/timeline?since_ms={since}", self.opts.server, node.name);
         let events: Vec<Value> = match self.http.get(&url).send().await {
             Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
@@ -718,6 +728,25 @@ impl Apply {
         let first = crate::cluster::first_control_plane(&self.inv).is_some_and(|cp| cp.name == node.name);
         let Some(dir) = &self.opts.cluster_dir else { return StepOutcome::Park("no --cluster-dir".into()) };
         if let Some((ts, mode, hash)) = p.joined {
+            if first && joins_rendered {
+                // The workload comes from the same node, after its init.
+                return match p.workload {
+                    Some((wts, phase, detail)) if phase != "workload-failed" => {
+                        let mut next = rec.enter(State::Done { ready_ms: wts }, wts.max(rec.entered_ms));
+                        next.last_evidence = Some(format!("{phase}: {detail} at {}", hms(wts)));
+                        let text = format!("{phase}: {detail}: done");
+                        history.push(History::new(now, "apply", "transition", text));
+                        StepOutcome::Commit(next, history)
+                    }
+                    Some((_, _, detail)) => StepOutcome::Park(format!(
+                        "the workload failed on the first control plane: {detail} (re-run `metal6-installer cluster` there, or apply it by hand)"
+                    )),
+                    None => StepOutcome::Wait {
+                        reason: "waiting for the workload (Multus, NADs) on the first control plane".into(),
+                        evidence: Some(format!("cluster-joined ({mode}) at {}", hms(ts))),
+                    },
+                };
+            }
             if first {
                 let Some(hash) = hash else {
                     return StepOutcome::Park(format!(
@@ -744,6 +773,11 @@ impl Apply {
                         return StepOutcome::Wait { reason: format!("rendering the join files: {e}"), evidence: None };
                     }
                 }
+                let mut next = rec.clone();
+                next.state = State::Cluster { since_ms: since, joins_rendered: true };
+                next.last_evidence = Some(format!("cluster-joined ({mode}) at {}", hms(ts)));
+                next.updated_ms = now;
+                return StepOutcome::Commit(next, history);
             }
             let mut next = rec.enter(State::Done { ready_ms: ts }, ts.max(rec.entered_ms));
             next.last_evidence = Some(format!("cluster-joined ({mode}) at {}", hms(ts)));
@@ -959,6 +993,6 @@ pub fn restart_state(step: Step) -> State {
         Step::Netboot | Step::Install | Step::FirstBoot => State::Netboot { cycled_ms: None },
         // The node's cluster unit retries kubeadm by itself: a retry waits again (its whole
         // timeline counts: the report may have come while apply waited to retry).
-        Step::Cluster => State::Cluster { since_ms: 0 },
+        Step::Cluster => State::Cluster { since_ms: 0, joins_rendered: false },
     }
 }

@@ -35,7 +35,13 @@ pub enum State {
     FirstBoot { since_ms: u64 },
     /// The node's cluster unit runs kubeadm: waits for `cluster-joined` (with `apply
     /// --cluster-dir`; the first control plane's report carries the CA hash for the joins).
-    Cluster { since_ms: u64 },
+    Cluster {
+        since_ms: u64,
+        /// The first control plane only: the join files were rendered from its CA hash; it
+        /// now waits for its workload (Multus, the constellation's NADs).
+        #[serde(default)]
+        joins_rendered: bool,
+    },
     /// Installed and ready.
     Done { ready_ms: u64 },
     /// Out of attempts or refused: an operator looks (`apply --retry NODE` resumes).
@@ -314,6 +320,9 @@ pub struct ClusterProgress {
     pub failures: Vec<(u64, String)>,
     /// The newest `cluster-waiting` reason.
     pub waiting: Option<String>,
+    /// The workload's outcome on the first control plane: `workload-applied`,
+    /// `workload-skipped` or `workload-failed`, with what it said.
+    pub workload: Option<(u64, String, String)>,
 }
 
 pub fn cluster_progress(events: &[Value], since_ms: u64) -> ClusterProgress {
@@ -333,6 +342,20 @@ pub fn cluster_progress(events: &[Value], since_ms: u64) -> ClusterProgress {
                 p.failures.push((ts, why.lines().last().unwrap_or(why).to_owned()));
             }
             Some("cluster-waiting") => p.waiting = str_of(e, "reason").map(str::to_owned),
+            Some(phase @ ("workload-applied" | "workload-skipped" | "workload-failed")) => {
+                let detail = match phase {
+                    "workload-applied" => format!(
+                        "{} applied ({} objects)",
+                        e.get("files")
+                            .and_then(Value::as_array)
+                            .map(|f| f.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                            .unwrap_or_default(),
+                        e.get("objects").and_then(Value::as_u64).unwrap_or(0)
+                    ),
+                    _ => str_of(e, "stderr").or_else(|| str_of(e, "reason")).unwrap_or("no reason given").to_owned(),
+                };
+                p.workload = Some((ts, phase.to_owned(), detail));
+            }
             _ => {}
         }
     }

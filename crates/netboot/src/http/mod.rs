@@ -370,6 +370,9 @@ async fn cluster_file(
             dir.join("nodes").join(name).join(file)
         }
         "containerd.toml" => dir.join("containerd/config.toml"),
+        // The workload the first control plane applies (no secrets, the same for every node).
+        "multus-thick.yaml" => dir.join("multus/multus-thick.yaml"),
+        "nads.yaml" => dir.join("emulation/nads.yaml"),
         _ => return not_found(),
     };
     match tokio::fs::read_to_string(&path).await {
