@@ -258,20 +258,7 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     ))?;
     let me = std::env::current_exe()?;
     let inv_path = a.inventory.canonicalize()?;
-    let serve_args: Vec<String> = [
-        "serve",
-        "-i",
-        &inv_path.to_string_lossy(),
-        "--interface",
-        iface,
-        "--state-dir",
-        &state.to_string_lossy(),
-        "--artifacts",
-        &artifacts.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let serve_args = serve_args(&inv_path, iface, &state, &artifacts);
     lab.spawn(&me, &serve_args, &work.join("serve.log"))?;
     let events = state.join("events.jsonl");
     wait_until(Duration::from_secs(20), || {
@@ -544,20 +531,7 @@ fn start_env(a: &EnvArgs) -> Result<Env> {
     lab.exec(&script)?;
     let me = std::env::current_exe()?;
     let inv_path = a.inventory.canonicalize()?;
-    let serve_args: Vec<String> = [
-        "serve",
-        "-i",
-        &inv_path.to_string_lossy(),
-        "--interface",
-        iface,
-        "--state-dir",
-        &state.to_string_lossy(),
-        "--artifacts",
-        &artifacts.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let serve_args = serve_args(&inv_path, iface, &state, &artifacts);
     lab.spawn(&me, &serve_args, &work.join("serve.log"))?;
     lab.spawn(Path::new("/usr/bin/python3"), &sim_args, &work.join("bmc.log"))?;
     wait_until(Duration::from_secs(20), || {
@@ -661,6 +635,22 @@ fn lab_apply(a: &LabApplyArgs) -> Result<ExitCode> {
         Some(_) => ExitCode::from(1),
         None => ExitCode::from(130),
     })
+}
+
+/// `metal6 serve` for the lab: the inventory, the namespace's link, a state dir, the artifacts.
+fn serve_args(inventory: &Path, iface: &str, state: &Path, artifacts: &Path) -> Vec<String> {
+    let p = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        "serve".into(),
+        "-i".into(),
+        p(inventory),
+        "--interface".into(),
+        iface.into(),
+        "--state-dir".into(),
+        p(state),
+        "--artifacts".into(),
+        p(artifacts),
+    ]
 }
 
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {

@@ -843,6 +843,35 @@ impl Apply {
         r
     }
 
+    /// Commits `next` (the state that records the reset), then resets the host so a job or
+    /// update waiting for it runs: On when off, else ForceRestart. The commit comes first, so
+    /// a restart polls instead of resetting twice; a failed reset is recorded with its outcome
+    /// unknown (the poll tells). `what` names the reason in the history.
+    pub(crate) async fn commit_then_reset(&self, node: &Node, next: &NodeRecord, what: &str) -> StepOutcome {
+        let committed = match self.commit_now(next) {
+            Ok(r) => r,
+            Err(reason) => return StepOutcome::Wait { reason, evidence: None },
+        };
+        let r = self
+            .with_bmc(node, async |b: &Bmc| {
+                let kind = if b.power_state().await? == "Off" { "On" } else { "ForceRestart" };
+                b.reset(kind).await?;
+                Ok(kind)
+            })
+            .await;
+        let now = now_ms();
+        let h = match r {
+            Ok(kind) => History::new(now, "bmc", "power", format!("reset ({kind}) to {what}")),
+            Err(BmcError::Fatal(m) | BmcError::Transient(m)) => History::new(
+                now,
+                "bmc",
+                "power-failed",
+                format!("reset to {what} failed, outcome unknown (it is polled): {m}"),
+            ),
+        };
+        StepOutcome::Commit(committed, vec![h])
+    }
+
     /// Commits a record at once (a step that must persist before it acts).
     pub(crate) fn commit_now(&self, rec: &NodeRecord) -> Result<NodeRecord, String> {
         let r = self.store.commit(rec, &[]).map_err(|e| format!("cannot persist: {e}"))?;

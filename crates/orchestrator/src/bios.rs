@@ -188,28 +188,7 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
             running.state =
                 State::Bios(BiosStep::Running { pass: *pass, job: job.clone(), reset_ms: now, attrs: attrs.clone() });
             running.updated_ms = now;
-            let running = match apply.commit_now(&running) {
-                Ok(r) => r,
-                Err(reason) => return O::Wait { reason, evidence: None },
-            };
-            let r = apply
-                .with_bmc(node, async |b: &Bmc| {
-                    let kind = if b.power_state().await? == "Off" { "On" } else { "ForceRestart" };
-                    b.reset(kind).await?;
-                    Ok(kind)
-                })
-                .await;
-            let now = now_ms();
-            let h = match r {
-                Ok(kind) => History::new(now, "bmc", "power", format!("reset ({kind}) to run BIOS pass {pass}")),
-                Err(BmcError::Fatal(m) | BmcError::Transient(m)) => History::new(
-                    now,
-                    "bmc",
-                    "power-failed",
-                    format!("reset for BIOS pass {pass} failed, outcome unknown (the job is polled): {m}"),
-                ),
-            };
-            O::Commit(running, vec![h])
+            apply.commit_then_reset(node, &running, &format!("run BIOS pass {pass}")).await
         }
         BiosStep::Running { pass, job, reset_ms, attrs } => {
             let pass = *pass;

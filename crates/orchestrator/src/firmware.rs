@@ -167,32 +167,7 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> O {
                     reset_ms: now,
                 });
                 resetting.updated_ms = now;
-                let resetting = match apply.commit_now(&resetting) {
-                    Ok(r) => r,
-                    Err(reason) => return O::Wait { reason, evidence: None },
-                };
-                let r = apply
-                    .with_bmc(node, async |b: &Bmc| {
-                        let kind = if b.power_state().await? == "Off" { "On" } else { "ForceRestart" };
-                        b.reset(kind).await?;
-                        Ok(kind)
-                    })
-                    .await;
-                let h = match r {
-                    Ok(kind) => History::new(
-                        now_ms(),
-                        "bmc",
-                        "power",
-                        format!("reset ({kind}) to install {component} ({task})"),
-                    ),
-                    Err(BmcError::Fatal(m) | BmcError::Transient(m)) => History::new(
-                        now_ms(),
-                        "bmc",
-                        "power-failed",
-                        format!("reset for update {task} failed, outcome unknown (the task is polled): {m}"),
-                    ),
-                };
-                return O::Commit(resetting, vec![h]);
+                return apply.commit_then_reset(node, &resetting, &format!("install {component} ({task})")).await;
             }
             let since = match sub {
                 FwStep::Resetting { reset_ms, .. } => format!(", reset at {}", hms(*reset_ms)),
