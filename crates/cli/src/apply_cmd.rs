@@ -96,11 +96,12 @@ fn duration(s: &str) -> Result<Duration> {
     let s = s.trim();
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
     let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration like 90s, 20m or 1h"))?;
+    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).with_context(|| format!("{s:?} is too long"));
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => secs(60)?,
+        "h" => secs(3600)?,
         _ => bail!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"),
     })
 }
@@ -329,8 +330,14 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
             ),
         },
     };
-    let mut s =
-        setup(&a.common, policy, (a.parallel, a.installs, duration(&a.poll)?), until, a.cluster_dir.clone(), true)?;
+    let mut s = setup(
+        &a.common,
+        policy,
+        (a.parallel, a.installs, duration(&a.poll)?.max(Duration::from_millis(100))),
+        until,
+        a.cluster_dir.clone(),
+        true,
+    )?;
     if let Some(apply) = Arc::get_mut(&mut s.apply) {
         apply.set_lines(!live);
     }

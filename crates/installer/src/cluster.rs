@@ -168,8 +168,7 @@ fn workload(
                 std::thread::sleep(Duration::from_secs(3));
                 continue;
             }
-            reporter.post(&json!({"phase": "workload-failed", "file": name, "stderr": err, "attempts": attempt}));
-            bail!("kubectl apply -f {name} failed: {err}");
+            bail!("kubectl apply -f {name} failed after {attempt} attempt(s): {err}");
         }
     }
     reporter.post(&json!({"phase": "workload-applied", "files": names, "objects": objects}));
@@ -267,8 +266,14 @@ pub fn run(node_file: &Path, root: &Path, wait: Duration) -> Result<()> {
             "ca_cert_hash": ca_cert_hash,
         }));
         if mode == "init" {
-            // The cluster exists now: its workload goes on from here, once.
-            workload(&agent, &url, root, &reporter, Instant::now() + wait.max(Duration::from_secs(60)))?;
+            // The cluster exists now: its workload goes on from here, once. Any failure —
+            // a fetch, a write, kubectl — is reported, or the orchestrator would only see a
+            // timeout.
+            let deadline = Instant::now() + wait.max(Duration::from_secs(60));
+            if let Err(e) = workload(&agent, &url, root, &reporter, deadline) {
+                reporter.post(&json!({"phase": "workload-failed", "stderr": format!("{e:#}")}));
+                return Err(e);
+            }
         }
         say!("kubeadm {mode} done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());

@@ -227,9 +227,9 @@ impl EventStore {
     pub fn timeline_since(&self, node: &str, since_ms: u64) -> Vec<Value> {
         let inner = self.lock();
         let Some(t) = inner.by_node.get(node) else { return Vec::new() };
-        // Events are appended in time order: skip the older ones from the front.
-        let start = t.events.partition_point(|(ts, _)| *ts < since_ms);
-        t.events.range(start..).filter_map(|(_, l)| serde_json::from_str(l).ok()).collect()
+        // A filter, not a binary search: concurrent services stamp events before they take the
+        // lock, and the wall clock can step back, so the list is only nearly in time order.
+        t.events.iter().filter(|(ts, _)| *ts >= since_ms).filter_map(|(_, l)| serde_json::from_str(l).ok()).collect()
     }
 
     pub fn phase(&self, node: &str) -> Option<Phase> {

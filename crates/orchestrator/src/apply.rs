@@ -130,7 +130,7 @@ fn reached(state: &State, until: Step) -> bool {
     match until {
         Step::Firmware => matches!(
             state,
-            State::Firmware(crate::machine::FwStep::Plan)
+            State::Firmware(crate::machine::FwStep::Plan { .. })
                 | State::Bios(BiosStep::Plan { pass: 1 })
                 | State::Netboot { cycled_ms: None }
         ),
@@ -205,7 +205,12 @@ impl Apply {
             let Some(rec) = self.store.load(name)? else { continue };
             let State::NeedsAttention { step, reason } = &rec.state else { continue };
             let now = now_ms();
-            let mut next = rec.enter(restart_state(*step), now);
+            // A cluster wait resumes from the park: what the node reports from now on counts.
+            let restart = match step {
+                Step::Cluster => State::Cluster { since_ms: rec.entered_ms, joins_rendered: false },
+                _ => restart_state(*step),
+            };
+            let mut next = rec.enter(restart, now);
             next.attempt = 1;
             let h =
                 History::new(now, "apply", "retry", format!("operator retry of {} (parked: {reason})", step.name()));
@@ -389,6 +394,21 @@ impl Apply {
                 self.show(&r);
                 Ok(Tick::Wait)
             }
+            Clock::Retry { .. }
+                if matches!(
+                    rec.state,
+                    State::Firmware(crate::machine::FwStep::Updating { .. } | crate::machine::FwStep::Resetting { .. })
+                ) =>
+            {
+                // An update still in flight on the BMC: starting it again would flash twice.
+                let reason = format!(
+                    "firmware update did not finish within {}s: {}; check the BMC's task list, then `metal6 apply --retry {name}`",
+                    self.opts.policy.timing(Step::Firmware).timeout.as_secs(),
+                    rec.wait.as_deref().unwrap_or("-")
+                );
+                self.park(rec, Step::Firmware, reason)?;
+                Ok(Tick::Stop)
+            }
             Clock::Retry { next, at_ms } => {
                 let step = rec.state.step().unwrap_or(Step::Netboot);
                 let text = format!(
@@ -402,7 +422,7 @@ impl Apply {
                     hms(at_ms)
                 );
                 self.say(name, &text);
-                let mut r = rec.enter(restart_state(step), now);
+                let mut r = rec.enter(restart_from(step, &rec.state), now);
                 r.attempt = next;
                 r.retry_at_ms = Some(at_ms);
                 d.install_permit = None;
@@ -454,11 +474,10 @@ impl Apply {
                     // Resumed mid-install: count it against the boot server's limit again.
                     d.install_permit = Arc::clone(&self.installs).try_acquire_owned().ok();
                 }
-                if d.verify_power {
-                    if let Some(o) = self.verify_power(node, rec).await {
-                        return o;
-                    }
-                    d.verify_power = false;
+                if d.verify_power
+                    && let Some(o) = self.verify_power(node, rec, d).await
+                {
+                    return o;
                 }
                 self.wait_evidence(node, rec, *c, d).await
             }
@@ -511,7 +530,7 @@ impl Apply {
             Err(BmcError::Transient(e)) => return StepOutcome::Wait { reason: e, evidence: None },
         };
         let next = if crate::firmware::baseline(&self.inv, node).is_some() {
-            State::Firmware(crate::machine::FwStep::Plan)
+            State::Firmware(crate::machine::FwStep::Plan { just_updated: None })
         } else {
             crate::firmware::after(&self.inv, node)
         };
@@ -525,7 +544,10 @@ impl Apply {
     async fn power_cycle(&self, node: &Node, rec: &NodeRecord, d: &mut Driver) -> StepOutcome {
         if d.install_permit.is_none() {
             match Arc::clone(&self.installs).try_acquire_owned() {
-                Ok(p) => d.install_permit = Some(p),
+                Ok(p) => {
+                    d.install_permit = Some(p);
+                    d.queued = false;
+                }
                 Err(_) => {
                     let p = tokio::select! {
                         p = Arc::clone(&self.installs).acquire_owned() => p.ok(),
@@ -561,6 +583,10 @@ impl Apply {
         };
         if let Err(e) = self.with_bmc(node, async |b: &Bmc| b.boot_once(target).await).await {
             return bmc_wait(e, "setting the one-time boot");
+        }
+        // Past this point the power call follows its commit: Ctrl-C must come before both.
+        if self.cancel.is_cancelled() {
+            return StepOutcome::Wait { reason: "interrupted".into(), evidence: None };
         }
         // The moment is committed before the power call: evidence must be newer than it, and
         // a restart that finds it set re-reads the power state instead of cycling again.
@@ -614,27 +640,45 @@ impl Apply {
 
     /// After a restart (or a failed power call): a committed cycle the BMC shows as Off never
     /// happened; power on now. On means it did (or the node was on): wait for evidence.
-    async fn verify_power(&self, node: &Node, rec: &NodeRecord) -> Option<StepOutcome> {
+    async fn verify_power(&self, node: &Node, rec: &NodeRecord, d: &mut Driver) -> Option<StepOutcome> {
         let power = match self.with_bmc(node, async |b: &Bmc| b.power_state().await).await {
             Ok(p) => p,
             Err(e) => return Some(bmc_wait(e, "re-reading the power state")),
         };
         if power != "Off" {
+            d.verify_power = false;
             return None;
         }
-        if let Err(e) = self.with_bmc(node, async |b: &Bmc| b.power(PowerAction::On, Duration::ZERO).await).await {
-            return Some(bmc_wait(e, "powering on"));
+        if self.cancel.is_cancelled() {
+            return Some(StepOutcome::Wait { reason: "interrupted".into(), evidence: None });
         }
+        // A new moment, committed before the call like the first one: the evidence and the
+        // clock start from this power-on, not from the lost one.
         let now = now_ms();
-        let h = History::new(
-            now,
-            "bmc",
-            "power",
-            "powered on: the committed power cycle had not happened (the node was off)".to_owned(),
-        );
-        let mut r = rec.clone();
-        r.updated_ms = now;
-        Some(StepOutcome::Commit(r, vec![h]))
+        let mut moment = rec.clone();
+        moment.state = State::Netboot { cycled_ms: Some(now) };
+        moment.entered_ms = now;
+        moment.sla_warned = false;
+        moment.updated_ms = now;
+        let moment = match self.commit_now(&moment) {
+            Ok(r) => r,
+            Err(reason) => return Some(StepOutcome::Wait { reason, evidence: None }),
+        };
+        let h = match self.with_bmc(node, async |b: &Bmc| b.power(PowerAction::On, Duration::ZERO).await).await {
+            Ok(_) => {
+                d.verify_power = false;
+                History::new(
+                    now_ms(),
+                    "bmc",
+                    "power",
+                    "powered on: the committed power cycle had not happened (the node was off)".to_owned(),
+                )
+            }
+            Err(BmcError::Fatal(m) | BmcError::Transient(m)) => {
+                History::new(now_ms(), "bmc", "power-failed", format!("power-on failed, outcome unknown: {m}"))
+            }
+        };
+        Some(StepOutcome::Commit(moment, vec![h]))
     }
 
     async fn wait_evidence(&self, node: &Node, rec: &NodeRecord, since: u64, d: &mut Driver) -> StepOutcome {
@@ -819,10 +863,9 @@ impl Apply {
             b.password.resolve().map_err(|e| BmcError::Fatal(format!("the BMC password of {}: {e}", node.name)))?;
         let url = b.redfish_url();
         let (sem, load) = self.bmc_slot(&url);
-        let _permit = tokio::select! {
-            p = sem.acquire_owned() => p.map_err(|_| BmcError::Transient("shutting down".into()))?,
-            () = self.cancel.cancelled() => return Err(BmcError::Transient("interrupted".into())),
-        };
+        // Not cancellable: a call that follows a commit must happen (Ctrl-C is checked before
+        // the commits); the wait is bounded by the other calls on this BMC.
+        let _permit = sem.acquire_owned().await.map_err(|_| BmcError::Transient("shutting down".into()))?;
         let n = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         load.peak.fetch_max(n, Ordering::SeqCst);
         let mut opts = ConnectOptions::new(url.clone(), b.username.clone(), password);
@@ -1013,11 +1056,22 @@ pub async fn one_step(
     Ok((rec, store.history(node)?))
 }
 
+/// Where a step starts over on a retry, from the state it was in (a cluster wait keeps its
+/// start: evidence older than the node's ready belongs to an earlier install).
+pub fn restart_from(step: Step, current: &State) -> State {
+    match (step, current) {
+        (Step::Cluster, State::Cluster { since_ms, .. }) => {
+            State::Cluster { since_ms: *since_ms, joins_rendered: false }
+        }
+        _ => restart_state(step),
+    }
+}
+
 /// Where a step starts over on a retry.
 pub fn restart_state(step: Step) -> State {
     match step {
         Step::Preflight => State::Preflight,
-        Step::Firmware => State::Firmware(crate::machine::FwStep::Plan),
+        Step::Firmware => State::Firmware(crate::machine::FwStep::Plan { just_updated: None }),
         Step::Bios => State::Bios(crate::machine::BiosStep::Plan { pass: 1 }),
         Step::Netboot | Step::Install | Step::FirstBoot => State::Netboot { cycled_ms: None },
         // The node's cluster unit retries kubeadm by itself: a retry waits again (its whole

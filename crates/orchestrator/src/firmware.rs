@@ -78,12 +78,13 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> O {
         return O::Commit(next, vec![History::new(now, "apply", "transition", "no firmware baseline")]);
     };
     match sub {
-        FwStep::Plan => {
+        FwStep::Plan { just_updated } => {
             let read = apply
                 .with_bmc(node, async |b: &Bmc| {
                     let fw = b.firmware().await?;
-                    // An update someone (or an apply killed before it committed the task) left open.
-                    let open = b.open_jobs().await.unwrap_or_default();
+                    // An update someone (or an apply killed before it committed the task) left
+                    // open is followed, not started again: an unreadable queue is a wait.
+                    let open = b.open_jobs().await?;
                     Ok((fw, open))
                 })
                 .await;
@@ -98,6 +99,15 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> O {
                 return O::Commit(next, vec![History::new(now, "apply", "transition", text)]);
             };
             let component = named(&update.kind);
+            if just_updated.as_deref() == Some(component.as_str()) {
+                return O::Park(format!(
+                    "{component} is still at {} after its update completed (baseline {}): the update did not take; \
+                     check the package and the BMC, then `metal6 apply --retry {}`",
+                    update.installed.as_deref().unwrap_or("?"),
+                    update.baseline,
+                    node.name
+                ));
+            }
             let what = format!("{component} {} -> {}", update.installed.as_deref().unwrap_or("?"), update.baseline);
             if let Some(j) = open.iter().find(|j| j.job_type.as_deref() == Some("FirmwareUpdate")) {
                 let mut next = rec.clone();
@@ -152,9 +162,8 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> O {
                 ));
             }
             if status.succeeded() {
-                let mut next = rec.clone();
-                next.state = State::Firmware(FwStep::Plan);
-                next.updated_ms = now;
+                // The next component gets the step's whole timeout: entered anew.
+                let next = rec.enter(State::Firmware(FwStep::Plan { just_updated: Some(component.clone()) }), now);
                 let h = History::new(now, "bmc", "firmware-installed", format!("{component} update {task} completed"));
                 return O::Commit(next, vec![h]);
             }

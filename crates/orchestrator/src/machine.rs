@@ -52,8 +52,13 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "sub", rename_all = "kebab-case")]
 pub enum FwStep {
-    /// Read the inventory, start the next component's update.
-    Plan,
+    /// Read the inventory, start the next component's update. `just_updated`: the component
+    /// whose update completed last; still behind means the update did not take (park, do not
+    /// flash it again).
+    Plan {
+        #[serde(default)]
+        just_updated: Option<String>,
+    },
     /// `SimpleUpdate` accepted: its task is polled.
     Updating { component: String, task: String },
     /// The update waits for a host reset, which was requested at `reset_ms` (committed first).
@@ -147,7 +152,7 @@ impl State {
         match self {
             State::Pending => "pending".into(),
             State::Preflight => "preflight".into(),
-            State::Firmware(FwStep::Plan) => "firmware/plan".into(),
+            State::Firmware(FwStep::Plan { .. }) => "firmware/plan".into(),
             State::Firmware(FwStep::Updating { .. }) => "firmware/updating".into(),
             State::Firmware(FwStep::Resetting { .. }) => "firmware/resetting".into(),
             State::Bios(BiosStep::Plan { .. }) => "bios/plan".into(),
@@ -375,7 +380,9 @@ pub enum Advance {
 pub fn advance(state: &State, p: &Progress) -> Option<Advance> {
     match state {
         State::Netboot { cycled_ms: Some(_) } => {
-            if let Some(t) = p.ready {
+            // `ready` counts only after this install's `installed`: the old system posts
+            // `ready` on every boot, e.g. when the firmware skipped the one-time network boot.
+            if let Some(t) = p.ready.filter(|t| p.installed.is_some_and(|i| i <= *t)) {
                 return Some(Advance::To(State::Done { ready_ms: t }, "node reported ready".into()));
             }
             if let Some(t) = p.installed {
@@ -391,7 +398,7 @@ pub fn advance(state: &State, p: &Progress) -> Option<Advance> {
             }))
         }
         State::Install { .. } => {
-            if let Some(t) = p.ready {
+            if let Some(t) = p.ready.filter(|t| p.installed.is_some_and(|i| i <= *t)) {
                 return Some(Advance::To(State::Done { ready_ms: t }, "node reported ready".into()));
             }
             if let Some(t) = p.installed {
@@ -564,6 +571,16 @@ mod tests {
         assert_eq!(p.boot_fetch, Some(110));
         assert_eq!(advance(&st, &p), Some(Advance::To(State::Done { ready_ms: 140 }, "node reported ready".into())));
         assert_eq!(p.last, Some((140, "reported ready".into())));
+    }
+
+    #[test]
+    fn ready_without_this_installs_installed_is_the_old_system() {
+        // The firmware skipped the network boot: the old disk booted and said ready.
+        let st = State::Netboot { cycled_ms: Some(0) };
+        let p = progress(&[ev(5, json!({"kind": "phase", "phase": "ready"}))], 0);
+        assert!(matches!(advance(&st, &p), Some(Advance::Wait(_))), "{:?}", advance(&st, &p));
+        let inst = State::Install { since_ms: 0 };
+        assert!(matches!(advance(&inst, &p), Some(Advance::Wait(_))));
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub fn changes(before: &Observed, now: &Observed) -> Vec<String> {
         .collect()
 }
 
+/// The first 12 characters of a digest for a person (a node reports its own: any text).
+fn short(s: &str) -> &str {
+    s.char_indices().nth(12).map_or(s, |(i, _)| &s[..i])
+}
+
 fn boot_name(inv: &Inventory, node: &Node) -> &'static str {
     match inv.profile_of(node).boot {
         BootMethod::Pxe => "PXE",
@@ -132,8 +137,8 @@ pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State
             "reinstall",
             format!(
                 "image digest differs: installed {}, artifacts {}",
-                o.installed_sha256.as_deref().map_or("unknown", |s| &s[..s.len().min(12)]),
-                o.artifact_sha256.as_deref().map_or("unknown", |s| &s[..s.len().min(12)])
+                o.installed_sha256.as_deref().map_or("unknown", short),
+                o.artifact_sha256.as_deref().map_or("unknown", short)
             ),
         )),
         Some(State::Pending) | None => {
@@ -172,7 +177,7 @@ pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State
         format!(
             "image {}{}",
             inv.profile_of(node).image,
-            o.artifact_sha256.as_deref().map(|s| format!(" (sha256 {})", &s[..s.len().min(12)])).unwrap_or_default()
+            o.artifact_sha256.as_deref().map(|s| format!(" (sha256 {})", short(s))).unwrap_or_default()
         ),
     ));
     out.push(a("ready", "wait for the installed system to report ready".into()));
