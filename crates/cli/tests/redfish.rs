@@ -603,4 +603,26 @@ fn apply_bios_step_resumes_the_same_job_after_kill_9() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("saved plan is stale") && err.contains("r750-custom: power was On, now Off"), "{err}");
+    // A node with a firmware baseline: plan lists the components behind it and the gates.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &sim.ns.name])
+        .arg(common::metal6())
+        .args(["plan", "-i", INV, "--nodes", "r750", "--ca-file", &sim.ca(), "--server", "http://[::1]:9/"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("METAL6_SIM_BMC_PASSWORD", PASSWORD)
+        .current_dir(root())
+        .output()
+        .expect("plan");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "firmware",
+        "baseline r750-2026q3: 2 component(s) behind",
+        "idrac 6.00.30.00 -> 7.00.00.181",
+        "bios 1.8.2 -> 1.15.2",
+        "gate: idrac >= 6.00.30.00 before bios-apply: holds now, holds after",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
 }

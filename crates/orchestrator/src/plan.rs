@@ -31,6 +31,11 @@ pub struct Observed {
     pub bmc_error: Option<String>,
     /// BIOS attributes that differ from the node's profile, as `Attr: now -> wanted`.
     pub bios_differs: Option<Vec<String>>,
+    /// Components behind the node's firmware baseline, `kind installed -> baseline`, and the
+    /// baseline's gates as they stand (`gate: bios >= 1.10.0 before ipv6-http-boot: fails
+    /// now, holds after`).
+    #[serde(default)]
+    pub firmware: Option<Vec<String>>,
     /// The phase `metal6 serve` has for the node.
     pub served_phase: Option<String>,
     /// The image digest the installer last wrote to the node.
@@ -99,6 +104,11 @@ pub fn changes(before: &Observed, now: &Observed) -> Vec<String> {
         .collect()
 }
 
+/// An enum as its serde name.
+fn named<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// The first 12 characters of a digest for a person (a node reports its own: any text).
 fn short(s: &str) -> &str {
     s.char_indices().nth(12).map_or(s, |(i, _)| &s[..i])
@@ -157,6 +167,22 @@ pub fn actions(inv: &Inventory, node: &Node, o: &Observed, record: Option<&State
     if let Some(e) = &o.bmc_error {
         out.push(a("preflight", format!("the BMC could not be read: {e}; apply retries it")));
     }
+    if let Some(baseline) = &inv.profile_of(node).firmware {
+        match &o.firmware {
+            Some(lines) if lines.iter().all(|l| l.starts_with("gate:")) => {}
+            Some(lines) => {
+                let behind = lines.iter().filter(|l| !l.starts_with("gate:")).count();
+                out.push(a(
+                    "firmware",
+                    format!(
+                        "baseline {baseline}: {behind} component(s) behind, one update at a time: {}",
+                        lines.join("; ")
+                    ),
+                ));
+            }
+            None => out.push(a("firmware", format!("baseline {baseline}: not read, planned when apply reads it"))),
+        }
+    }
     if let Some(profile) = &inv.profile_of(node).bios {
         match &o.bios_differs {
             Some(d) if d.is_empty() => {}
@@ -204,6 +230,7 @@ impl Apply {
             boot_override: None,
             bmc_error: None,
             bios_differs: None,
+            firmware: None,
             served_phase: None,
             installed_sha256: None,
             artifact_sha256: None,
@@ -213,6 +240,7 @@ impl Apply {
         if node.bmc.is_some() {
             let inv = self.inventory();
             let want_bios = bios::desired_for(inv, node);
+            let baseline = crate::firmware::baseline(inv, node).map(|(_, b)| b);
             let r = self
                 .with_bmc(node, async |b: &Bmc| {
                     let power = b.power_state().await?;
@@ -232,14 +260,41 @@ impl Apply {
                             );
                         }
                     }
-                    Ok((power, format!("{en}/{tgt}"), differs))
+                    let mut firmware = None;
+                    if let Some(baseline) = baseline {
+                        let p = metal6_redfish::firmware::plan(baseline, &b.firmware().await?);
+                        let mut lines: Vec<String> = p
+                            .updates()
+                            .map(|s| {
+                                format!(
+                                    "{} {} -> {}",
+                                    named(&s.kind),
+                                    s.installed.as_deref().unwrap_or("?"),
+                                    s.baseline
+                                )
+                            })
+                            .collect();
+                        lines.extend(p.gates.iter().map(|g| {
+                            format!(
+                                "gate: {} >= {} before {}: {} now, {} after",
+                                named(&g.component),
+                                g.min_version,
+                                named(&g.before),
+                                if g.holds_now { "holds" } else { "fails" },
+                                if g.holds_after { "holds" } else { "fails" }
+                            )
+                        }));
+                        firmware = Some(lines);
+                    }
+                    Ok((power, format!("{en}/{tgt}"), differs, firmware))
                 })
                 .await;
             match r {
-                Ok((p, b, d)) => {
+                Ok((p, b, d, f)) => {
                     o.power = Some(p);
                     o.boot_override = Some(b);
                     o.bios_differs = d;
+                    o.firmware = f;
                 }
                 Err(crate::apply::BmcError::Fatal(e) | crate::apply::BmcError::Transient(e)) => o.bmc_error = Some(e),
             }
