@@ -131,7 +131,7 @@ bench-emulation: deps ## 2,000 and 4,000 satellites x 5 interfaces in namespaces
 
 .PHONY: bench-apply
 bench-apply: deps ## metal6 apply on 200 simulated nodes (50 BMCs) through a real serve: CPU per node, per-BMC peak
-	NODES=$${NODES:-200} $(CARGO) test --release --locked -p metal6-cli --test apply bench_apply -- --ignored --nocapture
+	NODES=$${NODES:-200} $(CARGO) test --release --locked -p metal6-cli --test apply bench_apply -- --nocapture
 
 # cargo-fuzz targets (fuzz/fuzz_targets/, what each covers: fuzz/README.md), built once with
 # nightly and run one after the other by scripts/fuzz.sh; any finding fails the target.

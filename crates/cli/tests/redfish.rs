@@ -497,12 +497,17 @@ fn inventory_write_back_fills_missing_macs_only() {
     assert_eq!(std::fs::read_to_string(&file).expect("read"), wrong);
 }
 
-/// `metal6 apply` (ARGS) in the simulator's namespace, password in the environment.
-fn apply_cmd(sim: &Sim, state: &std::path::Path, args: &[&str]) -> std::process::Command {
+/// `metal6 VERB -i INV --ca-file CA --state-dir STATE ARGS` (plan or apply) in the simulator's
+/// namespace, password in the environment.
+fn m6_cmd(sim: &Sim, state: &std::path::Path, verb: &str, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &sim.ns.name]).arg(common::metal6()).args(["apply", "-i", INV, "--ca-file", &sim.ca()]);
+    cmd.args(["netns", "exec", &sim.ns.name]).arg(common::metal6()).args([verb, "-i", INV, "--ca-file", &sim.ca()]);
     cmd.arg("--state-dir").arg(state).args(args).env("METAL6_SIM_BMC_PASSWORD", PASSWORD).current_dir(root());
     cmd
+}
+
+fn apply_cmd(sim: &Sim, state: &std::path::Path, args: &[&str]) -> std::process::Command {
+    m6_cmd(sim, state, "apply", args)
 }
 
 fn record_of(state: &std::path::Path, node: &str) -> Value {
@@ -584,15 +589,7 @@ fn apply_bios_step_resumes_the_same_job_after_kill_9() {
     // Once applied, plan says nothing is left for the BIOS, and a saved plan goes stale when
     // the node changes: apply names the node and the change.
     let plan = state.path().join("plan.json");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &sim.ns.name])
-        .arg(common::metal6())
-        .args(["plan", "-i", INV, "--nodes", "r750-custom", "--ca-file", &sim.ca(), "--out"])
-        .arg(&plan)
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("METAL6_SIM_BMC_PASSWORD", PASSWORD)
-        .current_dir(root())
+    let out = m6_cmd(&sim, state.path(), "plan", &["--nodes", "r750-custom", "--out", plan.to_str().expect("utf-8")])
         .output()
         .expect("plan");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -604,16 +601,8 @@ fn apply_bios_step_resumes_the_same_job_after_kill_9() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("saved plan is stale") && err.contains("r750-custom: power was On, now Off"), "{err}");
     // A node with a firmware baseline: plan lists the components behind it and the gates.
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &sim.ns.name])
-        .arg(common::metal6())
-        .args(["plan", "-i", INV, "--nodes", "r750", "--ca-file", &sim.ca(), "--server", "http://[::1]:9/"])
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("METAL6_SIM_BMC_PASSWORD", PASSWORD)
-        .current_dir(root())
-        .output()
-        .expect("plan");
+    let out =
+        m6_cmd(&sim, state.path(), "plan", &["--nodes", "r750", "--server", "http://[::1]:9/"]).output().expect("plan");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     for want in [
