@@ -69,8 +69,10 @@ unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)
 	# The binaries first: the end-to-end test puts metal6-installer into the installer UKI.
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) build --profile installer -p metal6-installer --locked
+	rm -rf target/boot-matrix
 	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log
 	@./scripts/test-summary.sh target/unit-tests.log
+	@python3 scripts/boot-matrix.py --check
 
 .PHONY: test
 test: deps fmt-check lint deps-rule fuzz-smoke unit ## Everything CI checks (fuzz-smoke: 10 s per fuzz target)

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   kea-admin         # perfdhcp: DHCPv6 load generator (direct and relayed)
   kea-dhcp6-server  # Kea: the peer the DHCPv6 benchmark compares against
   isc-dhcp-relay    # dhcrelay -6: a real relay agent
+  radvd             # a real router's RAs on the lab's relayed segment (docs/boot-matrix.md)
+  ipxe              # Debian's iPXE (snponly.efi): the boot matrix's iPXE cell chain-loads it
   tshark            # dissects what we send; malformed packets fail a test
   qemu-system-x86   # boots real UEFI firmware (TCG) against metal6 serve
   ovmf              # the UEFI firmware (EDK2) whose IPv6 HTTP/PXE boot we must satisfy
@@ -96,8 +98,9 @@ done
 # What the build and tests run, checked after every install (a package can be installed and
 # its command still be gone, or a newer package may lack a file we use).
 REQUIRED_COMMANDS=(ip sysctl dhclient dhcpcd perfdhcp kea-dhcp6 dhcrelay tshark qemu-system-x86_64 qemu-img
-  curl tftp atftp mmdebstrap objcopy mkfs.vfat mcopy sfdisk mkfs.ext4 busybox ping cpio openssl python3)
-REQUIRED_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/cni/bridge)
+  curl tftp atftp mmdebstrap objcopy mkfs.vfat mcopy sfdisk mkfs.ext4 busybox ping cpio openssl python3 radvd)
+REQUIRED_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/cni/bridge
+  /usr/lib/ipxe/snponly.efi)
 absent=()
 for c in "${REQUIRED_COMMANDS[@]}"; do
   command -v "$c" >/dev/null || [[ -x /usr/sbin/$c || -x /sbin/$c ]] || absent+=("command $c")

@@ -32,6 +32,11 @@ Behaviours (quirk flags in brackets are off by default):
   [--quirk reboot-pending]   a scheduled update reports JobState RebootPending instead of
                              Scheduled ("completed, reboot pending", notes §9)
   - If-Match on an action POST -> 412 (ironcore-dev/metal-operator#1015).
+  - POST Systems/.../Boot/Certificates {CertificateString, CertificateType: PEM} -> 201 +
+    Location of a new member that lists the PEM: the DMTF CertificateCollection semantics the
+    capture's collection ("A Collection of BIOS HTTP Boot Certificate resource instances",
+    empty in the capture) declares. Not copied from a real iDRAC: whether Dell applies it at
+    once or with the next BIOS job is not known here; a non-PEM body -> 400.
   [--quirk no-location]      the BIOS PATCH creates the job but answers 200 without Location
                              (dsx-ai-factory/libredfish#97)
   [--quirk stuck-pr30]       a reset leaves the job Scheduled with PR30 "Job processing
@@ -67,6 +72,7 @@ SETTINGS = BIOS + "/Settings"
 MANAGER = R + "/Managers/iDRAC.Embedded.1"
 DELL_JOBS = MANAGER + "/Oem/Dell/Jobs"
 FW = R + "/UpdateService/FirmwareInventory"
+BOOT_CERTS = SYSTEM + "/Boot/Certificates"
 
 
 class State:
@@ -304,7 +310,26 @@ class Handler(BaseHTTPRequestHandler):
             return self.reset(body)
         if method == "POST" and path == R + "/UpdateService/Actions/UpdateService.SimpleUpdate":
             return self.simple_update(body)
+        if method == "POST" and path == BOOT_CERTS:
+            return self.add_boot_cert(body)
         return error(405, f"{method} is not supported on {path}", "Base.1.12.OperationNotAllowed")
+
+    def add_boot_cert(self, body):
+        st = self.st
+        pem = body.get("CertificateString") or ""
+        if body.get("CertificateType") != "PEM" or "-----BEGIN CERTIFICATE-----" not in pem:
+            return error(400, "The value for CertificateString is not a PEM certificate.",
+                         "Base.1.12.PropertyValueFormatError")
+        coll = st.doc(BOOT_CERTS)
+        n = len(coll["Members"]) + 1
+        path = f"{BOOT_CERTS}/HttpBootCert.{n}"
+        st.overlay[path] = {"@odata.id": path, "@odata.type": "#Certificate.v1_5_0.Certificate",
+                            "Id": f"HttpBootCert.{n}", "Name": "BIOS HTTP Boot Certificate",
+                            "CertificateString": pem.replace("\r\n", "\n"), "CertificateType": "PEM"}
+        coll["Members"].append({"@odata.id": path})
+        coll["Members@odata.count"] = len(coll["Members"])
+        st.counters["boot_certs_added"] = st.counters.get("boot_certs_added", 0) + 1
+        return 201, st.overlay[path], {"Location": path}
 
     # --- BIOS staging ------------------------------------------------------------------
     def validate(self, attrs):

@@ -55,6 +55,15 @@ pub enum BmcCmd {
         #[arg(long)]
         reset: bool,
     },
+    /// The CAs the node's firmware trusts for HTTPS boot (the system's Boot/Certificates), and
+    /// whether `site.boot_server.https_ca` is among them; with --add, add it when missing.
+    BootCa {
+        #[command(flatten)]
+        target: Target,
+        /// Add the inventory's HTTPS CA when the firmware does not have it (read back to verify).
+        #[arg(long)]
+        add: bool,
+    },
     /// BIOS settings from the node's BIOS profile.
     #[command(subcommand)]
     Bios(BiosCmd),
@@ -154,7 +163,10 @@ struct Outcome {
 
 pub fn run(cmd: &BmcCmd, format: Format) -> Result<ExitCode> {
     let target = match cmd {
-        BmcCmd::Inventory { target: t, .. } | BmcCmd::Power { target: t, .. } | BmcCmd::BootOnce { target: t, .. } => t,
+        BmcCmd::Inventory { target: t, .. }
+        | BmcCmd::Power { target: t, .. }
+        | BmcCmd::BootOnce { target: t, .. }
+        | BmcCmd::BootCa { target: t, .. } => t,
         BmcCmd::Bios(BiosCmd::Plan(t) | BiosCmd::Apply(Apply { target: t, .. })) => t,
         BmcCmd::Firmware(FirmwareCmd::Plan(t) | FirmwareCmd::Apply(Apply { target: t, .. })) => t,
     };
@@ -375,6 +387,7 @@ enum Op {
     Inventory,
     Power(PowerArg),
     BootOnce(BootArg, bool),
+    BootCa { add: bool },
     BiosPlan,
     BiosApply { reboot: bool, job_timeout: u64 },
     FirmwarePlan,
@@ -387,6 +400,7 @@ impl Op {
             BmcCmd::Inventory { .. } => Op::Inventory,
             BmcCmd::Power { action, .. } => Op::Power(*action),
             BmcCmd::BootOnce { device, reset, .. } => Op::BootOnce(*device, *reset),
+            BmcCmd::BootCa { add, .. } => Op::BootCa { add: *add },
             BmcCmd::Bios(BiosCmd::Plan(_)) => Op::BiosPlan,
             BmcCmd::Bios(BiosCmd::Apply(a)) => Op::BiosApply { reboot: a.reboot, job_timeout: a.job_timeout },
             BmcCmd::Firmware(FirmwareCmd::Plan(_)) => Op::FirmwarePlan,
@@ -437,6 +451,7 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders:
         Op::Inventory => inventory(&bmc, node, placeholders).await,
         Op::Power(a) => power(&bmc, a).await,
         Op::BootOnce(d, reset) => boot_once(&bmc, d, reset).await,
+        Op::BootCa { add } => boot_ca(&bmc, inv, add).await,
         Op::BiosPlan => bios_plan(&bmc, inv, node).await,
         Op::BiosApply { .. } => bios_stage(&bmc, inv, node).await,
         Op::FirmwarePlan => firmware_plan(&bmc, inv, node).await,
@@ -545,6 +560,46 @@ async fn power(bmc: &Bmc, a: PowerArg) -> Done {
         PowerArg::Status => true,
     };
     Ok((json!({"power": state}), vec![state], ok))
+}
+
+/// `bmc boot-ca`: the firmware's HTTPS boot CAs against the inventory's.
+async fn boot_ca(bmc: &Bmc, inv: &Inventory, add: bool) -> Done {
+    use metal6_redfish::bmc::same_certificate;
+    let ca = match &inv.site.boot_server.https_ca {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("site.boot_server.https_ca {}", p.display()))?)
+        }
+        None if add => bail!("--add needs site.boot_server.https_ca in the inventory"),
+        None => None,
+    };
+    let Some((coll, certs)) = bmc.boot_certificates().await? else {
+        return Ok((json!({"store": null}), vec!["no HTTPS boot certificate store".into(), "-".into()], !add));
+    };
+    let present =
+        |certs: &[(String, String)]| ca.as_ref().is_some_and(|c| certs.iter().any(|(_, p)| same_certificate(p, c)));
+    let mut have = present(&certs);
+    let mut count = certs.len();
+    let mut added = None;
+    if add && !have {
+        let pem = ca.as_deref().unwrap_or_default();
+        added = Some(bmc.add_certificate(&coll, pem).await?.unwrap_or_default());
+        let after = bmc.boot_certificates().await?.map(|(_, c)| c).unwrap_or_default();
+        have = present(&after);
+        count = after.len();
+    }
+    let state = match (&ca, have, &added) {
+        (None, ..) => "no https_ca in the inventory".to_owned(),
+        (Some(_), true, Some(_)) => "CA added".to_owned(),
+        (Some(_), true, None) => "CA present".to_owned(),
+        (Some(_), false, Some(_)) => "CA added but not listed afterwards".to_owned(),
+        (Some(_), false, None) => "CA missing (--add)".to_owned(),
+    };
+    let ok = ca.is_none() || have || !add;
+    Ok((
+        json!({"store": coll, "certificates": count, "ca_present": have, "added": added}),
+        vec![format!("{count} certificate(s) in {coll}"), state],
+        ok,
+    ))
 }
 
 async fn boot_once(bmc: &Bmc, d: BootArg, reset: bool) -> Done {
@@ -788,6 +843,7 @@ fn print(cmd: &BmcCmd, format: Format, outcomes: &[Outcome]) -> Result<()> {
         BmcCmd::Inventory { .. } => &["NODE", "MODEL", "SERVICE-TAG", "BIOS", "BMC", "POWER", "NICS", "CHECK"],
         BmcCmd::Power { .. } => &["NODE", "POWER"],
         BmcCmd::BootOnce { .. } => &["NODE", "BOOT"],
+        BmcCmd::BootCa { .. } => &["NODE", "STORE", "HTTPS CA"],
         _ => &[],
     };
     if header.is_empty() {

@@ -30,6 +30,10 @@ pub struct BuildArgs {
     /// to this metal6 binary.
     #[arg(long, env = "METAL6_INSTALLER")]
     installer: Option<PathBuf>,
+    /// The CA certificate (PEM) the installer trusts for HTTPS: the one that signed
+    /// `metal6 serve --tls-cert`. Needed for profiles with `https: true`.
+    #[arg(long, value_name = "PEM")]
+    installer_ca: Option<PathBuf>,
 }
 
 pub fn run(cmd: &ImageCmd, format: Format) -> Result<ExitCode> {
@@ -43,6 +47,7 @@ pub fn run(cmd: &ImageCmd, format: Format) -> Result<ExitCode> {
         out: a.out.clone(),
         cache: a.cache.clone(),
         installer_bin,
+        installer_ca: a.installer_ca.clone(),
     };
     let started = std::time::Instant::now();
     let mut err = std::io::stderr();

@@ -89,6 +89,19 @@ pub struct UpArgs {
     /// Copy the guest's serial console to stderr.
     #[arg(long)]
     console: bool,
+    /// For nodes whose profile says `https`: a directory with `ca.pem`, and `cert.pem` and
+    /// `key.pem` of the boot server signed by it. The server serves HTTPS with them and the
+    /// firmware trusts `ca.pem` (OVMF's fw_cfg `etc/edk2/https/cacerts`); the artifacts'
+    /// installer must have been built with the same CA (`image build --installer-ca`).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Stop once the node reaches this phase (e.g. `installer`: a boot path proven up to the
+    /// installer, whose part is the same for every path), with the result `reached PHASE`.
+    #[arg(long, value_name = "PHASE")]
+    until: Option<String>,
+    /// The CA the firmware trusts instead of `TLS_DIR/ca.pem` (to see a wrong one refused).
+    #[arg(long, value_name = "PEM", requires = "tls_dir")]
+    firmware_ca: Option<PathBuf>,
 }
 
 /// The end of a lab run, also written to `WORKDIR/summary.json`.
@@ -248,17 +261,63 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     let iface = &inv.site.interface;
     let server = inv.site.boot_server.address;
     let plen = inv.site.segments.first().map_or(64, |s| s.prefix.prefix_len());
-    // The tap has no carrier until QEMU opens it, so its addresses are set by hand; the
-    // link-local one is what RAs come from (OVMF ignores RAs from a global source).
-    lab.exec(&format!(
-        "ip link set lo up && sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
-         ip tuntap add dev {iface} mode tap && sysctl -qw net.ipv6.conf.{iface}.addr_gen_mode=1 && \
-         ip link set {iface} up && ip -6 addr add fe80::1/64 dev {iface} nodad && \
-         ip -6 addr add {server}/{plen} dev {iface} nodad"
-    ))?;
+    let base = "ip link set lo up && sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0";
+    // A node on a relayed segment sits behind a router namespace (see `Relayed`); the guest's
+    // tap is then the router's, and the boot server's interface is a veth to the router.
+    let mut relayed = if node.segment == 0 { None } else { Some(Relayed::new(&inv, node, &lab)?) };
+    let tap = match &relayed {
+        Some(r) => r.tap.clone(),
+        None => {
+            // The tap has no carrier until QEMU opens it, so its addresses are set by hand; the
+            // link-local one is what RAs come from (OVMF ignores RAs from a global source).
+            lab.exec(&format!(
+                "{base} && ip tuntap add dev {iface} mode tap && sysctl -qw net.ipv6.conf.{iface}.addr_gen_mode=1 && \
+                 ip link set {iface} up && ip -6 addr add fe80::1/64 dev {iface} nodad && \
+                 ip -6 addr add {server}/{plen} dev {iface} nodad"
+            ))?;
+            iface.clone()
+        }
+    };
     let me = std::env::current_exe()?;
     let inv_path = a.inventory.canonicalize()?;
-    let serve_args = serve_args(&inv_path, iface, &state, &artifacts);
+    let mut serve_args = serve_args(&inv_path, iface, &state, &artifacts);
+    let https = inv.profile_of(node).https;
+    // An inventory with an HTTPS port makes serve want a certificate even for nodes that boot
+    // over plain HTTP: they get a throw-away one (nothing verifies it).
+    let throwaway;
+    let tls_dir = match (&a.tls_dir, https, inv.site.boot_server.https_port) {
+        (None, true, _) => bail!(
+            "{} boots over HTTPS (its profile says https): pass --tls-dir with the CA its installer was built with",
+            a.node
+        ),
+        (None, false, Some(_)) => {
+            throwaway = work.join("tls");
+            self_signed(&throwaway, inv.site.boot_server.address)?;
+            Some(&throwaway)
+        }
+        (dir, _, _) => dir.as_ref(),
+    };
+    let firmware_cacerts = match (tls_dir, https) {
+        (Some(dir), _) => {
+            let dir = dir.canonicalize().with_context(|| format!("--tls-dir {}", dir.display()))?;
+            for f in ["ca.pem", "cert.pem", "key.pem"] {
+                if !dir.join(f).exists() {
+                    bail!("--tls-dir {} has no {f}", dir.display());
+                }
+            }
+            serve_args.extend([
+                "--tls-cert".into(),
+                dir.join("cert.pem").to_string_lossy().into_owned(),
+                "--tls-key".into(),
+                dir.join("key.pem").to_string_lossy().into_owned(),
+            ]);
+            let ca = a.firmware_ca.clone().unwrap_or_else(|| dir.join("ca.pem"));
+            let esl = work.join("cacerts.esl");
+            std::fs::write(&esl, efi_signature_list(&pem_to_der(&ca)?))?;
+            https.then_some(esl)
+        }
+        (None, _) => None,
+    };
     lab.spawn(&me, &serve_args, &work.join("serve.log"))?;
     let events = state.join("events.jsonl");
     wait_until(Duration::from_secs(20), || {
@@ -292,7 +351,7 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         "-device",
         "virtio-blk-pci,drive=d0,bootindex=0",
         "-netdev",
-        &format!("tap,id=n0,ifname={iface},script=no,downscript=no"),
+        &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
         "-device",
         &format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={mac}"),
         "-fw_cfg",
@@ -309,8 +368,21 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
     if !pxe {
         qemu.extend(["-fw_cfg".into(), "name=opt/org.tianocore/IPv6PXESupport,string=n".into()]);
     }
+    // OVMF's TlsAuthConfigLib reads the CAs for HTTPS boot from this fw_cfg file (an array
+    // of EFI_SIGNATURE_LISTs) into the TlsCaCertificate variable HttpDxe verifies with.
+    if let Some(esl) = &firmware_cacerts {
+        qemu.extend(["-fw_cfg".into(), format!("name=etc/edk2/https/cacerts,file={}", esl.display())]);
+    }
     let started = Instant::now();
-    lab.spawn(Path::new("/usr/bin/qemu-system-x86_64"), &qemu, &work.join("qemu.log"))?;
+    match &mut relayed {
+        // QEMU runs in the router's namespace, where its tap is; the router's daemons start
+        // once QEMU has opened the tap (radvd will not advertise on a link without carrier).
+        Some(r) => {
+            r.lab.spawn(Path::new("/usr/bin/qemu-system-x86_64"), &qemu, &work.join("qemu.log"))?;
+            r.start_daemons(&inv, &work)?;
+        }
+        None => lab.spawn(Path::new("/usr/bin/qemu-system-x86_64"), &qemu, &work.join("qemu.log"))?,
+    }
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
     writeln!(err, "lab: {} ({mac}, {method:?}) booting; serial console in {}", a.node, serial.display())?;
@@ -344,6 +416,14 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
             if e.get("kind").and_then(|k| k.as_str()) == Some("progress") {
                 writeln!(err, "lab: [{t:7.1} s] image {}%", e.get("percent").and_then(|p| p.as_u64()).unwrap_or(0))?;
             }
+            if e.get("kind").and_then(|k| k.as_str()) == Some("tls-rejected") {
+                // Nothing in the lab changes the node's trust: waiting would only time out.
+                writeln!(err, "lab: {}", e.get("error").and_then(|x| x.as_str()).unwrap_or("TLS rejected"))?;
+                done = Some("failed: tls-rejected".to_owned());
+            }
+            if a.until.as_deref() == Some(p) {
+                done = Some(format!("reached {p}"));
+            }
             match p {
                 "ready" => done = Some("ready".to_owned()),
                 "failed" => {
@@ -360,7 +440,7 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         if let Some(r) = done {
             break r;
         }
-        if let Some(why) = lab.any_exited() {
+        if let Some(why) = lab.any_exited().or_else(|| relayed.as_mut().and_then(|r| r.lab.any_exited())) {
             break format!("aborted: {why} (see {})", work.display());
         }
         if Instant::now() > deadline {
@@ -382,8 +462,198 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         serial_log: serial,
     };
     std::fs::write(work.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    drop(relayed);
     drop(lab);
     Ok(summary)
+}
+
+/// A relayed segment, as a site has one: the node on its own prefix behind a router (a
+/// namespace of its own) that forwards between the segment and the provisioning link, sends
+/// the segment's Router Advertisements (radvd, a real router daemon) and relays DHCPv6 to the
+/// boot server (ISC `dhcrelay -6`, a real relay agent, whose Relay-Forward carries the
+/// segment's address as link-address). The boot server sees the node only through the relay:
+///
+/// ```text
+///   server ns: IFACE (boot server address) ──veth── router ns: m6up (PREFIX::fe)
+///                                                  router ns: m6seg0 (tap, the segment's router) ── QEMU
+/// ```
+struct Relayed {
+    lab: Lab,
+    tap: String,
+    seg: metal6_inventory::model::Segment,
+}
+
+impl Relayed {
+    const UPLINK: &'static str = "m6up";
+
+    fn new(
+        inv: &metal6_inventory::model::Inventory,
+        node: &metal6_inventory::model::Node,
+        server_ns: &Lab,
+    ) -> Result<Relayed> {
+        let seg = inv.segment_of(node);
+        let link = &inv.site.segments[0];
+        let iface = &inv.site.interface;
+        let server = inv.site.boot_server.address;
+        // The router's address on the provisioning link: ::fe of its prefix, as long as no
+        // node or the boot server has it.
+        let uplink_addr = std::net::Ipv6Addr::from(u128::from(link.prefix.network()) | 0xfe);
+        if uplink_addr == server || inv.nodes.iter().any(|n| n.address == uplink_addr) {
+            bail!("the lab's relay router wants {uplink_addr} on the provisioning link, but it is taken");
+        }
+        let lab = Lab::new(&format!("{}-r", node.name))?;
+        let (up, tap) = (Self::UPLINK, "m6seg0".to_owned());
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "name",
+                iface,
+                "netns",
+                &server_ns.ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                up,
+                "netns",
+                &lab.ns,
+            ],
+        )?;
+        let base = "ip link set lo up && sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0";
+        let (plen, seg_plen) = (link.prefix.prefix_len(), seg.prefix.prefix_len());
+        server_ns.exec(&format!(
+            "{base} && sysctl -qw net.ipv6.conf.{iface}.addr_gen_mode=1 && ip link set {iface} up && \
+             ip -6 addr add fe80::1/64 dev {iface} nodad && ip -6 addr add {server}/{plen} dev {iface} nodad && \
+             ip -6 route add {} via {uplink_addr} dev {iface}",
+            seg.prefix
+        ))?;
+        let mut addrs = format!("ip -6 addr add {}/{seg_plen} dev {tap} nodad", seg.router);
+        if let Some(la) = seg.link_address.filter(|la| *la != seg.router) {
+            addrs.push_str(&format!(" && ip -6 addr add {la}/{seg_plen} dev {tap} nodad"));
+        }
+        lab.exec(&format!(
+            "{base} && sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+             sysctl -qw net.ipv6.conf.{up}.addr_gen_mode=1 && ip link set {up} up && \
+             ip -6 addr add fe80::2/64 dev {up} nodad && ip -6 addr add {uplink_addr}/{plen} dev {up} nodad && \
+             ip tuntap add dev {tap} mode tap && sysctl -qw net.ipv6.conf.{tap}.addr_gen_mode=1 && \
+             ip link set {tap} up && ip -6 addr add fe80::1/64 dev {tap} nodad && {addrs}"
+        ))?;
+        Ok(Relayed { lab, tap, seg: seg.clone() })
+    }
+
+    /// radvd and dhcrelay on the segment, once QEMU holds the tap.
+    fn start_daemons(&mut self, inv: &metal6_inventory::model::Inventory, work: &Path) -> Result<()> {
+        for tool in ["/usr/sbin/radvd", "/usr/sbin/dhcrelay"] {
+            if !Path::new(tool).exists() {
+                bail!("{tool} is missing (run `make deps`): the relayed lab needs a real router and relay");
+            }
+        }
+        let carrier = format!("/sys/class/net/{}/carrier", self.tap);
+        let ns = self.lab.ns.clone();
+        wait_until(Duration::from_secs(20), || {
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "cat", &carrier])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "1")
+        })
+        .context("QEMU did not open the segment's tap")?;
+        // The segment's RAs, with the site's flags (M: addresses from DHCPv6, through the
+        // relay), from the router's link-local address; the router is the default router.
+        let ra = &inv.site.router_advertisements;
+        let on = |b: bool| if b { "on" } else { "off" };
+        let conf = work.join("radvd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "interface {tap} {{\n  AdvSendAdvert on;\n  MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 10;\n  \
+                 AdvManagedFlag {};\n  AdvOtherConfigFlag {};\n  AdvDefaultLifetime {};\n  AdvLinkMTU {};\n  \
+                 prefix {} {{\n    AdvOnLink on;\n    AdvAutonomous {};\n  }};\n}};\n",
+                on(ra.managed),
+                on(ra.other_config),
+                ra.router_lifetime,
+                inv.site.mtu,
+                self.seg.prefix,
+                on(ra.autonomous),
+                tap = self.tap,
+            ),
+        )?;
+        let p = |p: PathBuf| p.to_string_lossy().into_owned();
+        let radvd: Vec<String> = vec![
+            "-n".into(),
+            "-m".into(),
+            "stderr".into(),
+            "-C".into(),
+            p(conf),
+            "-p".into(),
+            p(work.join("radvd.pid")),
+        ];
+        self.lab.spawn(Path::new("/usr/sbin/radvd"), &radvd, &work.join("radvd.log"))?;
+        // dhcrelay -6: DHCPv6 from the segment (-l) to the boot server (-u), unicast.
+        let relay: Vec<String> = vec![
+            "-6".into(),
+            "-d".into(),
+            "-l".into(),
+            self.tap.clone(),
+            "-u".into(),
+            format!("{}%{}", inv.site.boot_server.address, Self::UPLINK),
+        ];
+        self.lab.spawn(Path::new("/usr/sbin/dhcrelay"), &relay, &work.join("dhcrelay.log"))?;
+        Ok(())
+    }
+}
+
+/// A self-signed RSA certificate for `addr` in `dir` (`ca.pem` = `cert.pem`, `key.pem` 0600).
+fn self_signed(dir: &Path, addr: std::net::Ipv6Addr) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "cd {} && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 \
+                 -subj /CN=metal6-lab-throwaway -addext subjectAltName=IP:{addr} 2>/dev/null \
+                 && chmod 600 key.pem && cp cert.pem ca.pem",
+                dir.display()
+            ),
+        ],
+    )
+}
+
+/// The DER of the first certificate in a PEM file (`openssl x509`, which the lab needs anyway).
+fn pem_to_der(pem: &Path) -> Result<Vec<u8>> {
+    let out = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(pem)
+        .output()
+        .context("running openssl (make deps installs it)")?;
+    if !out.status.success() || out.stdout.is_empty() {
+        bail!("{} is not a PEM certificate: {}", pem.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
+}
+
+/// One X.509 certificate as a UEFI `EFI_SIGNATURE_LIST` (UEFI 2.10 §32.4.1): the format of
+/// `db` and of EDK2's `TlsCaCertificate`. GUIDs are stored little-endian in their first
+/// three fields.
+fn efi_signature_list(der: &[u8]) -> Vec<u8> {
+    // EFI_CERT_X509_GUID a5c059a1-94e4-4aa7-87b5-ab155c2bf072
+    const X509: [u8; 16] =
+        [0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72];
+    // The signature owner: any GUID; this one says "metal6" in its last bytes.
+    const OWNER: [u8; 16] =
+        [0x6d, 0x36, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, b'm', b'e', b't', b'a', b'l', b'6'];
+    let sig_size = 16 + der.len();
+    let list_size = 16 + 4 + 4 + 4 + sig_size;
+    let mut out = Vec::with_capacity(list_size);
+    out.extend_from_slice(&X509);
+    out.extend_from_slice(&u32::try_from(list_size).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // SignatureHeaderSize
+    out.extend_from_slice(&u32::try_from(sig_size).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&OWNER);
+    out.extend_from_slice(der);
+    out
 }
 
 /// What `lab env` writes to `WORKDIR/env.json` for whoever drives it.

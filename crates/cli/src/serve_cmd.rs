@@ -38,6 +38,15 @@ pub struct ServeArgs {
     /// Do not serve TFTP (it is served only with --artifacts).
     #[arg(long)]
     no_tftp: bool,
+    /// HTTPS certificate chain, PEM, leaf first: for the boot server's address (and name),
+    /// signed by the CA the nodes' firmware and installer trust. Needs
+    /// `site.boot_server.https_port` in the inventory.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM; readable by its owner only (a file path, never the
+    /// key itself on the command line).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
@@ -66,6 +75,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         cluster_dir: args.cluster_dir.clone(),
         http: !args.no_http,
         tftp: !args.no_tftp,
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()).map(|(cert, key)| metal6_netboot::TlsFiles { cert, key }),
     };
     log_panics();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

@@ -12,9 +12,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{metal6, root};
+use common::root;
 use serde_json::Value;
 
 fn artifacts() -> PathBuf {
@@ -23,40 +22,6 @@ fn artifacts() -> PathBuf {
 
 fn build_image() -> Value {
     common::build_lab_image()
-}
-
-fn lab_up(node: &str) -> (Value, Vec<Value>, PathBuf) {
-    let work = root().join("target/lab-run").join(node);
-    // 900 s covers a cold, contended machine; METAL6_E2E_TIMEOUT shortens it when a failure is expected.
-    let timeout = std::env::var("METAL6_E2E_TIMEOUT").unwrap_or_else(|_| "900".into());
-    let out = Command::new(metal6())
-        .args(["lab", "up", "--node", node, "--timeout", &timeout, "--artifacts"])
-        .arg(artifacts())
-        .arg("--workdir")
-        .arg(&work)
-        .current_dir(root())
-        .output()
-        .expect("metal6 lab up");
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(work.join("summary.json")).unwrap_or_default())
-        .unwrap_or_default();
-    let events: Vec<Value> = std::fs::read_to_string(work.join("state/events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|e: &Value| e["node"] == node)
-        .collect();
-    if !out.status.success() || summary["result"] != "ready" {
-        let serial = std::fs::read_to_string(work.join("serial.log")).unwrap_or_default();
-        let tail: Vec<&str> = serial.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
-        panic!(
-            "{node} did not become ready: {}\n--- lab up\n{}\n--- serial (tail)\n{}\n--- events\n{}",
-            summary["result"],
-            String::from_utf8_lossy(&out.stderr),
-            tail.join("\n"),
-            events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
-        );
-    }
-    (summary, events, work)
 }
 
 fn recipe_sysctls() -> Vec<(String, i128)> {
@@ -75,36 +40,6 @@ fn recipe_sysctls() -> Vec<(String, i128)> {
     }
     assert!(out.len() > 10, "recipe sysctls: {out:?}");
     out
-}
-
-/// Checks what every lab node's timeline must show; returns the ready event.
-fn check_timeline(node: &str, address: &str, firmware_stage: &str, events: &[Value]) -> Value {
-    // The inventory address at every stage: firmware, installer (DHCPv6), installed OS (ready).
-    for stage in [firmware_stage, "installer"] {
-        let leased: Vec<&Value> = events.iter().filter(|e| e["kind"] == "leased" && e["stage"] == stage).collect();
-        assert!(!leased.is_empty(), "{node}: no {stage} lease in {events:?}");
-        assert!(leased.iter().all(|e| e["addr"] == address), "{node}: {stage} got another address: {leased:?}");
-    }
-    let installer = events.iter().find(|e| e["phase"] == "installer").expect("installer phase");
-    assert_eq!(installer["address"], address);
-    // The timeline is complete and in order.
-    let order = ["installer", "writing-image", "image-written", "configured", "installed", "ready"];
-    let mut at = 0;
-    for p in order {
-        let i = events.iter().position(|e| e["phase"] == p && e["kind"] != "progress");
-        let i = i.unwrap_or_else(|| panic!("{node}: no {p} phase in the timeline"));
-        assert!(i >= at, "{node}: {p} out of order");
-        at = i;
-    }
-    let ready = events.iter().find(|e| e["phase"] == "ready").expect("ready").clone();
-    let global: Vec<&Value> =
-        ready["addresses"].as_array().expect("addresses").iter().filter(|a| a["scope"] == "global").collect();
-    assert!(
-        global.iter().any(|a| a["address"] == address && a["prefix_len"] == 64),
-        "{node}: installed OS has {global:?}"
-    );
-    assert_eq!(global.len(), 1, "{node}: only the inventory address, no SLAAC or DHCP extras: {global:?}");
-    ready
 }
 
 fn check_sysctls(node: &str, ready: &Value) {
@@ -150,22 +85,27 @@ fn blank_disk_to_ready_over_ipv6_http_then_pxe() {
     assert!(Path::new(&artifacts().join("images/lab/disk.raw.sha256")).exists());
 
     // UEFI HTTP boot (lab-node-1).
-    let (summary, events, _) = lab_up("lab-node-1");
+    let (summary, events, _) = common::lab::up("inventory/lab.yaml", "lab-node-1");
     print_timings(&summary);
     let fetch = events.iter().find(|e| e["kind"] == "boot-fetch").expect("firmware fetched the installer");
     assert_eq!(fetch["source"], "http");
     assert_eq!(fetch["path"], "/boot/installer.efi");
-    let ready = check_timeline("lab-node-1", "fd00:6d:1::100", "firmware-http", &events);
+    let ready = common::lab::check_timeline("lab-node-1", "fd00:6d:1::100", "firmware-http", &events);
     check_sysctls("lab-node-1", &ready);
+    let test = "e2e.rs: blank_disk_to_ready_over_ipv6_http_then_pxe";
+    common::lab::proved_cell("OVMF HTTP", "direct", test, "lab-node-1: DHCPv6 + RA, installer.efi over HTTP");
+    common::lab::proved_cell("installer", "direct", test, "lab-node-1: DHCPv6 lease, plan, image written");
+    common::lab::proved_cell("installed OS", "direct", test, "lab-node-1: ready on its inventory address");
     let written = events.iter().find(|e| e["phase"] == "image-written").expect("image-written");
     let want_sha = std::fs::read_to_string(artifacts().join("images/lab/disk.raw.sha256")).expect("sha");
     assert_eq!(Some(written["sha256"].as_str().unwrap_or("")), want_sha.split_whitespace().next());
 
     // PXEv6 over our TFTP (lab-node-2): the same installer, the same checks.
-    let (summary, events, _) = lab_up("lab-node-2");
+    let (summary, events, _) = common::lab::up("inventory/lab.yaml", "lab-node-2");
     print_timings(&summary);
     let fetch = events.iter().find(|e| e["kind"] == "boot-fetch").expect("firmware fetched the installer");
     assert_eq!(fetch["source"], "tftp");
-    let ready = check_timeline("lab-node-2", "fd00:6d:1::101", "firmware-pxe", &events);
+    let ready = common::lab::check_timeline("lab-node-2", "fd00:6d:1::101", "firmware-pxe", &events);
     check_sysctls("lab-node-2", &ready);
+    common::lab::proved_cell("OVMF PXE", "direct", test, "lab-node-2: DHCPv6 + RA, installer.efi over TFTP");
 }

@@ -351,3 +351,94 @@ fn metal6_status_shows_phases() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("GET http://[fd00:6d:1::99]:1/v1/nodes"));
 }
+
+/// lab.yaml with HTTPS on 8443 and lab-node-1's profile saying `https: true`.
+fn https_inventory(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::fs::read_to_string(root().join("inventory/lab.yaml")).expect("lab");
+    let src = src.replace("    tftp_port: 69\n", "    tftp_port: 69\n    https_port: 8443\n");
+    let src =
+        src.replace("    boot: uefi-http\n    image: lab\n", "    boot: uefi-http\n    https: true\n    image: lab\n");
+    assert!(src.contains("https_port") && src.contains("https: true"));
+    let p = dir.join("https.yaml");
+    std::fs::write(&p, src).expect("inventory");
+    p
+}
+
+/// HTTPS as the nodes meet it, against curl (OpenSSL) as the client: artifacts and documents
+/// over TLS verified by the CA; the DHE-only handshake Debian's OVMF needs (no elliptic
+/// curves) negotiated with ffdhe2048; an HTTPS node's documents refused over plain HTTP; a
+/// client with another CA refused and the refusal in the node's timeline; a key readable by
+/// others, or an HTTPS inventory without a certificate, refused at start.
+#[test]
+fn https_for_nodes_whose_profile_says_so() {
+    require_netns!();
+    require_tool!("curl");
+    require_tool!("openssl");
+    let (srv, cli) = lab_link(NODE1_MAC);
+    cli.exec("ip -6 addr add fd00:6d:1::100/64 dev m6c0 nodad");
+    let tls = tempfile::tempdir().expect("tls");
+    common::tls_rsa_ca_and_leaf(tls.path(), &["fd00:6d:1::1"]);
+    let inv = https_inventory(tls.path());
+    let www = tempfile::tempdir().expect("www");
+    std::fs::create_dir_all(www.path().join("boot")).expect("boot dir");
+    std::fs::write(www.path().join("boot/installer.efi"), vec![7u8; 300_000]).expect("file");
+    let (t, w) = (tls.path().display().to_string(), www.path().display().to_string());
+    let (cert, key) = (format!("{t}/cert.pem"), format!("{t}/key.pem"));
+    let args = ["--no-ra", "--artifacts", &w, "--tls-cert", &cert, "--tls-key", &key];
+    let server = Server::start(&srv, &inv, "m6s0", &args);
+    let https = "https://[fd00:6d:1::1]:8443";
+    let ca = format!("--cacert {t}/ca.pem");
+
+    // The boot file, verified by the CA, as the client negotiates it by default (ECDHE).
+    let (code, bytes) = status(&cli, &format!("{ca} {https}/boot/installer.efi"));
+    assert_eq!((code, bytes), (200, 300_000), "{}", server.log_text());
+    // What OVMF offers: TLS 1.2, DHE_RSA suites only, no curves.
+    let o = curl(
+        &cli,
+        &format!("-v {ca} --tls-max 1.2 --ciphers DHE-RSA-AES128-GCM-SHA256 -o /dev/null {https}/boot/installer.efi"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("DHE-RSA-AES128-GCM-SHA256"), "DHE handshake: {err}");
+    // The node's documents over HTTPS, from its address; not over plain HTTP.
+    let (code, _) = status(&cli, &format!("{ca} --interface fd00:6d:1::100 {https}/v1/nodes/lab-node-1/plan.json"));
+    assert_eq!(code, 200);
+    let o = curl(&cli, &format!("--interface fd00:6d:1::100 {BASE}/v1/nodes/lab-node-1/plan.json"));
+    assert!(stdout(&o).contains("HTTPS node"), "plain HTTP refused: {}", stdout(&o));
+    // lab-node-2 (no https) is served over plain HTTP as before.
+    let (code, _) = status(&cli, &format!("{BASE}/v1/nodes/lab-node-2/timeline"));
+    assert_eq!(code, 200);
+
+    // A client that trusts another CA refuses us: its node's timeline says so.
+    let o = curl(&cli, &format!("--cacert {t}/other-ca.pem --interface fd00:6d:1::100 {https}/boot/installer.efi"));
+    assert!(!o.status.success(), "a wrong CA must fail");
+    let rejected = common::wait_for("the tls-rejected event", std::time::Duration::from_secs(10), || {
+        server.events().into_iter().find(|e| e["kind"] == "tls-rejected")
+    });
+    assert_eq!(rejected["node"], "lab-node-1");
+    assert_eq!(rejected["phase"], "failed");
+    assert!(rejected["error"].as_str().unwrap_or("").contains("does not trust"), "{rejected}");
+    let stats = common::wait_for("TLS counters", std::time::Duration::from_secs(10), || {
+        let s = server.stats();
+        (s["tls"]["ok"].as_u64().unwrap_or(0) >= 3 && s["tls"]["rejected-by-client"].as_u64().unwrap_or(0) >= 1)
+            .then_some(s)
+    });
+    assert!(stats["tls"].is_object(), "{stats}");
+    drop(server);
+
+    // Start-up refusals, each with its reason.
+    let m6 = common::metal6();
+    let serve = |extra: &str| {
+        let st = tempfile::tempdir().expect("state");
+        let o = srv.try_exec(&format!(
+            "timeout 20 {} serve -i {} --interface m6s0 --no-ra --state-dir {} {extra}",
+            m6.display(),
+            inv.display(),
+            st.path().display()
+        ));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(serve("").contains("pass --tls-cert and --tls-key"));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    let err = serve(&format!("--tls-cert {cert} --tls-key {key}"));
+    assert!(err.contains("readable by group or others") && err.contains("chmod 600"), "{err}");
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Output;
 use std::time::Duration;
 
 use common::{Server, lab_link, probe, root, wait_for};
@@ -199,6 +200,12 @@ fn dhclient_binds_the_inventory_address() {
     assert!(lease.contains("option dhcp6.name-servers fd00:6d:1::1"), "DNS from option 23: {lease}");
     assert!(lease.contains("lab.metal6.test"), "domain list from option 24: {lease}");
     cli.try_exec(&format!("kill $(cat {d}/dhclient.pid)"));
+    common::lab::proved_cell(
+        "dhclient",
+        "direct",
+        "netboot.rs: dhclient_binds_the_inventory_address",
+        "iaaddr, DNS, domain",
+    );
 }
 
 #[test]
@@ -209,22 +216,33 @@ fn dhcpcd_configures_the_inventory_address() {
     let server = Server::start(&srv, &root().join("inventory/lab.yaml"), "m6s0", &["--no-ra"]);
     let conf = server.state.path().join("dhcpcd.conf");
     std::fs::write(&conf, "noipv4\nnoipv6rs\nipv6only\nduid\ninterface m6c0\n  ia_na 1\n").expect("conf");
-    // `ip netns exec` runs in a private mount namespace: tmpfs over dhcpcd's state and run
-    // directories keeps its DUID and lease files off the host; --script /bin/true runs no hooks.
-    let out = cli.try_exec(&format!(
-        "mkdir -p /var/lib/dhcpcd /run/dhcpcd && mount -t tmpfs m6t /var/lib/dhcpcd && mount -t tmpfs m6t /run/dhcpcd && \
-         timeout 30 dhcpcd -f {} --script /bin/true -1 -B m6c0 && ip -6 addr show dev m6c0 && dhcpcd -x m6c0",
-        conf.display()
-    ));
+    let out = dhcpcd_once(&cli, &conf, "m6c0");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("inet6 fd00:6d:1::100/128"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    common::lab::proved_cell(
+        "dhcpcd",
+        "direct",
+        "netboot.rs: dhcpcd_configures_the_inventory_address",
+        "address on the NIC",
+    );
+}
+
+/// dhcpcd in a client namespace: tmpfs over its state and run directories (`ip netns exec`
+/// runs in a private mount namespace) keeps its DUID and lease files off the host; --script
+/// /bin/true runs no hooks. Returns `ip -6 addr show` of `ifname` after the lease.
+fn dhcpcd_once(cli: &common::Netns, conf: &std::path::Path, ifname: &str) -> Output {
+    cli.try_exec(&format!(
+        "mkdir -p /var/lib/dhcpcd /run/dhcpcd && mount -t tmpfs m6t /var/lib/dhcpcd && mount -t tmpfs m6t /run/dhcpcd && \
+         timeout 30 dhcpcd -f {} --script /bin/true -1 -B {ifname} && ip -6 addr show dev {ifname} && dhcpcd -x {ifname}",
+        conf.display()
+    ))
 }
 
 /// The pool inventory's only node has MAC ...:01; load generators use an interface MAC outside
 /// the inventory so their clients are unknown and served from the pool.
 const STRANGER_MAC: &str = "02:6d:00:00:00:99";
 
-fn perfdhcp_summary(out: &std::process::Output) -> (u64, u64, u64) {
+fn perfdhcp_summary(out: &Output) -> (u64, u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let num = |key: &str| {
         text.lines().find_map(|l| l.trim().strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok())).unwrap_or(0)
@@ -313,6 +331,20 @@ fn dhcrelay_relays_a_real_client_to_us() {
         server.log_text()
     );
     cli.try_exec(&format!("kill $(cat {d}/c.pid)"));
+    let test = "netboot.rs: dhcrelay_relays_a_real_client_to_us";
+    common::lab::proved_cell("dhclient", "relayed", test, "ISC dhcrelay -6; address on the relayed segment");
+    // dhcpcd through the same relay.
+    let conf = dir.path().join("dhcpcd.conf");
+    std::fs::write(&conf, "noipv4\nnoipv6rs\nipv6only\nduid\ninterface m6c0\n  ia_na 1\n").expect("conf");
+    let out = dhcpcd_once(&cli, &conf, "m6c0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("inet6 fd00:6d:2::100/128"),
+        "dhcpcd through the relay: {text}\n{}\nrelay: {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&rlog).unwrap_or_default()
+    );
+    common::lab::proved_cell("dhcpcd", "relayed", test, "ISC dhcrelay -6; address on the relayed segment");
     let _ = dhcrelay.kill();
     let _ = dhcrelay.wait();
 }

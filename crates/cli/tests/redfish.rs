@@ -50,14 +50,14 @@ impl Sim {
         let ns = Netns::new();
         ns.exec(
             "ip link set lo up && ip -6 addr add fd00:6d:b::2/128 dev lo && ip -6 addr add fd00:6d:b::3/128 dev lo \
-             && ip -6 addr add fd00:6d:b::4/128 dev lo",
+             && ip -6 addr add fd00:6d:b::4/128 dev lo && ip -6 addr add fd00:6d:b::5/128 dev lo",
         );
         Sim::start_in(ns, fixture, extra)
     }
 
     fn start_in(ns: Netns, fixture: &std::path::Path, extra: &[&str]) -> Sim {
         let dir = tempfile::tempdir().expect("tmp");
-        common::tls_ca_and_leaf(dir.path(), &["fd00:6d:b::2", "fd00:6d:b::3", "fd00:6d:b::4"]);
+        common::tls_ca_and_leaf(dir.path(), &["fd00:6d:b::2", "fd00:6d:b::3", "fd00:6d:b::4", "fd00:6d:b::5"]);
         std::fs::write(dir.path().join("pw"), PASSWORD).expect("pw");
         let p = |f: &str| dir.path().join(f).to_str().expect("utf-8").to_owned();
         let (cert, key, pw) = (p("cert.pem"), p("key.pem"), p("pw"));
@@ -344,7 +344,7 @@ fn power_and_boot_once() {
     let json: Value =
         serde_json::from_str(&sim.bmc_ok(&format!("power status {a} --all --parallel 2 -o json"))).expect("json");
     let names: Vec<&str> = json.as_array().expect("array").iter().filter_map(|o| o["node"].as_str()).collect();
-    assert_eq!(names, ["r750", "r750-static", "r750-custom"]);
+    assert_eq!(names, ["r750", "r750-static", "r750-custom", "r750-https"]);
 }
 
 /// SimpleUpdate from `metal6 serve`: the simulated BMC downloads each package over IPv6 from
@@ -365,7 +365,17 @@ fn with_firmware_server(fx: &std::path::Path, quirks: &[&str]) -> (Sim, Server, 
         std::fs::write(www.path().join("firmware").join(f), vec![0x4d; n]).expect("package");
     }
     let artifacts = www.path().to_str().expect("utf-8").to_owned();
-    let serve = Server::start(&srv, &root().join(INV), "m6s0", &["--no-ra", "--no-tftp", "--artifacts", &artifacts]);
+    // The inventory serves HTTPS too (r750-https): serve needs its certificate.
+    let tls = www.path().join("tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    common::tls_rsa_ca_and_leaf(&tls, &["fd00:6d:1::1"]);
+    let (cert, key) = (tls.join("cert.pem").display().to_string(), tls.join("key.pem").display().to_string());
+    let serve = Server::start(
+        &srv,
+        &root().join(INV),
+        "m6s0",
+        &["--no-ra", "--no-tftp", "--artifacts", &artifacts, "--tls-cert", &cert, "--tls-key", &key],
+    );
     (Sim::start_in(srv, fx, quirks), serve, cli, www)
 }
 
@@ -614,4 +624,49 @@ fn apply_bios_step_resumes_the_same_job_after_kill_9() {
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+}
+
+/// HTTPS boot on a Dell node (r750-https: `https: true`): the BIOS profile gains
+/// `HttpDev1TlsMode = OneWay` (the registry's real attribute and value), and the CA the BIOS
+/// must trust goes into the system's `Boot/Certificates` — by `metal6 bmc boot-ca --add`, and
+/// by apply's BIOS step before it stages anything, once (a second run finds it there).
+#[test]
+fn https_boot_ca_and_tls_mode_on_a_dell_bios() {
+    require_netns!();
+    require_tool!("openssl");
+    require_tool!("curl");
+    let Some(fx) = capture() else { return };
+    let sim = Sim::start(&fx, &[]);
+    let a = std_args(&sim);
+    // The capture's store is empty: the CA is missing, and saying so is not a failure.
+    let out = sim.bmc_ok(&format!("boot-ca {a} r750-https"));
+    assert!(out.contains("0 certificate(s)") && out.contains("CA missing (--add)"), "{out}");
+    let plan = sim.bmc_ok(&format!("bios plan {a} r750-https"));
+    assert!(plan.contains("HttpDev1TlsMode") && plan.contains("OneWay"), "{plan}");
+
+    // apply: the CA first, then the BIOS pass with the TLS mode, verified from /Bios.
+    let state = tempfile::tempdir().expect("state");
+    let args = ["--nodes", "r750-https", "--until", "netboot", "--poll", "200ms"];
+    let out = apply_cmd(&sim, state.path(), &args).output().expect("apply");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert_eq!(bios_of(&sim, "HttpDev1TlsMode"), "OneWay");
+    let st = sim.state();
+    assert_eq!(st["counters"]["boot_certs_added"], 1, "{st}");
+    let history = record_of(state.path(), "r750-https")["timeline"].to_string();
+    assert!(history.contains("HTTPS boot CA") && history.contains("added to"), "{history}");
+    let store = sim.ns.try_exec(&format!(
+        "curl -sS --cacert {} -u root:{PASSWORD} https://[fd00:6d:b::5]:8443/redfish/v1/Systems/System.Embedded.1/Boot/Certificates/HttpBootCert.1",
+        sim.ca()
+    ));
+    let cert: Value = serde_json::from_slice(&store.stdout).expect("certificate");
+    let ca = std::fs::read_to_string(root().join("tests/redfish/https-boot-ca.pem")).expect("ca");
+    assert_eq!(cert["CertificateString"].as_str().map(str::trim), Some(ca.trim()));
+
+    // Idempotent: the CLI finds it, --add adds nothing, a second apply adds nothing.
+    let out = sim.bmc_ok(&format!("boot-ca {a} --add r750-https"));
+    assert!(out.contains("1 certificate(s)") && out.contains("CA present"), "{out}");
+    let out = apply_cmd(&sim, tempfile::tempdir().expect("state").path(), &args).output().expect("apply");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sim.state()["counters"]["boot_certs_added"], 1, "added once");
 }

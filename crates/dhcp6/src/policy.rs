@@ -492,10 +492,18 @@ impl Engine {
         }
     }
 
-    /// Option 60's parameters: which node this is and where its server is.
+    /// Option 60's parameters: which node this is and where its server is, and for a node on
+    /// a relayed segment the router to reach it through (DHCPv6 has no route option, and a
+    /// leased /128 puts nothing on-link: without it the installer would look for the server
+    /// as a neighbour on the segment).
     fn node_params(&self, n: &Node) -> Vec<Vec<u8>> {
-        let server = self.inv.site.boot_server.http_base();
-        vec![format!("metal6.node={}", n.name).into_bytes(), format!("metal6.server={server}").into_bytes()]
+        let server = self.inv.server_base(n);
+        let mut params =
+            vec![format!("metal6.node={}", n.name).into_bytes(), format!("metal6.server={server}").into_bytes()];
+        if n.segment != 0 {
+            params.push(format!("metal6.gateway={}", self.inv.segment_of(n).router).into_bytes());
+        }
+        params
     }
 
     /// The URL a boot stage of this node gets, if its boot method uses that stage.

@@ -392,3 +392,80 @@ fn relayed_messages_only_from_trusted_relays_when_named() {
     let (r, _, _) = reply(run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::fe"));
     assert_eq!(leased(&r), vec![a("fd00:6d:1::100")]);
 }
+
+fn matrix_engine() -> Engine {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../inventory/lab-matrix.yaml"))
+        .expect("lab-matrix");
+    let inv = metal6_inventory::check_str(&src, "lab-matrix.yaml").0.expect("valid");
+    Engine::new(inv, Config { server_duid: SERVER_DUID.to_vec(), rapid_commit: true })
+}
+
+/// A node on a relayed segment (inventory/lab-matrix.yaml's matrix-relayed, segment rack2):
+/// the installer's option 60 names the segment's router, through which it must reach the
+/// server (its lease is a /128, nothing is on-link). A node on the server's link gets none.
+#[test]
+fn a_relayed_installer_learns_its_segments_router_from_option_60() {
+    let (mut e, mut b) = (matrix_engine(), Bindings::default());
+    let mac3 = [0x52, 0x54, 0, 0x6d, 0, 3];
+    let mut m = os_client(MsgType::Solicit, [&[0u8, 3, 0, 1][..], &mac3].concat(), 7, false);
+    m.opts.push(Opt::UserClass(vec![metal6_dhcp6::policy::INSTALLER_USER_CLASS.to_vec()]));
+    set_oro(&mut m, vec![23, 60]);
+    let relay = RelayHop {
+        hop_count: 0,
+        link_addr: a("fd00:6d:2::1"),
+        peer_addr: a("fe80::5054:ff:fe6d:3"),
+        interface_id: None,
+        client_mac: None,
+    };
+    let (r, ..) = reply(run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::fe"));
+    assert_eq!(leased(&r), vec![a("fd00:6d:2::100")], "the address on the node's own segment");
+    let params = r.opts.iter().find_map(|o| if let Opt::BootfileParam(p) = o { Some(p.clone()) } else { None });
+    assert_eq!(
+        params,
+        Some(vec![
+            b"metal6.node=matrix-relayed".to_vec(),
+            b"metal6.server=http://[fd00:6d:1::1]:8080/".to_vec(),
+            b"metal6.gateway=fd00:6d:2::1".to_vec()
+        ])
+    );
+    // matrix-ipxe is on the server's link: no gateway.
+    let mac4 = [0x52, 0x54, 0, 0x6d, 0, 4];
+    let mut m = os_client(MsgType::Solicit, [&[0u8, 3, 0, 1][..], &mac4].concat(), 7, false);
+    m.opts.push(Opt::UserClass(vec![metal6_dhcp6::policy::INSTALLER_USER_CLASS.to_vec()]));
+    set_oro(&mut m, vec![60]);
+    let (r, ..) = reply(run(&mut e, &mut b, &m, &[], "fe80::5054:ff:fe6d:4"));
+    let params = r.opts.iter().find_map(|o| if let Opt::BootfileParam(p) = o { Some(p.clone()) } else { None });
+    assert_eq!(params.map(|p| p.len()), Some(2), "node and server only");
+}
+
+/// iPXE's DUID is DUID-UUID from SMBIOS, all zeros on a board (or VM) without a UUID
+/// (docs/quirks.md 34): never an identity by itself. Behind a relay without option 79 the
+/// node is still found, by the EUI-64 of the relay's peer-address (the client's link-local
+/// source), and gets its script URL.
+#[test]
+fn ipxe_with_a_zero_duid_uuid_is_found_by_its_link_local_source_even_relayed() {
+    let (mut e, mut b) = (matrix_engine(), Bindings::default());
+    let zero_uuid = [&[0u8, 4][..], &[0u8; 16]].concat();
+    let mut m = os_client(MsgType::Solicit, zero_uuid.clone(), 0xcbb8_a19d, false);
+    m.opts.push(Opt::UserClass(vec![b"iPXE".to_vec()]));
+    set_oro(&mut m, vec![59, 23]);
+    // Directly on the link: the source is iPXE's EUI-64 link-local address.
+    let (r, _, events) = reply(run(&mut e, &mut b, &m, &[], "fe80::5054:ff:fe6d:4"));
+    assert_eq!(leased(&r), vec![a("fd00:6d:1::101")]);
+    assert!(events.iter().any(|ev| format!("{ev:?}").contains("Eui64Source")), "{events:?}");
+    let url = r.opts.iter().find_map(|o| if let Opt::BootfileUrl(u) = o { Some(u.clone()) } else { None });
+    assert_eq!(url.as_deref(), Some("http://[fd00:6d:1::1]:8080/v1/nodes/matrix-ipxe/ipxe"));
+    // The same DUID from a host the inventory does not know: silence, not matrix-ipxe's address.
+    let stranger = run(&mut e, &mut b, &m, &[], "fe80::5054:ff:fe00:99");
+    assert!(matches!(stranger, Outcome::Silent { why: Silence::UnknownClient, .. }), "{stranger:?}");
+    // Relayed (no option 79): the relay's peer-address is the client's link-local source.
+    let relay = RelayHop {
+        hop_count: 0,
+        link_addr: a("fd00:6d:2::1"),
+        peer_addr: a("fe80::5054:ff:fe6d:3"),
+        interface_id: None,
+        client_mac: None,
+    };
+    let (r, ..) = reply(run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::fe"));
+    assert_eq!(leased(&r), vec![a("fd00:6d:2::100")], "matrix-relayed, found through the relay's peer-address");
+}

@@ -46,6 +46,11 @@ pub struct Options {
     pub cache: PathBuf,
     /// The metal6-installer binary to put into the installer and the image.
     pub installer_bin: PathBuf,
+    /// The CA (PEM) the installer trusts for HTTPS (`https: true` profiles): put into the
+    /// installer's initramfs as `/etc/metal6/ca.pem`, and from there into each installed
+    /// system. The firmware fetched the installer over HTTPS verified by the same CA, so the
+    /// CA inside it is as trustworthy as the installer.
+    pub installer_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,17 +184,32 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
     let installer_sha = sha256_file(&opts.installer_bin).with_context(|| {
         format!("the installer binary {} (build it: cargo build -p metal6-installer)", opts.installer_bin.display())
     })?;
+    let installer_ca = match &opts.installer_ca {
+        Some(p) => {
+            let pem = std::fs::read(p).with_context(|| format!("the installer CA {}", p.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                bail!("the installer CA {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", p.display());
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    // Stages built with an installer CA are another lineage of the recipe: building with and
+    // without one (or with a rotated CA) prunes only its own lineage's older stages.
+    let lineage = if installer_ca.is_some() { format!("{}+installer-ca", recipe.name) } else { recipe.name.clone() };
     let tkey = {
         let mut r = recipe.clone();
         r.name.clear(); // the name only places outputs
         r.sysctl.clear(); // the sysctl profile is patched in by the last stage
+        r.outputs.ipxe = None; // copied at publish time, into no stage
         let v = serde_json::json!({"format": DERIVED_FORMAT, "base": bkey, "recipe": r, "installer": installer_sha,
             "stub": sha256_file(Path::new(STUB))?, "busybox": sha256_file(Path::new("/bin/busybox"))?,
-            "e2fsprogs": tools::version("mkfs.ext4")});
+            "e2fsprogs": tools::version("mkfs.ext4"),
+            "installer_ca": installer_ca.as_ref().map(|pem| hex(&Sha256::digest(pem)))});
         hex(&Sha256::digest(v.to_string().as_bytes()))
     };
-    let (tree_dir, report) = stage(&opts.cache, "tree", &tkey, &recipe.name, progress, |tmp, progress| {
-        derive(&recipe, &base_tar, &tkey, &opts.installer_bin, tmp, progress)
+    let (tree_dir, report) = stage(&opts.cache, "tree", &tkey, &lineage, progress, |tmp, progress| {
+        derive(&recipe, &base_tar, &tkey, &opts.installer_bin, installer_ca.as_deref(), tmp, progress)
     })?;
     stages.push(report);
 
@@ -198,11 +218,11 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
         let v = serde_json::json!({"tree": tkey, "sysctl": checked, "qcow2": recipe.outputs.qcow2});
         hex(&Sha256::digest(v.to_string().as_bytes()))
     };
-    let (derived, report) = stage(&opts.cache, "disk", &dkey, &recipe.name, progress, |tmp, progress| {
+    let (derived, report) = stage(&opts.cache, "disk", &dkey, &lineage, progress, |tmp, progress| {
         assemble(&recipe, &checked, &tree_dir, tmp, progress)
     })?;
     if !report.cached {
-        prune(&opts.cache, &recipe.name, &[&derived, &tree_dir], &base_tar, progress);
+        prune(&opts.cache, &lineage, &[&derived, &tree_dir], &base_tar, progress);
     }
     stages.push(report);
 
@@ -228,6 +248,17 @@ pub fn build(opts: &Options, progress: Progress<'_>) -> Result<Report> {
     publish("node.efi", &format!("{img_dir}/node.efi"))?;
     publish("installer.efi", "boot/installer.efi")?;
     publish("installer.efi", "installer.efi")?;
+    if let Some(ipxe) = &recipe.outputs.ipxe {
+        // Where the inventory's boot URLs point `boot: ipxe` nodes (metal6_inventory::plan::IPXE_HTTP_PATH).
+        let dst = opts.out.join("boot/ipxe.efi");
+        std::fs::copy(ipxe, &dst)
+            .with_context(|| format!("outputs.ipxe: copying {} (Debian: apt install ipxe)", ipxe.display()))?;
+        outputs.push(Output {
+            path: "boot/ipxe.efi".to_owned(),
+            bytes: std::fs::metadata(&dst)?.len(),
+            sha256: sha256_file(&dst)?,
+        });
+    }
     let disk_sha = &outputs[0].sha256;
     std::fs::write(opts.out.join(&img_dir).join("disk.raw.sha256"), format!("{disk_sha}  disk.raw\n"))?;
     let mut sums = String::new();
@@ -479,6 +510,7 @@ fn derive(
     base_tar: &Path,
     key: &str,
     installer_bin: &Path,
+    installer_ca: Option<&[u8]>,
     work: &Path,
     progress: Progress<'_>,
 ) -> Result<()> {
@@ -591,7 +623,7 @@ fn derive(
 
     // Installer UKI: the same kernel, our initramfs.
     let t = Instant::now();
-    let initramfs = installer_initramfs(r, &tree, &kver, &agent, epoch)?;
+    let initramfs = installer_initramfs(r, &tree, &kver, &agent, installer_ca, epoch)?;
     let inst_cmdline =
         format!("console=tty0 console=ttyS0,115200 panic=30 {}", r.installer.kernel_cmdline).trim().to_owned();
     let inst_osrel =
@@ -804,7 +836,14 @@ sleep 30
 reboot -f
 "#;
 
-fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &Path, epoch: u64) -> Result<Vec<u8>> {
+fn installer_initramfs(
+    r: &Recipe,
+    tree: &Path,
+    kver: &str,
+    agent: &Path,
+    ca: Option<&[u8]>,
+    epoch: u64,
+) -> Result<Vec<u8>> {
     let mut e: BTreeMap<String, Entry> = BTreeMap::new();
     for d in ["bin", "dev", "etc", "etc/metal6", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"] {
         e.insert(d.into(), Entry::Dir { mode: 0o755 });
@@ -855,6 +894,9 @@ fn installer_initramfs(r: &Recipe, tree: &Path, kver: &str, agent: &Path, epoch:
     }
     // The installer's coldplug loads what the machine's devices need, in this order.
     e.insert("etc/metal6/modules.json".into(), Entry::File { mode: 0o644, data: serde_json::to_vec_pretty(&index)? });
+    if let Some(pem) = ca {
+        e.insert("etc/metal6/ca.pem".into(), Entry::File { mode: 0o644, data: pem.to_vec() });
+    }
     let mut raw = vec![];
     cpio::write(&mut raw, &e, u32::try_from(epoch).unwrap_or(u32::MAX))?;
     let mut gz = flate2::GzBuilder::new().mtime(0).write(vec![], flate2::Compression::new(6));

@@ -100,6 +100,11 @@ pub struct Installer {
 pub struct Outputs {
     #[serde(default = "yes")]
     pub qcow2: bool,
+    /// An iPXE EFI binary on the build host to publish as `boot/ipxe.efi`, what `boot: ipxe`
+    /// nodes chain-load (Debian's `ipxe` package: `/usr/lib/ipxe/snponly.efi`, iPXE on the
+    /// firmware's own network driver). Copied as it is: no stage depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipxe: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {
@@ -108,7 +113,7 @@ fn yes() -> bool {
 
 impl Default for Outputs {
     fn default() -> Self {
-        Outputs { qcow2: true }
+        Outputs { qcow2: true, ipxe: None }
     }
 }
 

@@ -47,6 +47,7 @@ fn derived_outputs_are_bit_identical_across_builds() {
             out: out.to_path_buf(),
             cache: cache.to_path_buf(),
             installer_bin: installer.clone(),
+            installer_ca: None,
         };
         metal6_image::build(&opts, &mut |l| eprintln!("{l}")).unwrap_or_else(|e| panic!("build: {e:#}"))
     };

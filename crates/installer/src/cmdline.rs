@@ -7,6 +7,9 @@ pub struct Params {
     pub node: Option<String>,
     pub server: Option<String>,
     pub interface: Option<String>,
+    /// The router to reach the server through, when the node is not on the server's link
+    /// (a relayed segment): its address on the node's segment.
+    pub gateway: Option<std::net::Ipv6Addr>,
     /// Do not reboot at the end (debugging).
     pub no_reboot: bool,
 }
@@ -21,6 +24,7 @@ pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Params {
             "metal6.node" if !v.is_empty() => p.node = Some(v.to_owned()),
             "metal6.server" if !v.is_empty() => p.server = Some(v.to_owned()),
             "metal6.interface" if !v.is_empty() => p.interface = Some(v.to_owned()),
+            "metal6.gateway" => p.gateway = v.parse().ok(),
             "metal6.noreboot" => p.no_reboot = true,
             _ => {}
         }
@@ -35,6 +39,7 @@ impl Params {
             node: self.node.or(other.node),
             server: self.server.or(other.server),
             interface: self.interface.or(other.interface),
+            gateway: self.gateway.or(other.gateway),
             no_reboot: self.no_reboot || other.no_reboot,
         }
     }
@@ -52,6 +57,8 @@ mod tests {
         );
         assert_eq!(p.node.as_deref(), Some("w-1"));
         assert_eq!(p.server.as_deref(), Some("http://[fd00::1]:8080/"));
+        assert_eq!(parse(["metal6.gateway=fd00:6d:2::1"]).gateway, Some("fd00:6d:2::1".parse().expect("addr")));
+        assert_eq!(parse(["metal6.gateway=nonsense"]).gateway, None);
         assert!(p.no_reboot);
         assert_eq!(p.interface, None);
         let merged = parse(["metal6.node=a"]).or(parse(["metal6.node=b", "metal6.server=s"]));

@@ -1,6 +1,9 @@
 //! HTTP to `metal6 serve`: documents, the image stream (with Range to resume) and events.
-//! ureq: blocking, small, no async runtime to carry into the initramfs; plain HTTP only
-//! (the provisioning network is the trust boundary, and the image is verified by SHA-256).
+//! ureq: blocking, small, no async runtime to carry into the initramfs. Plain HTTP where the
+//! provisioning network is the trust boundary (the image is verified by SHA-256 either way);
+//! HTTPS for nodes whose profile says so, verified against [`CA_PATH`] only: the CA built
+//! into the installer by `metal6 image build --installer-ca` and copied into every system it
+//! installs. No other root is trusted.
 //!
 //! A URL can carry the node's token (`?token=`): every URL or HTTP error this crate prints
 //! goes through [`redact`] first. The console is the BMC's, captured and shared, and the
@@ -13,8 +16,31 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::console::say;
 
+/// The CA this installer (and the system it installs) trusts for HTTPS.
+pub const CA_PATH: &str = "/etc/metal6/ca.pem";
+
+/// The certificates in `CA_PATH` (none when it is absent: every HTTPS fetch then fails, and
+/// [`tls_hint`] says why).
+fn trusted_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    let pem = std::fs::read(CA_PATH).unwrap_or_default();
+    ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn agent() -> ureq::Agent {
+    // ureq's rustls-no-provider takes the process default; ring is the one built in. A second
+    // install (the agent is built more than once) is refused harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(trusted_roots())))
+        .build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(30)))
         // A stream that stalls fails within a minute and resumes with Range from where it
@@ -50,9 +76,32 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// A ureq error as text, redacted: some quote the URL (`bad uri: …`).
+/// A ureq error as text, redacted: some quote the URL (`bad uri: …`). A certificate error
+/// says what to check.
 pub fn error_text(e: &ureq::Error) -> String {
-    redact(&e.to_string())
+    let text = redact(&e.to_string());
+    let tls = match e {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
+        // rustls' errors during the handshake reach ureq as I/O errors.
+        ureq::Error::Io(io) => io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    };
+    if tls { format!("{text}: {}", tls_hint()) } else { text }
+}
+
+/// Why a TLS handshake with the server failed, from this installer's side.
+pub fn tls_hint() -> String {
+    if trusted_roots().is_empty() {
+        format!(
+            "this installer has no CA ({CA_PATH}) to verify the server: build it with \
+             `metal6 image build --installer-ca CA.pem`"
+        )
+    } else {
+        format!(
+            "the server's certificate does not verify against the CA in {CA_PATH} (the CA that built this \
+             installer): check `metal6 serve --tls-cert`, its address in the certificate, and the clock"
+        )
+    }
 }
 
 pub fn get_text(agent: &ureq::Agent, url: &str) -> Result<String> {

@@ -67,7 +67,7 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
     let server = params.server.ok_or_else(|| anyhow!("the DHCPv6 server did not say where its HTTP server is"))?;
     let server = if server.ends_with('/') { server } else { format!("{server}/") };
     let server_addr = host_of(&server)?;
-    net::configure(&nic, lease.address, 128, Some(server_addr))?;
+    net::configure(&nic, lease.address, 128, Some(server_addr), params.gateway)?;
     say!("{}: {} is node {node}; server {}", nic.name, lease.address, redact(&server));
 
     let agent = http::agent();
@@ -99,7 +99,7 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
     // records the conflict (docs/security.md).
     let reporter = Reporter::new(agent.clone(), &events_url, Some(&plan.report.token));
     *report_failure = Some(Reporter::new(agent.clone(), &events_url, Some(&plan.report.token)));
-    net::configure(&nic, plan.network.address, plan.network.prefix_len, None)?;
+    net::configure(&nic, plan.network.address, plan.network.prefix_len, None, None)?;
     let network_unit = http::get_text(&agent, &format!("{server}v1/nodes/{node}/network"))?;
     let sha = plan.image.sha256.clone().ok_or_else(|| {
         anyhow!("the server has no SHA-256 for {} (build the image with `metal6 image build`)", redact(&plan.image.url))

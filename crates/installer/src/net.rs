@@ -79,12 +79,25 @@ pub fn bring_up(nic: &Nic, wait: Duration) -> Result<()> {
 }
 
 /// Gives `nic` its address, and a route to the server (which may be off the address's prefix
-/// before the plan tells the prefix length).
-pub fn configure(nic: &Nic, addr: Ipv6Addr, prefix_len: u8, server: Option<Ipv6Addr>) -> Result<()> {
+/// before the plan tells the prefix length). On the server's own link the server is a
+/// neighbour; on a relayed segment (`gateway` given) it is reached through the segment's
+/// router, which is made a neighbour first (a DHCPv6 address is a /128: nothing is on-link yet).
+pub fn configure(
+    nic: &Nic,
+    addr: Ipv6Addr,
+    prefix_len: u8,
+    server: Option<Ipv6Addr>,
+    gateway: Option<Ipv6Addr>,
+) -> Result<()> {
     // No `nodad`: busybox ip lacks it, and bring_up turned DAD off for the interface.
     ip(&["-6", "addr", "replace", &format!("{addr}/{prefix_len}"), "dev", &nic.name])?;
-    if let Some(s) = server {
-        ip(&["-6", "route", "replace", &format!("{s}/128"), "dev", &nic.name])?;
+    match (server, gateway) {
+        (Some(s), Some(g)) => {
+            ip(&["-6", "route", "replace", &format!("{g}/128"), "dev", &nic.name])?;
+            ip(&["-6", "route", "replace", &format!("{s}/128"), "via", &g.to_string(), "dev", &nic.name])?;
+        }
+        (Some(s), None) => ip(&["-6", "route", "replace", &format!("{s}/128"), "dev", &nic.name])?,
+        (None, _) => {}
     }
     Ok(())
 }

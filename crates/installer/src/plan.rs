@@ -108,7 +108,13 @@ pub fn configure_root(root: &Path, plan: &Plan, network_unit: &str) -> Result<()
         token: plan.report.token.clone(),
         sysctl: plan.sysctl.clone(),
     };
-    write(root, "etc/metal6/node.json", &(serde_json::to_string_pretty(&node)? + "\n"), 0o600)
+    write(root, "etc/metal6/node.json", &(serde_json::to_string_pretty(&node)? + "\n"), 0o600)?;
+    // The installed system reports to the same server with the same trust: the CA this
+    // installer was built with, if any (HTTPS nodes).
+    if let Ok(pem) = std::fs::read_to_string(crate::http::CA_PATH) {
+        write(root, "etc/metal6/ca.pem", &pem, 0o644)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

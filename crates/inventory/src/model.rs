@@ -78,6 +78,9 @@ pub struct BootServer {
     pub address: Ipv6Addr,
     pub http_port: u16,
     pub tftp_port: u16,
+    pub https_port: Option<u16>,
+    /// PEM file of the CA HTTPS nodes' firmware must trust (Dell: given through Redfish).
+    pub https_ca: Option<std::path::PathBuf>,
 }
 
 impl BootServer {
@@ -89,6 +92,11 @@ impl BootServer {
 
     pub fn tftp_base(&self) -> String {
         url_base("tftp", self.address, self.tftp_port, 69)
+    }
+
+    /// `https://[addr]/` or `https://[addr]:port/`; `None` without an `https_port`.
+    pub fn https_base(&self) -> Option<String> {
+        self.https_port.map(|p| url_base("https", self.address, p, 443))
     }
 }
 
@@ -115,6 +123,7 @@ pub struct Profile {
     pub sysctl: Option<String>,
     pub bios: Option<String>,
     pub firmware: Option<String>,
+    pub https: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -292,5 +301,15 @@ impl Inventory {
 
     pub fn segment_of(&self, node: &Node) -> &Segment {
         &self.site.segments[node.segment]
+    }
+
+    /// Where this node fetches its installer, plan, image and reports events: the HTTPS base
+    /// for profiles with `https: true` (validation guarantees the port), else the HTTP base.
+    pub fn server_base(&self, node: &Node) -> String {
+        let bs = &self.site.boot_server;
+        match bs.https_base() {
+            Some(https) if self.profile_of(node).https => https,
+            _ => bs.http_base(),
+        }
     }
 }

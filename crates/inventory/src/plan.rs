@@ -92,7 +92,7 @@ pub fn boot_url(inv: &Inventory, node: &Node) -> BootPlan {
     let method = inv.profile_of(node).boot;
     let (url, script_url) = match method {
         BootMethod::UefiHttp | BootMethod::DhcpLessHttp => {
-            (format!("{}{INSTALLER_HTTP_PATH}", server.http_base()), None)
+            (format!("{}{INSTALLER_HTTP_PATH}", inv.server_base(node)), None)
         }
         BootMethod::Pxe => (format!("{}{INSTALLER_TFTP_PATH}", server.tftp_base()), None),
         BootMethod::Ipxe => (

@@ -188,6 +188,16 @@ pub struct BootServer {
     pub http_port: u16,
     #[serde(default = "default_tftp_port")]
     pub tftp_port: u16,
+    /// HTTPS port for profiles with `https: true` (metal6 serve then needs `--tls-cert` and
+    /// `--tls-key`); absent: no HTTPS.
+    #[serde(default)]
+    pub https_port: Option<u16>,
+    /// The CA certificate (PEM file; a public certificate, not a secret) that signed the
+    /// HTTPS certificate: Dell BIOSes of `https: true` nodes are given it through Redfish
+    /// (the system's `Boot/Certificates`). A path, relative to the working directory like
+    /// `file:` references.
+    #[serde(default)]
+    pub https_ca: Option<String>,
 }
 
 fn default_http_port() -> u16 {
@@ -283,6 +293,11 @@ pub struct Profile {
     /// Name of a `firmware_baselines` entry (Dell nodes).
     #[serde(default)]
     pub firmware: Option<String>,
+    /// Fetch the installer, its plan and the image over HTTPS (`site.boot_server.https_port`),
+    /// the server's certificate verified by the firmware and by the installer (docs/security.md).
+    /// UEFI HTTP boot only (`uefi-http`, `dhcp-less-http`).
+    #[serde(default)]
+    pub https: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -303,6 +318,18 @@ pub enum BootMethod {
     Ipxe,
     /// No DHCPv6: the BIOS is programmed over Redfish with a static address and the boot URI.
     DhcpLessHttp,
+}
+
+impl BootMethod {
+    /// The name the inventory spells it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootMethod::UefiHttp => "uefi-http",
+            BootMethod::Pxe => "pxe",
+            BootMethod::Ipxe => "ipxe",
+            BootMethod::DhcpLessHttp => "dhcp-less-http",
+        }
+    }
 }
 
 /// Desired BIOS state of a Dell node.

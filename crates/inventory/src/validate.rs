@@ -598,7 +598,9 @@ fn validate_site(cx: &mut Ctx<'_>, s: &raw::Site) -> Option<model::Site> {
     if let (Some(a), Some(net)) = (boot_addr, prefix) {
         check_in_prefix(cx, a, net, &bsp.key("address"), false);
     }
-    for (port, key) in [(bs.http_port, "http_port"), (bs.tftp_port, "tftp_port")] {
+    for (port, key) in
+        [(bs.http_port, "http_port"), (bs.tftp_port, "tftp_port"), (bs.https_port.unwrap_or(443), "https_port")]
+    {
         if port == 0 {
             cx.error("invalid-port", &bsp.key(key), "port 0 is not a listening port".into(), None);
         }
@@ -694,7 +696,13 @@ fn validate_site(cx: &mut Ctx<'_>, s: &raw::Site) -> Option<model::Site> {
         ntp,
         mtu: p.mtu,
         router_advertisements: ra.clone(),
-        boot_server: model::BootServer { address: boot_addr?, http_port: bs.http_port, tftp_port: bs.tftp_port },
+        boot_server: model::BootServer {
+            address: boot_addr?,
+            http_port: bs.http_port,
+            tftp_port: bs.tftp_port,
+            https_port: bs.https_port,
+            https_ca: bs.https_ca.as_ref().map(std::path::PathBuf::from),
+        },
         dhcp: dhcp?,
         segments,
         ssh_authorized_keys: s.ssh_authorized_keys.clone(),
@@ -797,6 +805,39 @@ fn validate_profiles(cx: &mut Ctx<'_>, raw: &raw::Inventory) -> BTreeMap<String,
         if let Some(f) = &p.firmware {
             check_ref(cx, f, raw.firmware_baselines.keys(), &pp.key("firmware"), "firmware_baselines");
         }
+        if p.https {
+            if !matches!(p.boot, raw::BootMethod::UefiHttp | raw::BootMethod::DhcpLessHttp) {
+                cx.error(
+                    "https-boot-method",
+                    &pp.key("https"),
+                    format!("`https: true` needs UEFI HTTP boot, not `{}`", p.boot.name()),
+                    Some(
+                        "use `boot: uefi-http` (PXE fetches over TFTP; Debian's iPXE has no HTTPS); or drop `https`"
+                            .into(),
+                    ),
+                );
+            }
+            if p.bios.is_some() && raw.site.boot_server.https_ca.is_none() {
+                cx.error(
+                    "missing-https-ca",
+                    &pp.key("https"),
+                    "a Dell node that boots over HTTPS must be given the CA to trust".into(),
+                    Some(
+                        "set `site.boot_server.https_ca` to the CA's PEM file: apply puts it into the BIOS's HTTP \
+                         boot certificates"
+                            .into(),
+                    ),
+                );
+            }
+            if raw.site.boot_server.https_port.is_none() {
+                cx.error(
+                    "missing-https-port",
+                    &pp.key("https"),
+                    "`https: true` needs `site.boot_server.https_port`".into(),
+                    Some("add `https_port: 443` (or another port) under site.boot_server".into()),
+                );
+            }
+        }
         if p.boot == raw::BootMethod::DhcpLessHttp {
             let has_http =
                 p.bios.as_ref().and_then(|b| raw.bios_profiles.get(b)).is_some_and(|b| b.http_boot.is_some());
@@ -818,6 +859,7 @@ fn validate_profiles(cx: &mut Ctx<'_>, raw: &raw::Inventory) -> BTreeMap<String,
                 sysctl: p.sysctl.clone(),
                 bios: p.bios.clone(),
                 firmware: p.firmware.clone(),
+                https: p.https,
             },
         );
     }
@@ -1297,7 +1339,14 @@ fn check_dell_boot_url(cx: &mut Ctx<'_>, raw: &raw::Inventory, n: &raw::Node, si
     let Some(p) = raw.profiles.get(&n.profile) else { return };
     let http = matches!(p.boot, raw::BootMethod::UefiHttp | raw::BootMethod::DhcpLessHttp);
     let dell = p.bios.is_some() || p.firmware.is_some();
-    if http && dell && site.boot_server.http_port != 80 {
+    if http && dell && p.https && site.boot_server.https_port.is_some_and(|port| port != 443) {
+        cx.warn(
+            "boot-url-port",
+            &np.key("profile"),
+            format!("node `{}` HTTPS-boots Dell firmware from port {:?}", n.name, site.boot_server.https_port),
+            Some("Dell BIOS rejects a port in the boot URL (KB 000286311); serve HTTPS on port 443".into()),
+        );
+    } else if http && dell && !p.https && site.boot_server.http_port != 80 {
         cx.warn(
             "boot-url-port",
             &np.key("profile"),

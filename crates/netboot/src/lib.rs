@@ -42,6 +42,15 @@ pub struct ServeOptions {
     pub http: bool,
     /// Serve TFTP (read-only, from `artifacts`) on the boot server's address and port.
     pub tftp: bool,
+    /// Certificate chain and key (PEM) for HTTPS on `site.boot_server.https_port`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the HTTPS certificate chain (leaf first) and its private key are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +115,10 @@ pub enum ServeError {
     TokenKeyInvalid { path: PathBuf, problem: String, hint: &'static str },
     #[error("the {what} {dir} is inside the artifact root {root}, which is served to anyone: move it out")]
     SecretsServed { what: &'static str, dir: PathBuf, root: PathBuf },
+    #[error("{0}")]
+    TlsSetup(&'static str),
+    #[error("HTTPS")]
+    Tls(#[from] http::tls::TlsError),
     #[error("the {service} service stopped: {reason}")]
     ServiceFailed { service: &'static str, reason: String },
 }
@@ -262,6 +275,20 @@ pub async fn serve(
         info!(interface = %iface, "router advertisements on");
     }
     let events = Arc::new(events);
+    let https_port = inv.site.boot_server.https_port;
+    match (https_port, &opts.tls, opts.http) {
+        (Some(_), None, true) => {
+            return Err(ServeError::TlsSetup(
+                "the inventory has site.boot_server.https_port: pass --tls-cert and --tls-key (docs/security.md)",
+            ));
+        }
+        (None, Some(_), _) => {
+            return Err(ServeError::TlsSetup(
+                "--tls-cert/--tls-key given, but the inventory has no site.boot_server.https_port to serve HTTPS on",
+            ));
+        }
+        _ => {}
+    }
     if opts.http {
         raise_fd_limit();
         let addr = std::net::SocketAddr::from((inv.site.boot_server.address, inv.site.boot_server.http_port));
@@ -287,6 +314,14 @@ pub async fn serve(
             conflicts: std::sync::Mutex::default(),
         });
         info!(%addr, artifacts = ?opts.artifacts, "HTTP listening");
+        if let (Some(port), Some(files)) = (https_port, &opts.tls) {
+            let config = http::tls::server_config(&files.cert, &files.key)?;
+            let addr = std::net::SocketAddr::from((state.inv.site.boot_server.address, port));
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::BindHttp { addr, source })?;
+            info!(%addr, cert = %files.cert.display(), "HTTPS listening");
+            tasks.spawn(http::tls::run(listener, state.clone(), config, cancel.clone()));
+        }
         tasks.spawn(http::run(listener, state, cancel.clone()));
     }
     if let (true, Some(root)) = (opts.tftp, &opts.artifacts) {

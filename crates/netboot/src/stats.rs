@@ -30,6 +30,10 @@ pub struct Snapshot {
     /// Requests refused by a limit, by limit (`tftp-busy`, `tftp-per-source`,
     /// `http-per-source`).
     pub refused: BTreeMap<String, u64>,
+    /// HTTPS handshakes by outcome: `ok`, `rejected-by-client` (the client sent an alert: it
+    /// does not trust our certificate), `failed` (anything else: timeout, garbage, no shared
+    /// cipher).
+    pub tls: BTreeMap<String, u64>,
 }
 
 /// Shared counters. A std Mutex: every critical section is a map increment, never held across

@@ -94,6 +94,62 @@ mod erased {
     }
 }
 
+/// For a node whose profile says `https`: the CA its firmware must trust
+/// (`site.boot_server.https_ca`) is in the system's HTTPS boot certificates, added when
+/// missing and read back. Idempotent: a restart checks again instead of remembering. The
+/// history entry when it was added.
+async fn ensure_boot_ca(apply: &Apply, node: &Node) -> Result<Option<History>, super::apply::StepOutcome> {
+    use super::apply::StepOutcome as O;
+    let inv = apply.inventory();
+    if !inv.profile_of(node).https {
+        return Ok(None);
+    }
+    // Validation requires it for a node with a BIOS profile.
+    let Some(path) = inv.site.boot_server.https_ca.clone() else {
+        return Err(O::Park("the node boots over HTTPS but site.boot_server.https_ca names no CA".into()));
+    };
+    let pem = std::fs::read_to_string(&path)
+        .map_err(|e| O::Park(format!("site.boot_server.https_ca {}: {e}", path.display())))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(O::Park(format!("site.boot_server.https_ca {} holds no PEM certificate", path.display())));
+    }
+    let r = apply
+        .with_bmc(node, async |b: &Bmc| {
+            let Some((coll, certs)) = b.boot_certificates().await? else { return Ok(None) };
+            if certs.iter().any(|(_, c)| metal6_redfish::bmc::same_certificate(c, &pem)) {
+                return Ok(Some((coll, None, true)));
+            }
+            let member = b.add_certificate(&coll, &pem).await?;
+            let there = b
+                .boot_certificates()
+                .await?
+                .is_some_and(|(_, after)| after.iter().any(|(_, c)| metal6_redfish::bmc::same_certificate(c, &pem)));
+            Ok(Some((coll, Some(member.unwrap_or_default()), there)))
+        })
+        .await;
+    match r {
+        Err(e) => Err(wait(e, "checking the HTTPS boot certificates")),
+        Ok(None) => Err(O::Park(
+            "the node boots over HTTPS but its BMC offers no HTTPS boot certificate store (Systems/…/Boot/Certificates)"
+                .into(),
+        )),
+        Ok(Some((_, None, _))) => Ok(None),
+        Ok(Some((coll, Some(_), false))) => {
+            Err(O::Park(format!("the BMC took the HTTPS boot CA into {coll} but does not list it afterwards")))
+        }
+        Ok(Some((coll, Some(member), true))) => {
+            let mut h = History::new(
+                now_ms(),
+                "bmc",
+                "boot-ca-added",
+                format!("HTTPS boot CA {} added to {coll}", path.display()),
+            );
+            h.detail = json!({"collection": coll, "member": member});
+            Ok(Some(h))
+        }
+    }
+}
+
 fn wait(e: BmcError, doing: &str) -> super::apply::StepOutcome {
     super::apply::StepOutcome::from_bmc(e, doing)
 }
@@ -110,6 +166,11 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
         BiosStep::Plan { pass } => {
             let pass = *pass;
             let inv = apply.inventory();
+            // The firmware's trust first: the TLS mode the passes set is useless without it.
+            let mut notes = match ensure_boot_ca(apply, node).await {
+                Ok(h) => h.into_iter().collect::<Vec<_>>(),
+                Err(outcome) => return outcome,
+            };
             let gated = inv
                 .profile_of(node)
                 .firmware
@@ -133,7 +194,8 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
             let Some(changes) = p.passes.first() else {
                 let next = rec.enter(State::Netboot { cycled_ms: None }, now);
                 let text = format!("BIOS matches profile {profile}: netboot");
-                return O::Commit(next, vec![History::new(now, "apply", "transition", text)]);
+                notes.push(History::new(now, "apply", "transition", text));
+                return O::Commit(next, notes);
             };
             let failing = gate_failures(inv, node, &p, firmware.as_deref().unwrap_or_default());
             if !failing.is_empty() {
@@ -180,7 +242,8 @@ pub(crate) async fn step(apply: &Apply, node: &Node, rec: &NodeRecord) -> super:
             let mut next = rec.clone();
             next.state = State::Bios(BiosStep::Staged { pass, job, attrs: attrs.keys().cloned().collect() });
             next.updated_ms = now;
-            O::Commit(next, vec![h])
+            notes.push(h);
+            O::Commit(next, notes)
         }
         BiosStep::Staged { pass, job, attrs } => {
             // Committed before the reset: a restart finds `Running` and polls, never resets again.

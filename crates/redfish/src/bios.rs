@@ -368,7 +368,8 @@ pub fn plan(registry: &Registry, current: &BTreeMap<String, Value>, desired: &BT
 
 /// The attributes a node's BIOS profile asks for, with `http_boot` spelled out as Dell
 /// `HttpDev1*` attributes (IPv6, the node's boot URL unless the profile names one, and with
-/// `static_address` the node's inventory address, gateway and DNS instead of DHCPv6).
+/// `static_address` the node's inventory address, gateway and DNS instead of DHCPv6), and
+/// `HttpDev1TlsMode: OneWay` for a profile with `https: true`.
 /// `None` when the node's profile has no BIOS profile.
 pub fn desired_for(inv: &Inventory, node: &Node) -> Option<(String, BTreeMap<String, Value>)> {
     let name = inv.profile_of(node).bios.clone()?;
@@ -385,6 +386,11 @@ pub fn desired_for(inv: &Inventory, node: &Node) -> Option<(String, BTreeMap<Str
             (k.clone(), v)
         })
         .collect();
+    // HTTPS boot: the HTTP device verifies the server (one-way TLS) against the certificates
+    // in the system's Boot/Certificates, which the BIOS step fills from site.boot_server.https_ca.
+    if inv.profile_of(node).https {
+        out.insert("HttpDev1TlsMode".into(), Value::String("OneWay".into()));
+    }
     if let Some(hb) = &profile.http_boot {
         let uri = hb.uri.clone().unwrap_or_else(|| metal6_inventory::plan::boot_url(inv, node).url);
         for (k, v) in [

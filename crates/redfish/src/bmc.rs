@@ -286,6 +286,29 @@ impl Bmc {
         })
     }
 
+    /// The system's HTTPS boot trust store (DMTF `ComputerSystem.Boot.Certificates`; on Dell
+    /// "BIOS HTTP Boot Certificate" instances): its path and each member's path and PEM.
+    /// `None` when the BMC offers none.
+    pub async fn boot_certificates(&self) -> Result<Option<(String, Vec<(String, String)>)>, RedfishError> {
+        let sys = self.client.get(&self.system).await?;
+        let Some(coll) = sys.pointer("/Boot/Certificates/@odata.id").and_then(Value::as_str).map(str::to_owned) else {
+            return Ok(None);
+        };
+        let mut out = vec![];
+        for m in members(&self.client.get(&coll).await?) {
+            let doc = self.client.get(&m).await?;
+            out.push((m, doc.get("CertificateString").and_then(Value::as_str).unwrap_or_default().to_owned()));
+        }
+        Ok(Some((coll, out)))
+    }
+
+    /// Adds a PEM certificate to a certificate collection (DMTF `CertificateCollection` POST);
+    /// the new member's path when the BMC says it.
+    pub async fn add_certificate(&self, collection: &str, pem: &str) -> Result<Option<String>, RedfishError> {
+        let body = json!({"CertificateString": pem, "CertificateType": "PEM"});
+        Ok(self.client.request(Method::POST, collection, Some(&body)).await?.location)
+    }
+
     /// Current BIOS attributes and the settings object's path.
     pub async fn bios(&self) -> Result<(BTreeMap<String, Value>, String), RedfishError> {
         let path = self.bios_path().await?;
@@ -619,5 +642,30 @@ mod tests {
             "x",
         );
         assert_eq!(task.state, "Downloading");
+    }
+}
+
+/// True when two PEM texts hold the same first certificate (base64 compared without
+/// whitespace: BMCs re-wrap lines and change line ends).
+pub fn same_certificate(a: &str, b: &str) -> bool {
+    fn body(pem: &str) -> Option<String> {
+        let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+        let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
+        Some(pem[start..end].chars().filter(|c| !c.is_whitespace()).collect())
+    }
+    matches!((body(a), body(b)), (Some(x), Some(y)) if !x.is_empty() && x == y)
+}
+
+#[cfg(test)]
+mod cert_tests {
+    use super::same_certificate;
+
+    #[test]
+    fn certificates_compare_by_content_not_layout() {
+        let a = "-----BEGIN CERTIFICATE-----\nMIIB\nAAAA\n-----END CERTIFICATE-----\n";
+        let b = "junk\r\n-----BEGIN CERTIFICATE-----\r\nMIIBAAAA\r\n-----END CERTIFICATE-----";
+        assert!(same_certificate(a, b));
+        assert!(!same_certificate(a, &a.replace("AAAA", "AAAB")));
+        assert!(!same_certificate("no pem", "no pem"));
     }
 }

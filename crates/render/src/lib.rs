@@ -115,7 +115,7 @@ pub fn network_unit(inv: &Inventory, node: &Node) -> Result<String, RenderError>
 pub fn installer_plan(inv: &Inventory, node: &Node, cx: &Context<'_>) -> Result<String, RenderError> {
     let seg = inv.segment_of(node);
     let profile = inv.profile_of(node);
-    let base = inv.site.boot_server.http_base();
+    let base = inv.server_base(node);
     InstallerPlan {
         node,
         image_url: format!("{base}images/{}/disk.raw", profile.image),

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -271,6 +273,16 @@ impl Drop for Server {
 /// IP SANs, in `dir` — what operators do for BMCs: a site CA, pinned with `--ca-file`. Also
 /// `other-ca.pem`, a CA that signed nothing here.
 pub fn tls_ca_and_leaf(dir: &Path, ips: &[&str]) {
+    tls_ca_and_leaf_with(dir, ips, "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes");
+}
+
+/// [`tls_ca_and_leaf`] with RSA keys: what firmware without elliptic curves needs (Debian 12's
+/// OVMF). The key is mode 0600, as `metal6 serve --tls-key` requires.
+pub fn tls_rsa_ca_and_leaf(dir: &Path, ips: &[&str]) {
+    tls_ca_and_leaf_with(dir, ips, "-newkey rsa:2048 -nodes");
+}
+
+fn tls_ca_and_leaf_with(dir: &Path, ips: &[&str], ec: &str) {
     let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
     std::fs::write(
         dir.join("leaf.cnf"),
@@ -281,12 +293,12 @@ pub fn tls_ca_and_leaf(dir: &Path, ips: &[&str]) {
     )
     .expect("cnf");
     let d = dir.display();
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     sh(&format!(
         "cd {d} && openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=metal6-test-ca 2>/dev/null \
          && openssl req {ec} -keyout key.pem -out leaf.csr -subj /CN=bmc 2>/dev/null \
          && openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 \
             -extfile leaf.cnf -extensions leaf 2>/dev/null \
-         && openssl req -x509 {ec} -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else 2>/dev/null"
+         && openssl req -x509 {ec} -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else 2>/dev/null \
+         && chmod 600 key.pem"
     ));
 }

@@ -115,7 +115,7 @@ pub(super) async fn serve_connection(
             }
         }
     }
-    super::serve_hyper(Prefixed::new(buf, stream, STALL_TIMEOUT), peer, state, cancel).await;
+    super::serve_hyper(Prefixed::new(buf, stream, STALL_TIMEOUT), peer, state, cancel, false).await;
 }
 
 /// Reads until `buf` holds a whole request head, then classifies it.

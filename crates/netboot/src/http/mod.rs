@@ -14,7 +14,9 @@
 //! it); a node's boot-file fetch becomes a `boot-fetch` event in its timeline.
 
 mod fast;
+mod ffdhe;
 pub mod files;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -150,14 +152,14 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
 }
 
 /// Serves the rest of a connection with hyper (everything but artifact fetches, see `fast`).
-async fn serve_hyper<I>(io: I, peer: SocketAddr, state: &Arc<HttpState>, cancel: &CancellationToken)
+async fn serve_hyper<I>(io: I, peer: SocketAddr, state: &Arc<HttpState>, cancel: &CancellationToken, tls: bool)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let state = state.clone();
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+        async move { Ok::<_, Infallible>(handle(&state, req, peer, tls).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -180,17 +182,31 @@ fn source_ip(peer: SocketAddr) -> Ipv6Addr {
     }
 }
 
-async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<Body> {
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     let span = tracing::debug_span!("http", method = %req.method(), path = %path, peer = %peer);
-    let resp = route(state, req, peer, &path).instrument(span).await;
+    let resp = route(state, req, peer, &path, tls).instrument(span).await;
     state.counters.count_status(resp.status());
     resp
 }
 
-async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path: &str) -> Response<Body> {
+async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path: &str, tls: bool) -> Response<Body> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // A node whose profile says `https` gets its documents (they carry its token) and reports
+    // its events over HTTPS only: plain HTTP would hand them to whoever is on the path.
+    if let ["v1", "nodes", name, what, ..] = segs.as_slice()
+        && *what != "timeline"
+        && !tls
+        && let Some(node) = state.inv.node(name).filter(|n| state.inv.profile_of(n).https)
+    {
+        let base = state.inv.server_base(node);
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("{name} is an HTTPS node (its profile says https): use {base}\n"),
+            "text/plain",
+        );
+    }
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["metrics"]) => text(StatusCode::OK, crate::metrics::render(state), "text/plain; version=0.0.4"),
         (&Method::GET, ["v1", "nodes"]) => json(StatusCode::OK, &nodes(state)),
