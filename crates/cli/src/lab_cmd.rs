@@ -95,10 +95,6 @@ pub struct UpArgs {
     /// installer must have been built with the same CA (`image build --installer-ca`).
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
-    /// Stop once the node reaches this phase (e.g. `installer`: a boot path proven up to the
-    /// installer, whose part is the same for every path), with the result `reached PHASE`.
-    #[arg(long, value_name = "PHASE")]
-    until: Option<String>,
     /// The CA the firmware trusts instead of `TLS_DIR/ca.pem` (to see a wrong one refused).
     #[arg(long, value_name = "PEM", requires = "tls_dir")]
     firmware_ca: Option<PathBuf>,
@@ -420,9 +416,6 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
                 // Nothing in the lab changes the node's trust: waiting would only time out.
                 writeln!(err, "lab: {}", e.get("error").and_then(|x| x.as_str()).unwrap_or("TLS rejected"))?;
                 done = Some("failed: tls-rejected".to_owned());
-            }
-            if a.until.as_deref() == Some(p) {
-                done = Some(format!("reached {p}"));
             }
             match p {
                 "ready" => done = Some("ready".to_owned()),

@@ -92,13 +92,13 @@ fn blank_disk_to_ready_over_ipv6_http_then_pxe() {
     assert_eq!(fetch["path"], "/boot/installer.efi");
     let ready = common::lab::check_timeline("lab-node-1", "fd00:6d:1::100", "firmware-http", &events);
     check_sysctls("lab-node-1", &ready);
+    let written = events.iter().find(|e| e["phase"] == "image-written").expect("image-written");
+    let want_sha = std::fs::read_to_string(artifacts().join("images/lab/disk.raw.sha256")).expect("sha");
+    assert_eq!(Some(written["sha256"].as_str().unwrap_or("")), want_sha.split_whitespace().next());
     let test = "e2e.rs: blank_disk_to_ready_over_ipv6_http_then_pxe";
     common::lab::proved_cell("OVMF HTTP", "direct", test, "lab-node-1: DHCPv6 + RA, installer.efi over HTTP");
     common::lab::proved_cell("installer", "direct", test, "lab-node-1: DHCPv6 lease, plan, image written");
     common::lab::proved_cell("installed OS", "direct", test, "lab-node-1: ready on its inventory address");
-    let written = events.iter().find(|e| e["phase"] == "image-written").expect("image-written");
-    let want_sha = std::fs::read_to_string(artifacts().join("images/lab/disk.raw.sha256")).expect("sha");
-    assert_eq!(Some(written["sha256"].as_str().unwrap_or("")), want_sha.split_whitespace().next());
 
     // PXEv6 over our TFTP (lab-node-2): the same installer, the same checks.
     let (summary, events, _) = common::lab::up("inventory/lab.yaml", "lab-node-2");

@@ -399,6 +399,16 @@ fn https_for_nodes_whose_profile_says_so() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("DHE-RSA-AES128-GCM-SHA256"), "DHE handshake: {err}");
+    // A client with curves that lists DHE first still gets ECDHE: the server's order wins.
+    let o = curl(
+        &cli,
+        &format!(
+            "-v {ca} --tls-max 1.2 --ciphers DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256 -o /dev/null \
+             {https}/boot/installer.efi"
+        ),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("/ ECDHE-RSA-AES128-GCM-SHA256"), "ECDHE preferred: {err}");
     // The node's documents over HTTPS, from its address; not over plain HTTP.
     let (code, _) = status(&cli, &format!("{ca} --interface fd00:6d:1::100 {https}/v1/nodes/lab-node-1/plan.json"));
     assert_eq!(code, 200);

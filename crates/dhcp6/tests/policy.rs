@@ -393,6 +393,18 @@ fn relayed_messages_only_from_trusted_relays_when_named() {
     assert_eq!(leased(&r), vec![a("fd00:6d:1::100")]);
 }
 
+/// What ISC dhcrelay on lab-matrix's rack2 adds: the segment's link-address and the client's
+/// link-local source (matrix-relayed's EUI-64), no option 79.
+fn rack2_relay() -> RelayHop {
+    RelayHop {
+        hop_count: 0,
+        link_addr: a("fd00:6d:2::1"),
+        peer_addr: a("fe80::5054:ff:fe6d:3"),
+        interface_id: None,
+        client_mac: None,
+    }
+}
+
 fn matrix_engine() -> Engine {
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../inventory/lab-matrix.yaml"))
         .expect("lab-matrix");
@@ -410,13 +422,7 @@ fn a_relayed_installer_learns_its_segments_router_from_option_60() {
     let mut m = os_client(MsgType::Solicit, [&[0u8, 3, 0, 1][..], &mac3].concat(), 7, false);
     m.opts.push(Opt::UserClass(vec![metal6_dhcp6::policy::INSTALLER_USER_CLASS.to_vec()]));
     set_oro(&mut m, vec![23, 60]);
-    let relay = RelayHop {
-        hop_count: 0,
-        link_addr: a("fd00:6d:2::1"),
-        peer_addr: a("fe80::5054:ff:fe6d:3"),
-        interface_id: None,
-        client_mac: None,
-    };
+    let relay = rack2_relay();
     let (r, ..) = reply(run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::fe"));
     assert_eq!(leased(&r), vec![a("fd00:6d:2::100")], "the address on the node's own segment");
     let params = r.opts.iter().find_map(|o| if let Opt::BootfileParam(p) = o { Some(p.clone()) } else { None });
@@ -459,13 +465,7 @@ fn ipxe_with_a_zero_duid_uuid_is_found_by_its_link_local_source_even_relayed() {
     let stranger = run(&mut e, &mut b, &m, &[], "fe80::5054:ff:fe00:99");
     assert!(matches!(stranger, Outcome::Silent { why: Silence::UnknownClient, .. }), "{stranger:?}");
     // Relayed (no option 79): the relay's peer-address is the client's link-local source.
-    let relay = RelayHop {
-        hop_count: 0,
-        link_addr: a("fd00:6d:2::1"),
-        peer_addr: a("fe80::5054:ff:fe6d:3"),
-        interface_id: None,
-        client_mac: None,
-    };
+    let relay = rack2_relay();
     let (r, ..) = reply(run(&mut e, &mut b, &m, std::slice::from_ref(&relay), "fd00:6d:1::fe"));
     assert_eq!(leased(&r), vec![a("fd00:6d:2::100")], "matrix-relayed, found through the relay's peer-address");
 }

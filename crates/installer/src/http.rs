@@ -31,6 +31,11 @@ fn trusted_roots() -> Vec<ureq::tls::Certificate<'static>> {
         .collect()
 }
 
+/// This installer (or installed system) was built with a CA: it talks HTTPS only.
+pub fn has_ca() -> bool {
+    !trusted_roots().is_empty()
+}
+
 pub fn agent() -> ureq::Agent {
     // ureq's rustls-no-provider takes the process default; ring is the one built in. A second
     // install (the agent is built more than once) is refused harmlessly.

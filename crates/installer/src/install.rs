@@ -59,6 +59,31 @@ pub fn run(cmdline: Params) -> Result<()> {
     }
 }
 
+/// An installer with a CA (HTTPS) refuses a plain-HTTP server: a rogue DHCPv6 answer naming
+/// one would otherwise downgrade it to whatever plan that server hands out.
+fn https_only_server(https_only: bool, server: &str) -> Result<()> {
+    if https_only && !server.starts_with("https://") {
+        bail!(
+            "this installer trusts only HTTPS (it was built with a CA) but DHCPv6 named the server {}: refusing \
+             a plain-HTTP server (a rogue DHCPv6 answer, or an HTTP node served by this installer)",
+            redact(server)
+        );
+    }
+    Ok(())
+}
+
+/// ... and a plan that sends it (the image, its reports) anywhere but that HTTPS server.
+fn https_only_plan(https_only: bool, server: &str, image_url: &str, events_url: &str) -> Result<()> {
+    if https_only {
+        for (what, url) in [("image", image_url), ("events", events_url)] {
+            if !url.starts_with(server) {
+                bail!("the plan's {what} URL {} is not on the HTTPS server {server}: refusing it", redact(url));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One attempt. `report_failure` is set as soon as the attempt knows where its events go.
 fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Reporter>) -> Result<()> {
     let (nic, lease) = dhcp_on_some_nic(cmdline)?;
@@ -66,6 +91,10 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
     let node = params.node.ok_or_else(|| anyhow!("the DHCPv6 server did not say which node this is (option 60)"))?;
     let server = params.server.ok_or_else(|| anyhow!("the DHCPv6 server did not say where its HTTP server is"))?;
     let server = if server.ends_with('/') { server } else { format!("{server}/") };
+    // An installer built with a CA talks HTTPS only: otherwise a rogue DHCPv6 answer naming an
+    // http:// server would downgrade it and hand it any plan (docs/security.md).
+    let https_only = http::has_ca();
+    https_only_server(https_only, &server)?;
     let server_addr = host_of(&server)?;
     net::configure(&nic, lease.address, 128, Some(server_addr), params.gateway)?;
     say!("{}: {} is node {node}; server {}", nic.name, lease.address, redact(&server));
@@ -87,6 +116,7 @@ fn install_once(cmdline: &Params, attempt: u32, report_failure: &mut Option<Repo
     if net::parse_mac(&plan.network.mac) != Some(nic.mac) {
         bail!("the plan is for NIC {} but DHCPv6 answered on {}", plan.network.mac, net::mac_string(nic.mac));
     }
+    https_only_plan(https_only, &server, &plan.image.url, &plan.report.events_url)?;
     if plan.network.address != lease.address {
         bail!(
             "DHCPv6 leased {} but the plan says {}: refusing to install a wrong address",
@@ -295,6 +325,20 @@ fn reboot() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_installer_with_a_ca_refuses_plain_http() {
+        let https = "https://[fd00:6d:1::1]:8443/";
+        assert!(https_only_server(true, https).is_ok());
+        let err = https_only_server(true, "http://[fd00:6d:1::66]/").expect_err("downgrade").to_string();
+        assert!(err.contains("trusts only HTTPS"), "{err}");
+        assert!(https_only_server(false, "http://[fd00:6d:1::1]/").is_ok(), "no CA: HTTP as before");
+        let image = format!("{https}images/lab/disk.raw");
+        let events = format!("{https}v1/nodes/n/events");
+        assert!(https_only_plan(true, https, &image, &events).is_ok());
+        assert!(https_only_plan(true, https, "http://[fd00:6d:1::1]/images/lab/disk.raw", &events).is_err());
+        assert!(https_only_plan(true, https, &image, "https://[fd00:6d:1::66]/v1/nodes/n/events").is_err());
+    }
     use crate::disk::testing::{FAST, Flaky, MemDisk, sha};
     use crate::gpt::testing as gpt_image;
     use std::cell::RefCell;

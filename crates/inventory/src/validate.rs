@@ -598,6 +598,14 @@ fn validate_site(cx: &mut Ctx<'_>, s: &raw::Site) -> Option<model::Site> {
     if let (Some(a), Some(net)) = (boot_addr, prefix) {
         check_in_prefix(cx, a, net, &bsp.key("address"), false);
     }
+    if bs.https_port == Some(bs.http_port) {
+        cx.error(
+            "port-clash",
+            &bsp.key("https_port"),
+            format!("HTTPS and HTTP cannot share port {}", bs.http_port),
+            Some("serve HTTPS on its own port, e.g. 443".into()),
+        );
+    }
     for (port, key) in
         [(bs.http_port, "http_port"), (bs.tftp_port, "tftp_port"), (bs.https_port.unwrap_or(443), "https_port")]
     {
@@ -815,6 +823,14 @@ fn validate_profiles(cx: &mut Ctx<'_>, raw: &raw::Inventory) -> BTreeMap<String,
                         "use `boot: uefi-http` (PXE fetches over TFTP; Debian's iPXE has no HTTPS); or drop `https`"
                             .into(),
                     ),
+                );
+            }
+            if p.firmware.is_some() && p.bios.is_none() {
+                cx.error(
+                    "https-needs-bios",
+                    &pp.key("https"),
+                    "a Dell node that boots over HTTPS needs a BIOS profile".into(),
+                    Some("name one under `bios:`: its step sets HttpDev1TlsMode and gives the BIOS the CA".into()),
                 );
             }
             if p.bios.is_some() && raw.site.boot_server.https_ca.is_none() {
@@ -1343,7 +1359,11 @@ fn check_dell_boot_url(cx: &mut Ctx<'_>, raw: &raw::Inventory, n: &raw::Node, si
         cx.warn(
             "boot-url-port",
             &np.key("profile"),
-            format!("node `{}` HTTPS-boots Dell firmware from port {:?}", n.name, site.boot_server.https_port),
+            format!(
+                "node `{}` HTTPS-boots Dell firmware from port {}",
+                n.name,
+                site.boot_server.https_port.unwrap_or(443)
+            ),
             Some("Dell BIOS rejects a port in the boot URL (KB 000286311); serve HTTPS on port 443".into()),
         );
     } else if http && dell && !p.https && site.boot_server.http_port != 80 {

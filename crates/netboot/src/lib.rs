@@ -287,6 +287,9 @@ pub async fn serve(
                 "--tls-cert/--tls-key given, but the inventory has no site.boot_server.https_port to serve HTTPS on",
             ));
         }
+        (Some(_), Some(_), false) => {
+            return Err(ServeError::TlsSetup("--no-http turns HTTPS off too: drop --tls-cert/--tls-key, or --no-http"));
+        }
         _ => {}
     }
     if opts.http {

@@ -692,6 +692,10 @@ impl Apply {
             Err(e) => return StepOutcome::Wait { reason: format!("metal6 serve not reachable: {e}"), evidence: None },
         };
         let p = progress(&events, since);
+        // A node that does not trust the server's certificate stops there on every attempt.
+        if let Some((_, why)) = &p.untrusted {
+            return StepOutcome::Park(why.clone());
+        }
         let evidence = p.last.as_ref().map(|(t, s)| format!("{s} at {}", hms(*t)));
         let now = now_ms();
         let mut history = vec![];

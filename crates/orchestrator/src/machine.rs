@@ -243,6 +243,8 @@ pub struct Progress {
     pub ready: Option<u64>,
     /// The installer reported a failure (it retries by itself; counted).
     pub failures: Vec<(u64, String)>,
+    /// The node refused the boot server's TLS certificate (`tls-rejected`): no retry helps.
+    pub untrusted: Option<(u64, String)>,
     /// The newest event, described.
     pub last: Option<(u64, String)>,
 }
@@ -309,6 +311,10 @@ pub fn progress(events: &[Value], since_ms: u64) -> Progress {
             (Some("phase"), Some("ready")) => first(&mut p.ready),
             (Some("phase"), Some("failed")) => {
                 p.failures.push((ts, str_of(e, "error").unwrap_or("no reason given").to_owned()));
+            }
+            (Some("tls-rejected"), _) if p.untrusted.is_none() => {
+                p.untrusted =
+                    Some((ts, str_of(e, "error").unwrap_or("the node rejected the TLS certificate").to_owned()));
             }
             _ => {}
         }
@@ -612,6 +618,15 @@ mod tests {
         let failed = progress(&[ev(3, json!({"kind": "phase", "phase": "failed", "error": "disk gone"}))], 0);
         assert_eq!(failed.failures, vec![(3, "disk gone".into())]);
         assert_eq!(advance(&State::Pending, &done), None);
+        // A node that refuses the server's certificate: the first refusal, kept (apply parks).
+        let refused = progress(
+            &[
+                ev(4, json!({"kind": "tls-rejected", "phase": "failed", "error": "the node rejected (UnknownCA)"})),
+                ev(5, json!({"kind": "tls-rejected", "error": "again"})),
+            ],
+            0,
+        );
+        assert_eq!(refused.untrusted, Some((4, "the node rejected (UnknownCA)".into())));
     }
 
     #[test]

@@ -388,8 +388,12 @@ pub fn desired_for(inv: &Inventory, node: &Node) -> Option<(String, BTreeMap<Str
         .collect();
     // HTTPS boot: the HTTP device verifies the server (one-way TLS) against the certificates
     // in the system's Boot/Certificates, which the BIOS step fills from site.boot_server.https_ca.
+    // A profile that stops using HTTPS takes the TLS mode back (only where it manages the
+    // HTTP device itself: `http_boot`).
     if inv.profile_of(node).https {
         out.insert("HttpDev1TlsMode".into(), Value::String("OneWay".into()));
+    } else if profile.http_boot.is_some() {
+        out.insert("HttpDev1TlsMode".into(), Value::String("None".into()));
     }
     if let Some(hb) = &profile.http_boot {
         let uri = hb.uri.clone().unwrap_or_else(|| metal6_inventory::plan::boot_url(inv, node).url);

@@ -112,6 +112,28 @@ impl HttpState {
 }
 
 pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: CancellationToken) {
+    let (st, cn) = (state.clone(), cancel.clone());
+    accept_loop(listener, &state, &cancel, "http-per-source", move |stream, peer| {
+        let (state, cancel) = (st.clone(), cn.clone());
+        async move { fast::serve_connection(stream, peer, &state, &cancel).await }
+    })
+    .await;
+}
+
+/// Accepts connections until cancelled and serves each in a task of its own: at most
+/// [`MAX_CONNECTIONS`] at once (more wait in the listen backlog) and [`MAX_PER_SOURCE`] from
+/// one address (more are closed at once and counted under `refused.<refused>`). Shared by
+/// HTTP and HTTPS.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    state: &Arc<HttpState>,
+    cancel: &CancellationToken,
+    refused: &'static str,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // The total is the semaphore's; only the per-source count is this limiter's.
     let per_source = crate::limits::PerSource::new(MAX_PER_SOURCE, usize::MAX);
@@ -133,16 +155,15 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>, cancel: Cancellat
             // Closed at once (the client sees a reset or EOF); counted, logged at debug since a
             // flood would otherwise flood the log too.
             debug!(%peer, "connection refused: too many from this address");
-            state.stats.update(|s| crate::stats::bump(&mut s.refused, "http-per-source"));
+            state.stats.update(|s| crate::stats::bump(&mut s.refused, refused));
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let cancel = cancel.clone();
+        let conn = serve(stream, peer);
         conns.spawn(async move {
             let _permit = permit;
             let _source = source;
-            fast::serve_connection(stream, peer, &state, &cancel).await;
+            conn.await;
         });
         // Reap finished connections so the set stays small; a panicked one is logged by the
         // panic hook and counted, and takes nothing else down.

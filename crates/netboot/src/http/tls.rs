@@ -19,12 +19,11 @@ use metal6_inventory::identity::Clues;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{HttpState, MAX_CONNECTIONS, MAX_PER_SOURCE, source_ip};
+use super::{HttpState, source_ip};
 
 /// A handshake (the client's first flight included) takes at most this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +77,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_single_cert(certs, key_der)
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Our order, not the client's: the DHE suites come last and must stay a fallback for
+    // clients without curves, not the choice of one that lists them first (DHE costs more).
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -88,31 +90,11 @@ pub async fn run(
     config: Arc<rustls::ServerConfig>,
     cancel: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_source = crate::limits::PerSource::new(MAX_PER_SOURCE, usize::MAX);
     let rejected = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            () = cancel.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            () = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(100)).await; continue; }
-            },
-        };
-        let Ok(source) = per_source.claim(source_ip(peer)) else {
-            state.stats.update(|s| crate::stats::bump(&mut s.refused, "https-per-source"));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (state, cancel, config, rejected) = (state.clone(), cancel.clone(), config.clone(), rejected.clone());
-        conns.spawn(async move {
-            let _permit = permit;
-            let _source = source;
+    let (st, cn) = (state.clone(), cancel.clone());
+    super::accept_loop(listener, &state, &cancel, "https-per-source", move |stream, peer| {
+        let (state, cancel, config, rejected) = (st.clone(), cn.clone(), config.clone(), rejected.clone());
+        async move {
             let handshake = async {
                 // First the ClientHello alone: what fails here is not TLS, or not ours to judge.
                 let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
@@ -132,10 +114,9 @@ pub async fn run(
                     state.stats.update(|s| crate::stats::bump(&mut s.tls, "failed"));
                 }
             }
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    while conns.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// The alert a client sent when it gave up on the handshake, if it sent one.
@@ -146,11 +127,23 @@ fn client_alert(e: &std::io::Error) -> Option<rustls::AlertDescription> {
     }
 }
 
-/// How a client gave up after our certificate: its alert, or closing the connection (what
-/// Debian's OVMF does when the certificate does not verify).
+/// How a client gave up on our certificate: a certificate alert, or closing the connection
+/// after our flight (what Debian's OVMF does when the certificate does not verify). Other
+/// alerts (protocol version, no shared cipher, …) are not about trust.
 fn rejection(e: &std::io::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
     if let Some(alert) = client_alert(e) {
-        return Some(format!("{alert:?}"));
+        return matches!(
+            alert,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+        )
+        .then(|| format!("{alert:?}"));
     }
     matches!(
         e.kind(),
@@ -191,8 +184,28 @@ fn handshake_failed(
          `metal6 serve --tls-cert` (firmware: its HTTPS boot CA; installer: the CA built into it)"
     );
     warn!(node = %node, %peer, ?alert, "a node rejected our TLS certificate");
-    state.events.record(
-        "http",
-        &serde_json::json!({"node": node, "kind": "tls-rejected", "phase": "failed", "alert": alert, "error": error}),
-    );
+    let mut event = serde_json::json!({"node": node, "kind": "tls-rejected", "alert": alert, "error": error});
+    // While the node boots (firmware, installer) this is why its install stops: its phase
+    // says so. An installed node's own programs (curl with the system's roots, a probe) do
+    // not turn a running node into a failed one: the event is kept, the phase is not.
+    let installed = state.events.phase(node).is_some_and(|p| {
+        !matches!(
+            p.phase.as_str(),
+            "waiting"
+                | "firmware-dhcp"
+                | "dhcp"
+                | "ipxe"
+                | "netboot"
+                | "installer"
+                | "writing-image"
+                | "image-written"
+                | "configured"
+                | "address-conflict"
+                | "failed"
+        )
+    });
+    if !installed {
+        event["phase"] = "failed".into();
+    }
+    state.events.record("http", &event);
 }
