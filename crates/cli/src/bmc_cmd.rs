@@ -775,16 +775,7 @@ fn fw_lines(p: &firmware::FwPlan) -> Vec<String> {
             name(&s.action)
         ));
     }
-    for g in &p.gates {
-        lines.push(format!(
-            "  gate: {} >= {} before {}: {} now, {} after",
-            name(&g.component),
-            g.min_version,
-            name(&g.before),
-            if g.holds_now { "holds" } else { "fails" },
-            if g.holds_after { "holds" } else { "fails" }
-        ));
-    }
+    lines.extend(p.gates.iter().map(|g| format!("  {g}")));
     lines
 }
 

@@ -274,16 +274,7 @@ impl Apply {
                                 )
                             })
                             .collect();
-                        lines.extend(p.gates.iter().map(|g| {
-                            format!(
-                                "gate: {} >= {} before {}: {} now, {} after",
-                                named(&g.component),
-                                g.min_version,
-                                named(&g.before),
-                                if g.holds_now { "holds" } else { "fails" },
-                                if g.holds_after { "holds" } else { "fails" }
-                            )
-                        }));
+                        lines.extend(p.gates.iter().map(ToString::to_string));
                         firmware = Some(lines);
                     }
                     Ok((power, format!("{en}/{tgt}"), differs, firmware))

@@ -46,6 +46,26 @@ pub struct GateStatus {
     pub holds_after: bool,
 }
 
+/// `gate: bios >= 1.8.2 before ipv6-http-boot: holds now, holds after` (what `bmc firmware
+/// plan` and `metal6 plan` print).
+impl std::fmt::Display for GateStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn named<T: Serialize>(v: &T) -> String {
+            serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        }
+        let holds = |b: bool| if b { "holds" } else { "fails" };
+        write!(
+            f,
+            "gate: {} >= {} before {}: {} now, {} after",
+            named(&self.component),
+            self.min_version,
+            named(&self.before),
+            holds(self.holds_now),
+            holds(self.holds_after)
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FwPlan {
     pub steps: Vec<Step>,
