@@ -564,7 +564,6 @@ async fn power(bmc: &Bmc, a: PowerArg) -> Done {
 
 /// `bmc boot-ca`: the firmware's HTTPS boot CAs against the inventory's.
 async fn boot_ca(bmc: &Bmc, inv: &Inventory, add: bool) -> Done {
-    use metal6_redfish::bmc::same_certificate;
     let ca = match &inv.site.boot_server.https_ca {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("site.boot_server.https_ca {}", p.display()))?)
@@ -572,21 +571,17 @@ async fn boot_ca(bmc: &Bmc, inv: &Inventory, add: bool) -> Done {
         None if add => bail!("--add needs site.boot_server.https_ca in the inventory"),
         None => None,
     };
-    let Some((coll, certs)) = bmc.boot_certificates().await? else {
-        return Ok((json!({"store": null}), vec!["no HTTPS boot certificate store".into(), "-".into()], !add));
+    let no_store = || Ok((json!({"store": null}), vec!["no HTTPS boot certificate store".into(), "-".into()], !add));
+    let (coll, count, have, added) = match &ca {
+        Some(pem) => match bmc.boot_ca(pem, add).await? {
+            Some(c) => (c.collection, c.count, c.present, c.added),
+            None => return no_store(),
+        },
+        None => match bmc.boot_certificates().await? {
+            Some((coll, certs)) => (coll, certs.len(), false, None),
+            None => return no_store(),
+        },
     };
-    let present =
-        |certs: &[(String, String)]| ca.as_ref().is_some_and(|c| certs.iter().any(|(_, p)| same_certificate(p, c)));
-    let mut have = present(&certs);
-    let mut count = certs.len();
-    let mut added = None;
-    if add && !have {
-        let pem = ca.as_deref().unwrap_or_default();
-        added = Some(bmc.add_certificate(&coll, pem).await?.unwrap_or_default());
-        let after = bmc.boot_certificates().await?.map(|(_, c)| c).unwrap_or_default();
-        have = present(&after);
-        count = after.len();
-    }
     let state = match (&ca, have, &added) {
         (None, ..) => "no https_ca in the inventory".to_owned(),
         (Some(_), true, Some(_)) => "CA added".to_owned(),

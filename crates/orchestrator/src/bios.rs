@@ -113,31 +113,17 @@ async fn ensure_boot_ca(apply: &Apply, node: &Node) -> Result<Option<History>, s
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err(O::Park(format!("site.boot_server.https_ca {} holds no PEM certificate", path.display())));
     }
-    let r = apply
-        .with_bmc(node, async |b: &Bmc| {
-            let Some((coll, certs)) = b.boot_certificates().await? else { return Ok(None) };
-            if certs.iter().any(|(_, c)| metal6_redfish::bmc::same_certificate(c, &pem)) {
-                return Ok(Some((coll, None, true)));
-            }
-            let member = b.add_certificate(&coll, &pem).await?;
-            let there = b
-                .boot_certificates()
-                .await?
-                .is_some_and(|(_, after)| after.iter().any(|(_, c)| metal6_redfish::bmc::same_certificate(c, &pem)));
-            Ok(Some((coll, Some(member.unwrap_or_default()), there)))
-        })
-        .await;
-    match r {
+    match apply.with_bmc(node, async |b: &Bmc| b.boot_ca(&pem, true).await).await {
         Err(e) => Err(wait(e, "checking the HTTPS boot certificates")),
         Ok(None) => Err(O::Park(
             "the node boots over HTTPS but its BMC offers no HTTPS boot certificate store (Systems/…/Boot/Certificates)"
                 .into(),
         )),
-        Ok(Some((_, None, _))) => Ok(None),
-        Ok(Some((coll, Some(_), false))) => {
+        Ok(Some(metal6_redfish::bmc::BootCa { added: None, .. })) => Ok(None),
+        Ok(Some(metal6_redfish::bmc::BootCa { collection: coll, present: false, .. })) => {
             Err(O::Park(format!("the BMC took the HTTPS boot CA into {coll} but does not list it afterwards")))
         }
-        Ok(Some((coll, Some(member), true))) => {
+        Ok(Some(metal6_redfish::bmc::BootCa { collection: coll, added: Some(member), .. })) => {
             let mut h = History::new(
                 now_ms(),
                 "bmc",

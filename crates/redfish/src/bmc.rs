@@ -309,6 +309,21 @@ impl Bmc {
         Ok(self.client.request(Method::POST, collection, Some(&body)).await?.location)
     }
 
+    /// Whether `pem` is in the HTTPS boot trust store; with `add`, puts it there when missing
+    /// and reads the store back. `None` when the BMC has no store.
+    pub async fn boot_ca(&self, pem: &str, add: bool) -> Result<Option<BootCa>, RedfishError> {
+        let Some((collection, certs)) = self.boot_certificates().await? else { return Ok(None) };
+        let present = |certs: &[(String, String)]| certs.iter().any(|(_, c)| same_certificate(c, pem));
+        let mut ca = BootCa { present: present(&certs), count: certs.len(), added: None, collection };
+        if add && !ca.present {
+            ca.added = Some(self.add_certificate(&ca.collection, pem).await?.unwrap_or_default());
+            let after = self.boot_certificates().await?.map(|(_, c)| c).unwrap_or_default();
+            ca.present = present(&after);
+            ca.count = after.len();
+        }
+        Ok(Some(ca))
+    }
+
     /// Current BIOS attributes and the settings object's path.
     pub async fn bios(&self) -> Result<(BTreeMap<String, Value>, String), RedfishError> {
         let path = self.bios_path().await?;
@@ -643,6 +658,18 @@ mod tests {
         );
         assert_eq!(task.state, "Downloading");
     }
+}
+
+/// A CA in the HTTPS boot trust store ([`Bmc::boot_ca`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct BootCa {
+    pub collection: String,
+    /// Certificates in the store (after an addition, read back).
+    pub count: usize,
+    /// The CA is listed (after an addition: listed when read back).
+    pub present: bool,
+    /// The new member's path when it was added (empty when the BMC did not say).
+    pub added: Option<String>,
 }
 
 /// True when two PEM texts hold the same first certificate (base64 compared without
