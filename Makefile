@@ -8,7 +8,7 @@ METAL6 := target/debug/metal6
 
 # Crates that hold protocol and decision code: no async runtime, no network stack, no I/O
 # beyond what their docs allow. Checked by `make deps-rule`.
-PURE_CRATES := metal6-inventory metal6-dhcp6 metal6-ra metal6-render metal6-emulation metal6-cluster
+PURE_CRATES := metal6-inventory metal6-dhcp6 metal6-ra metal6-tftp metal6-render metal6-emulation metal6-cluster
 FORBIDDEN_IN_PURE := tokio hyper reqwest mio socket2
 # The installer runs in a minimal initramfs, the image builder only writes files: neither
 # carries an async runtime or the server's HTTP stack.
@@ -120,7 +120,7 @@ bench-http: bench-deps ## 100 clients x 1 GiB from metal6 vs nginx-light (target
 	@./scripts/bench-http.sh
 
 .PHONY: bench-tftp
-bench-tftp: bench-deps ## 100 MB over TFTP from metal6 (windowsize) vs tftpd-hpa (target >= 3x)
+bench-tftp: bench-deps ## 100 MB over TFTP: metal6 lock-step vs tftpd-hpa, windowed vs atftpd (targets >= 1.0x)
 	@./scripts/bench-tftp.sh
 
 .PHONY: bench-image

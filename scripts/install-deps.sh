@@ -46,7 +46,9 @@ APT_PACKAGES=(
 if [[ ${BENCH:-0} == 1 ]]; then
   APT_PACKAGES+=(
     nginx-light     # the HTTP peer of bench-http (sendfile on)
-    tftpd-hpa       # the TFTP peer of bench-tftp
+    tftpd-hpa       # the lock-step TFTP peer of bench-tftp
+    libwrap0        # for atftpd, the windowed TFTP peer (its .deb is unpacked by the bench
+                    # itself: installed, it would replace tftpd-hpa's in.tftpd)
     mkosi           # the image builder bench-image compares against (Debian's 14)
   )
 fi

@@ -104,3 +104,48 @@ fn tftp_refuses_traversal_and_writes() {
     assert!(text.contains("Error code 2") || text.to_lowercase().contains("denied"), "write refused: {text}");
     assert!(!f.www.path().join("upload").exists());
 }
+
+#[test]
+fn tftp_rolls_block_numbers_over_refuses_netascii_and_retransmits() {
+    require_netns!();
+    require_tool!("tftp");
+    require_tool!("python3");
+    let f = fixture();
+    let out = f.server.state.path();
+    // 70,000 blocks of 512 bytes: block numbers pass 65535 and roll over to 0, as tftp-hpa's
+    // client and EDK2 expect.
+    let big: Vec<u8> = (0..70_000u32 * 512 + 99).map(|i| (i.wrapping_mul(2_246_822_519) >> 24) as u8).collect();
+    std::fs::write(f.www.path().join("big.bin"), &big).expect("big file");
+    let o = f.cli.try_exec(&format!(
+        "cd {} && timeout 120 tftp -6 fd00:6d:1::1 -m binary -c get big.bin big.bin",
+        out.display()
+    ));
+    assert!(
+        o.status.success() && same_file(&out.join("big.bin"), &f.www.path().join("big.bin")),
+        "rollover: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // netascii would rewrite a binary's line ends: refused, saying what to use instead.
+    let o = f.cli.try_exec(&format!(
+        "cd {} && timeout 20 tftp -6 fd00:6d:1::1 -m netascii -c get installer.efi ascii.efi 2>&1",
+        out.display()
+    ));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("octet (binary) mode only"), "netascii: {text}");
+    // The edges a raw client can provoke: retransmission after 3 s, one transfer for a
+    // repeated request, no answer to a duplicate ACK, nothing after the client's ERROR.
+    let script = root().join("tests/netboot/tftp_edges.py");
+    let o = f.cli.try_exec(&format!("timeout 60 python3 {} fd00:6d:1::1 installer.efi 3000017", script.display()));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
+    let retransmit = v["retransmit"].as_f64().expect("retransmit");
+    assert!((2.5..6.0).contains(&retransmit), "block 1 resent after {retransmit} s");
+    assert_eq!(
+        (v["duplicate"].as_u64(), v["dup_ack"].as_u64(), v["after_error"].as_u64()),
+        (Some(1), Some(0), Some(0)),
+        "{v}"
+    );
+    let stats = f.server.stats();
+    assert!(stats["refused"]["tftp-mode"].as_u64() >= Some(1), "{stats}");
+}
