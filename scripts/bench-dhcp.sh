@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 STEP=${STEP:-10}
 CLIENTS=${CLIENTS:-60000}
-RATES=${RATES:-2000 4000 6000 8000 10000 12000 14000 16000 20000 24000}
+RATES=${RATES:-2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000 36000 40000}
 SERVERS=${SERVERS:-metal6 kea kea-mt}
 MODES=${MODES:-direct relayed}
 BISECT=${BISECT:-2}
@@ -145,7 +145,7 @@ step() {
   return 0
 }
 
-declare -A CLEAN CPU_AT CEILING_HIT
+declare -A CLEAN CPU_AT CEILING_HIT GEN_LIMITED
 GEN_CEILING=0
 log() { printf '  %-7s %-8s %6s/s offered %6s completed %5s drops  CPU %5ss  lost in server socket %s, generator socket %s\n' "$@"; }
 
@@ -157,12 +157,16 @@ ramp() {
     log "$server" "$mode" "$offered" "$completed" "$drops" "$cpu" "$srv" "$gen"
     (( offered > GEN_CEILING )) && GEN_CEILING=$offered
     [[ $mode == direct ]] && CPU_AT[$server,$rate]="$completed $cpu $drops"
+    # Every drop lost in the generator's own socket, none in the server's: the generator's
+    # limit, not the server's.
+    if (( drops > 0 && srv == 0 && gen >= drops )); then GEN_LIMITED[$server,$mode]=$offered; break; fi
     if (( drops > 0 )); then hi=$rate; break; fi
     lo=$offered; lo_rate=$rate
     # The generator could not offer the rate asked for: its ceiling, not the server's.
     if (( offered * 100 < rate * 97 )); then CEILING_HIT[$server,$mode]=1; break; fi
   done
-  # No drop at the highest rate tried: the server's own limit is above it.
+  # No drop at the highest rate tried, or drops only in the generator's socket: the server's
+  # own limit is above it.
   (( hi == 0 )) && CEILING_HIT[$server,$mode]=1
   if (( hi > 0 )); then
     for _ in $(seq "$BISECT"); do
@@ -202,8 +206,11 @@ for mode in $MODES; do
   printf '%-44s' "clean rate (0 % drops), $mode, exchanges/s"
   for s in $SERVERS; do printf ' %10s' "$(clean_cell "$s" "$mode")"; done; echo
 done
-echo "  (+: no drop up to the most the generator offered or the last rate tried; the server's own"
-echo "   limit is higher)"
+echo "  (+: clean up to the last rate tried, or the next step lost packets only in the generator's"
+echo "   own socket: the server's limit is higher)"
+for key in "${!GEN_LIMITED[@]}"; do
+  echo "  ${key/,/ }: at ${GEN_LIMITED[$key]}/s offered every drop was in the generator's socket"
+done
 printf '\n%-52s %10s %10s %8s\n' "" "metal6" "best Kea" "ratio"
 for mode in $MODES; do
   m=${CLEAN[metal6,$mode]:-0}; k=$(best_kea "$mode")
@@ -211,22 +218,20 @@ for mode in $MODES; do
 done
 printf '%-52s %10s\n' "generator ceiling (most perfdhcp offered, /s)" "$GEN_CEILING"
 
-# Cost per exchange at the highest ramp rate every server completed cleanly, direct.
-common=0
+# Cost per exchange: at the highest ramp rate metal6 and a Kea both completed cleanly (direct),
+# against the Kea that spent the least CPU there.
+eff() { read -r c cpu d <<<"${CPU_AT[$1,$2]:-0 0 1}"; (( d == 0 )) || { echo 0; return; }
+  awk -v c="$c" -v cpu="$cpu" -v t="$STEP" 'BEGIN { if (cpu > 0) printf "%.0f", c * t / cpu; else print 0 }'; }
+best_rate=0 best_m=0 best_k=0 best_name=-
 for rate in $RATES; do
-  ok=1
-  for s in $SERVERS; do
-    read -r _ _ d <<<"${CPU_AT[$s,$rate]:-x x 1}"
-    [[ $d == 0 ]] || ok=0
-  done
-  (( ok )) && common=$rate
+  m=$(eff metal6 "$rate"); (( m > 0 )) || continue
+  k=0 kname=-
+  for s in $SERVERS; do [[ $s == kea* ]] || continue; v=$(eff "$s" "$rate"); (( v > k )) && { k=$v; kname=$s; }; done
+  (( k > 0 )) && { best_rate=$rate; best_m=$m; best_k=$k; best_name=$kname; }
 done
-if (( common > 0 )); then
-  eff() { read -r c cpu _ <<<"${CPU_AT[$1,$common]}"; awk -v c="$c" -v cpu="$cpu" -v t="$STEP" 'BEGIN { if (cpu > 0) printf "%.0f", c * t / cpu; else print 0 }'; }
-  m=$(eff metal6); k=0; kname=-
-  for s in $SERVERS; do [[ $s == kea* ]] || continue; v=$(eff "$s"); (( v > k )) && { k=$v; kname=$s; }; done
-  printf '%-52s %10s %10s %8s\n' "exchanges per server CPU-second (direct, $common/s)" "$m" "$k" "$(ratio "$m" "$k")"
-  echo "  (best Kea for CPU: $kname)"
+if (( best_rate > 0 )); then
+  printf '%-52s %10s %10s %8s\n' "exchanges per server CPU-second (direct, $best_rate/s)" "$best_m" "$best_k" "$(ratio "$best_m" "$best_k")"
+  echo "  (Kea there: $best_name)"
 fi
 printf '%-52s %10s %10s\n' "durability before a Reply" "fdatasync" "none (memfile appends)"
 echo "targets: metal6 clean up to the generator's ceiling; clean rate >= 2x the best Kea where the"

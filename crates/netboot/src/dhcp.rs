@@ -22,7 +22,7 @@ use metal6_dhcp6::relay;
 use metal6_dhcp6::wire::{self, Message, MsgType};
 use metal6_inventory::ident::Duid;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -37,6 +37,8 @@ pub const LINGER: Duration = Duration::from_millis(1);
 /// stops the receive loop, and the socket buffer holds what arrives meanwhile).
 const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 4096;
+/// The longest an idle receive loop sleeps before it looks at the cancellation token.
+const IDLE_WAKE: Duration = Duration::from_millis(200);
 /// Expired bindings leave the in-memory table this often (the journal drops them when it
 /// compacts, and replay drops them at start).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -44,7 +46,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const UNKNOWN_LOGGED: usize = 4096;
 const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 
-/// Binds `[::]:port` and joins ff02::1:2 on the provisioning interface.
+/// Binds `[::]:port` and joins ff02::1:2 on the provisioning interface. A blocking socket:
+/// the service is a thread of its own.
 pub fn bind(port: u16, ifindex: u32) -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_only_v6(true)?;
@@ -53,8 +56,11 @@ pub fn bind(port: u16, ifindex: u32) -> std::io::Result<UdpSocket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
     s.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex)?;
-    s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
+    // Wakes the receive loop this often when idle, to notice shutdown and prune bindings.
+    s.set_read_timeout(Some(IDLE_WAKE))?;
+    // A send waits at most this long for room in a full send buffer, then counts as failed.
+    s.set_write_timeout(Some(Duration::from_millis(100)))?;
+    Ok(s.into())
 }
 
 /// Per-client token bucket: a misbehaving client cannot take the server's time from others.
@@ -120,7 +126,8 @@ struct Pending {
 
 #[allow(missing_debug_implementations)] // holds sockets and the engine; nothing useful to print
 pub struct DhcpService {
-    pub socket: Arc<UdpSocket>,
+    /// From [`bind`]: blocking, with a read timeout.
+    pub socket: UdpSocket,
     pub engine: Engine,
     pub bindings: Bindings,
     /// Taken by the journal writer when the service starts.
@@ -157,62 +164,69 @@ fn type_name(t: MsgType) -> &'static str {
 }
 
 impl DhcpService {
-    /// Serves until `cancel`; an error when the lease journal's writer died, since no binding
-    /// can be acknowledged after that.
-    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), crate::ServeError> {
+    /// Serves until `cancel`, on the calling thread (blocking: run it on a thread of its own);
+    /// an error when the lease journal's writer died, since no binding can be acknowledged
+    /// after that.
+    ///
+    /// Not a tokio task: the loop is sequential and CPU-bound, and a blocking `recvfrom` is
+    /// one system call per datagram where the reactor path took three (a `recvfrom` that
+    /// would block, `epoll_wait`, the `recvfrom` again) plus a task wake-up.
+    pub fn run(mut self, cancel: CancellationToken) -> Result<(), crate::ServeError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(QUEUE);
         let Some(journal) = self.journal.take() else {
             warn!("DHCPv6 service started without a lease journal");
             return Ok(());
         };
         let failed = |reason: String| crate::ServeError::ServiceFailed { service: "DHCPv6", reason };
-        let reply_socket = std::os::fd::AsFd::as_fd(&*self.socket)
-            .try_clone_to_owned()
-            .map(std::net::UdpSocket::from)
-            .map_err(|e| failed(format!("no socket for the journal writer: {e}")))?;
+        let reply_socket =
+            self.socket.try_clone().map_err(|e| failed(format!("no socket for the journal writer: {e}")))?;
         let writer = spawn_writer(journal, rx, reply_socket, self.stats.clone())
             .map_err(|e| failed(format!("no thread for the journal writer: {e}")))?;
         let mut buf = vec![0u8; 65536];
-        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
         let mut result = Ok(());
-        loop {
-            let (n, from) = tokio::select! {
-                () = cancel.cancelled() => break,
-                _ = prune.tick() => {
-                    let gone = self.bindings.prune_expired(unix_now());
-                    self.stats.update(|s| s.leases = self.bindings.len() as u64);
-                    if gone > 0 {
-                        debug!(gone, "expired bindings pruned");
-                    }
+        while !cancel.is_cancelled() {
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + PRUNE_EVERY;
+                let gone = self.bindings.prune_expired(unix_now());
+                self.stats.update(|s| s.leases = self.bindings.len() as u64);
+                if gone > 0 {
+                    debug!(gone, "expired bindings pruned");
+                }
+            }
+            let (n, from) = match self.socket.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(error = %e, "dhcpv6 receive failed");
+                    // Never a busy loop on a socket that keeps failing.
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    Err(e) => { warn!(error = %e, "dhcpv6 receive failed"); continue; }
-                },
             };
             let SocketAddr::V6(from) = from else { continue };
-            if let Some(p) = self.handle(&buf[..n], from) {
-                match p {
-                    Ready::Now(bytes, dest, kind) => self.send(&bytes, dest, kind).await,
-                    Ready::AfterCommit(pending) => {
-                        if queue(&tx, pending).await.is_err() {
-                            result =
-                                Err(failed("the lease journal writer stopped; no lease can be acknowledged".into()));
-                            break;
-                        }
+            let Some(p) = self.handle(&buf[..n], from) else { continue };
+            match p {
+                Ready::Now(bytes, dest, kind) => self.send(&bytes, dest, kind),
+                // A full queue blocks here (the pending change is applied in memory already: it
+                // must be made durable, never dropped); the socket buffer holds what arrives.
+                Ready::AfterCommit(pending) => {
+                    if tx.send(pending).is_err() {
+                        result = Err(failed("the lease journal writer stopped; no lease can be acknowledged".into()));
+                        break;
                     }
                 }
             }
         }
         drop(tx);
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let _ = writer.join();
         self.stats.update(|s| s.leases = self.bindings.len() as u64);
         result
     }
 
-    async fn send(&self, bytes: &[u8], dest: SocketAddr, kind: &'static str) {
-        match self.socket.send_to(bytes, dest).await {
+    fn send(&self, bytes: &[u8], dest: SocketAddr, kind: &'static str) {
+        match self.socket.send_to(bytes, dest) {
             Ok(_) => self.stats.update(|s| bump(&mut s.sent, kind)),
             Err(e) => {
                 debug!(%dest, error = %e, "reply not sent");
@@ -315,28 +329,13 @@ fn hex3(x: [u8; 3]) -> String {
     format!("{:02x}{:02x}{:02x}", x[0], x[1], x[2])
 }
 
-/// Hands a reply to the journal writer, waiting while its queue is full (the pending change
-/// is applied in memory already: it must be made durable, never dropped).
-async fn queue(tx: &std::sync::mpsc::SyncSender<Pending>, mut p: Pending) -> Result<(), ()> {
-    loop {
-        match tx.try_send(p) {
-            Ok(()) => return Ok(()),
-            Err(std::sync::mpsc::TrySendError::Full(back)) => {
-                p = back;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(()),
-        }
-    }
-}
-
 /// The group-commit writer: takes the pending replies that arrive within [`LINGER`] of the
 /// first (up to [`MAX_BATCH`]), makes their changes durable in one write + fdatasync, then
 /// sends the replies. Ends when the service drops its end of the queue.
 fn spawn_writer(
     mut journal: Journal,
     rx: std::sync::mpsc::Receiver<Pending>,
-    socket: std::net::UdpSocket,
+    socket: UdpSocket,
     stats: Arc<Stats>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("lease-journal".into()).spawn(move || {
@@ -359,7 +358,7 @@ fn spawn_writer(
                 Ok(()) => {
                     let (mut sent, mut failed) = (Vec::<&'static str>::new(), 0u64);
                     for p in batch.drain(..) {
-                        match send_waiting(&socket, &p.bytes, p.dest) {
+                        match socket.send_to(&p.bytes, p.dest) {
                             Ok(_) => sent.push(p.kind),
                             Err(_) => failed += 1,
                         }
@@ -386,16 +385,4 @@ fn spawn_writer(
             }
         }
     })
-}
-
-/// Sends on the service's (non-blocking) socket from the writer thread, waiting up to 100 ms
-/// for room in a full send buffer.
-fn send_waiting(socket: &std::net::UdpSocket, bytes: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
-    for _ in 0..100 {
-        match socket.send_to(bytes, dest) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
-            r => return r,
-        }
-    }
-    Err(std::io::ErrorKind::WouldBlock.into())
 }

@@ -348,7 +348,7 @@ pub async fn serve(
     }
     let engine = Engine::new(inv, Config { server_duid: server_duid(mac), rapid_commit: true });
     let service = dhcp::DhcpService {
-        socket: Arc::new(socket),
+        socket,
         engine,
         bindings,
         journal: Some(journal),
@@ -361,8 +361,8 @@ pub async fn serve(
     let failure: Arc<std::sync::Mutex<Option<ServeError>>> = Arc::default();
     {
         let (cancel, failure) = (cancel.clone(), failure.clone());
-        tasks.spawn(async move {
-            if let Err(e) = service.run(cancel.clone()).await {
+        tasks.spawn_blocking(move || {
+            if let Err(e) = service.run(cancel.clone()) {
                 tracing::error!(error = %e, "DHCPv6 service failed; stopping metal6 serve");
                 if let Ok(mut f) = failure.lock() {
                     f.get_or_insert(e);
