@@ -31,7 +31,7 @@ use crate::recipe::Recipe;
 use crate::{modules, pe, sysctl, tools};
 
 /// Bumped when the derived stage's code changes what it produces.
-const DERIVED_FORMAT: u32 = 1;
+const DERIVED_FORMAT: u32 = 2;
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// Discoverable Partitions Specification: root, x86-64.
 const ROOT_TYPE: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
@@ -587,7 +587,12 @@ fn derive(
             .arg(&root_img)
             .arg(format!("{}k", root_bytes / 1024)),
     )?;
-    progress(&format!("tree: root.ext4 {} MiB in {:.1} s", root_bytes / MIB, t.elapsed().as_secs_f64()));
+    let normalized = normalize_times(&tree, &root_img, work, epoch)?;
+    progress(&format!(
+        "tree: root.ext4 {} MiB, {normalized} inodes' times set to the epoch, in {:.1} s",
+        root_bytes / MIB,
+        t.elapsed().as_secs_f64()
+    ));
 
     // Node UKI: the image's own kernel and initramfs.
     let cmdline = format!("root=PARTUUID={root_part} rw {}", r.kernel_cmdline).trim().to_owned();
@@ -656,6 +661,62 @@ fn derive(
     std::fs::remove_dir_all(&tree)?;
     std::fs::remove_dir_all(&stage)?;
     Ok(())
+}
+
+/// `mkfs.ext4 -d` (e2fsprogs 1.47.0) copies each file's times from the unpacked tree: change
+/// and access times are when this build unpacked and read it, and the modification times of
+/// what this stage wrote or made (directories it wrote into, unit symlinks) are now. Sets
+/// change and access times to the epoch in every inode and clamps modification times to it,
+/// with debugfs (no mount); the packages' own modification times stay. Returns the inodes set.
+fn normalize_times(tree: &Path, img: &Path, work: &Path, epoch: u64) -> Result<usize> {
+    let mut cmds = String::new();
+    let mut n = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = tree.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if meta.is_dir() {
+            let mut names: Vec<_> =
+                std::fs::read_dir(&path)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+            // Sorted: the command file is the same for the same tree.
+            names.sort();
+            stack.extend(names.into_iter().rev().map(|name| rel.join(name)));
+        }
+        let name = format!("/{}", rel.display());
+        // debugfs splits its commands on white space and takes "…" as one word.
+        if name.contains(['"', '\n']) || rel.to_str().is_none() {
+            bail!("{name:?} in the image tree: debugfs cannot name it, so its times cannot be made reproducible");
+        }
+        // Modification times later than the epoch are this build's own (a directory it wrote
+        // into, a symlink it made): clamped, as `tar --clamp-mtime` and mmdebstrap do.
+        let clamp_mtime = u64::try_from(std::os::unix::fs::MetadataExt::mtime(&meta)).map_or(true, |m| m > epoch);
+        for field in ["ctime", "atime"].into_iter().chain(clamp_mtime.then_some("mtime")) {
+            cmds.push_str(&format!("set_inode_field \"{name}\" {field} @{epoch}\n"));
+        }
+        n += 1;
+    }
+    let cmd_file = work.join("times.debugfs");
+    std::fs::write(&cmd_file, cmds)?;
+    let out = Command::new("debugfs")
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmd_file)
+        .arg(img)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("starting debugfs")?;
+    std::fs::remove_file(&cmd_file)?;
+    // debugfs exits 0 whatever its commands did: its errors are the stderr lines after the
+    // version banner.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(line) = stderr.lines().find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()) {
+        bail!("debugfs could not set the times in {}: {line}", img.display());
+    }
+    if !out.status.success() {
+        bail!("debugfs failed on {} ({})", img.display(), out.status);
+    }
+    Ok(n)
 }
 
 /// The last stage: the tree's root filesystem with the sysctl profile written into it by
