@@ -101,7 +101,7 @@ schema: ## Regenerate inventory/schema.json
 	$(CARGO) run -q --locked -- inventory schema > inventory/schema.json
 
 .PHONY: bench
-bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image bench-emulation bench-apply ## All benchmarks
+bench: bench-inventory bench-dhcp bench-http bench-tftp bench-image bench-boot bench-emulation bench-apply ## All benchmarks
 
 .PHONY: bench-inventory
 bench-inventory: ## Validate a 10,000-node inventory (target < 1 s)
@@ -124,8 +124,12 @@ bench-tftp: bench-deps ## 100 MB over TFTP: metal6 lock-step vs tftpd-hpa, windo
 	@./scripts/bench-tftp.sh
 
 .PHONY: bench-image
-bench-image: bench-deps ## The lab image: metal6 cold and sysctl-only warm builds vs mkosi 14 cold, same run
+bench-image: bench-deps ## The lab image: metal6 vs mkosi 14, cold and sysctl-only warm, same run (targets: ratios <= 1.0)
 	@./scripts/bench-image.sh
+
+.PHONY: bench-boot
+bench-boot: deps ## A lab node, QEMU start to installer running and to ready, median of 3, per phase (targets <= 20 s, <= 100 s)
+	@./scripts/bench-boot.sh
 
 .PHONY: bench-emulation
 bench-emulation: deps ## 2,000 and 4,000 satellites x 5 interfaces in namespaces: create, update, teardown, memory

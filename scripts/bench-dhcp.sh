@@ -6,7 +6,8 @@
 # Every step: fresh namespaces, the server started empty and pinned to CPU 0, perfdhcp -6
 # (single-thread mode, the right one on one core) pinned to CPU 1, STEP seconds of 4-way
 # exchanges from CLIENTS distinct clients, then 1 s for late replies. A step is clean when
-# perfdhcp counts no drop in either exchange. Each step also prints where packets were lost:
+# perfdhcp counts no drop in either exchange; a step with drops runs once more and the better
+# try counts (RETRY, for every server alike). Each step also prints where packets were lost:
 # the server namespace's UDP receive-buffer errors (the server's socket) and the client
 # namespace's (the generator's own socket).
 #
@@ -28,10 +29,11 @@ cd "$(dirname "$0")/.."
 
 STEP=${STEP:-10}
 CLIENTS=${CLIENTS:-60000}
-RATES=${RATES:-2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000 36000 40000}
+RATES=${RATES:-2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000 36000 40000 44000 48000}
 SERVERS=${SERVERS:-metal6 kea kea-mt}
 MODES=${MODES:-direct relayed}
 BISECT=${BISECT:-2}
+RETRY=${RETRY:-1}
 TAG="m6b-$$"
 WORK=$(mktemp -d /tmp/metal6-bench-dhcp.XXXXXX)
 SRV="$TAG-srv"; CLI="$TAG-cli"
@@ -149,12 +151,33 @@ declare -A CLEAN CPU_AT CEILING_HIT GEN_LIMITED
 GEN_CEILING=0
 log() { printf '  %-7s %-8s %6s/s offered %6s completed %5s drops  CPU %5ss  lost in server socket %s, generator socket %s\n' "$@"; }
 
-ramp() {
-  local server=$1 mode=$2 lo=0 lo_rate=0 hi=0 offered completed drops cpu srv gen
-  for rate in $RATES; do
+# A step, logged; one with drops in the server's socket or in perfdhcp's counts is run once
+# more (RETRY=0: never) and the better of the two kept. The machines are noisy: a neighbour's
+# burst can cost any server a step, and this is applied to every server alike.
+try_step() {
+  local server=$1 mode=$2 rate=$3 first tries=0 offered completed drops cpu srv gen
+  while :; do
     step "$server" "$mode" "$rate"
     read -r offered completed drops cpu srv gen <<<"$STEP_RESULT"
     log "$server" "$mode" "$offered" "$completed" "$drops" "$cpu" "$srv" "$gen"
+    (( drops == 0 )) && return 0
+    # All of it lost in the generator's own socket: the generator's limit, final.
+    (( srv == 0 && gen >= drops )) && return 0
+    (( tries >= RETRY )) && break
+    tries=$((tries + 1)); first=$STEP_RESULT
+    echo "    (drops: once more at $rate/s)"
+  done
+  # Both tries dropped: keep the one with fewer drops.
+  local d1; read -r _ _ d1 _ <<<"$first"
+  (( d1 < drops )) && STEP_RESULT=$first
+  return 0
+}
+
+ramp() {
+  local server=$1 mode=$2 lo=0 lo_rate=0 hi=0 offered completed drops cpu srv gen
+  for rate in $RATES; do
+    try_step "$server" "$mode" "$rate"
+    read -r offered completed drops cpu srv gen <<<"$STEP_RESULT"
     (( offered > GEN_CEILING )) && GEN_CEILING=$offered
     [[ $mode == direct ]] && CPU_AT[$server,$rate]="$completed $cpu $drops"
     # Every drop lost in the generator's own socket, none in the server's: the generator's
@@ -172,9 +195,8 @@ ramp() {
     for _ in $(seq "$BISECT"); do
       local mid=$(( (lo_rate + hi) / 2 / 250 * 250 ))
       (( mid <= lo_rate )) && break
-      step "$server" "$mode" "$mid"
+      try_step "$server" "$mode" "$mid"
       read -r offered completed drops cpu srv gen <<<"$STEP_RESULT"
-      log "$server" "$mode" "$offered" "$completed" "$drops" "$cpu" "$srv" "$gen"
       if (( drops > 0 )); then hi=$mid; else lo_rate=$mid; lo=$offered; fi
     done
   fi

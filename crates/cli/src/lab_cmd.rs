@@ -385,6 +385,7 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
 
     let mut seen = 0usize;
     let mut console_pos = 0u64;
+    let mut kernels = KernelStarts::default();
     let mut phases: Vec<(String, f64)> = vec![];
     let mut failures = 0;
     let deadline = started + Duration::from_secs(a.timeout);
@@ -394,6 +395,11 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         }
         if a.console {
             console_pos = copy_new(&serial, console_pos, &mut err);
+        }
+        for p in kernels.scan(&serial) {
+            let t = started.elapsed().as_secs_f64();
+            phases.push((p.to_owned(), t));
+            writeln!(err, "lab: [{t:7.1} s] {} → {p}", a.node)?;
         }
         let text = std::fs::read_to_string(&events).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -928,6 +934,65 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
 }
 
 /// Copies what the serial log gained since `pos` to `out`; returns the new position.
+/// Kernel starts on the guest's serial console, which no event reports: the first `Linux
+/// version` line is the installer's kernel taking over from the firmware (so the UKI has been
+/// downloaded), the second the installed system's. The console has no timestamps: the lab
+/// notes when a line first appears, to its poll interval (250 ms).
+#[derive(Debug, Default)]
+struct KernelStarts {
+    pos: u64,
+    partial: Vec<u8>,
+    seen: usize,
+}
+
+impl KernelStarts {
+    /// A line longer than this is a firmware screen, not a kernel message: dropped.
+    const MAX_LINE: usize = 64 * 1024;
+
+    fn scan(&mut self, path: &Path) -> Vec<&'static str> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut new = vec![];
+        let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
+        if f.seek(SeekFrom::Start(self.pos)).is_err() {
+            return vec![];
+        }
+        let Ok(n) = f.read_to_end(&mut new) else { return vec![] };
+        self.pos += n as u64;
+        self.feed(&new)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Vec<&'static str> {
+        let mut found = vec![];
+        for &b in bytes {
+            if b != b'\n' {
+                if self.partial.len() < Self::MAX_LINE {
+                    self.partial.push(b);
+                }
+                continue;
+            }
+            if is_kernel_banner(&self.partial) {
+                self.seen += 1;
+                match self.seen {
+                    1 => found.push("installer-kernel"),
+                    2 => found.push("node-kernel"),
+                    _ => {}
+                }
+            }
+            self.partial.clear();
+        }
+        found
+    }
+}
+
+/// The kernel's first message, `Linux version …`, at the start of a line or after a printk
+/// timestamp (`[    0.000000] `), possibly behind a firmware screen's escape sequences.
+fn is_kernel_banner(line: &[u8]) -> bool {
+    let line = strip_ansi(&String::from_utf8_lossy(line));
+    let Some(at) = line.find("Linux version ") else { return false };
+    let before = line[..at].trim();
+    before.is_empty() || (before.starts_with('[') && before.ends_with(']'))
+}
+
 fn copy_new(path: &Path, pos: u64, out: &mut impl Write) -> u64 {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else { return pos };
@@ -1007,5 +1072,22 @@ mod tests {
         assert_eq!(e(serde_json::json!({"kind": "phase", "phase": "ready"})).as_deref(), Some("ready"));
         assert_eq!(e(serde_json::json!({"kind": "document"})), None);
         assert_eq!(strip_ansi("\x1b[2J\x1b[01;01HBdsDxe: loading"), "BdsDxe: loading");
+    }
+
+    #[test]
+    fn kernel_starts_are_found_across_reads() {
+        let mut k = KernelStarts::default();
+        assert!(k.feed(b"BdsDxe: loading Boot0001\r\n\x1b[2J[    0.000000] Linux ver").is_empty());
+        assert_eq!(k.feed(b"sion 6.1.0-50-amd64 (debian-kernel@lists.debian.org)\n"), ["installer-kernel"]);
+        assert!(k.feed(b"[    1.2] metal6-installer: Linux version is not a start\n").is_empty());
+        let mut k = KernelStarts::default();
+        let screen = vec![b'x'; KernelStarts::MAX_LINE * 2];
+        assert!(k.feed(&screen).is_empty());
+        assert!(k.partial.len() <= KernelStarts::MAX_LINE, "a line without an end stays bounded");
+        assert_eq!(
+            k.feed(b"\n[ 0.0] Linux version 6.1\n[ 0.0] Linux version 6.1\n"),
+            ["installer-kernel", "node-kernel"]
+        );
+        assert!(k.feed(b"Linux version again\n").is_empty(), "later restarts are not named");
     }
 }
