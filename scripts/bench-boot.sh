@@ -47,10 +47,10 @@ for p in phases:
     print(f"  {p:<42} {med[p]:8.1f}   {' '.join(f'{t:.1f}' for t in at[p])}")
 steps = {
     ("start", "firmware-dhcp"): "firmware start to its DHCPv6 lease",
-    ("firmware-dhcp", "netboot"): "firmware: lease to UKI request",
+    ("firmware-dhcp", "netboot"): "firmware: lease to the UKI request",
     ("netboot", "installer-kernel"): "UKI download, firmware hands over",
-    ("installer-kernel", "dhcp"): "kernel + initramfs to the installer's lease",
-    ("dhcp", "installer"): "installer reports in",
+    ("installer-kernel", "installer-initramfs"): "installer kernel to its initramfs",
+    ("installer-initramfs", "installer"): "drivers, the installer's DHCPv6 lease",
     ("installer", "writing-image"): "plan fetched, disk chosen",
     ("writing-image", "image-written"): "image written and verified",
     ("image-written", "installed"): "installed root configured",

@@ -396,8 +396,8 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         if a.console {
             console_pos = copy_new(&serial, console_pos, &mut err);
         }
-        for p in kernels.scan(&serial) {
-            let t = started.elapsed().as_secs_f64();
+        for (p, back) in kernels.scan(&serial) {
+            let t = (started.elapsed().as_secs_f64() - back).max(0.0);
             phases.push((p.to_owned(), t));
             writeln!(err, "lab: [{t:7.1} s] {} → {p}", a.node)?;
         }
@@ -934,22 +934,25 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
 }
 
 /// Copies what the serial log gained since `pos` to `out`; returns the new position.
-/// Kernel starts on the guest's serial console, which no event reports: the first `Linux
-/// version` line is the installer's kernel taking over from the firmware (so the UKI has been
-/// downloaded), the second the installed system's. The console has no timestamps: the lab
+/// Boot steps on the guest's serial console, which no event reports. The installer's
+/// initramfs prints `metal6: installer initramfs at UPTIME s` (the installer UKI boots `quiet`,
+/// so its kernel prints no banner): the installer's kernel started UPTIME seconds before that
+/// line, which is when the firmware had the UKI downloaded and handed over. The installed
+/// system's kernel prints its `Linux version` banner. The console has no timestamps: the lab
 /// notes when a line first appears, to its poll interval (250 ms).
 #[derive(Debug, Default)]
 struct KernelStarts {
     pos: u64,
     partial: Vec<u8>,
-    seen: usize,
+    named: Vec<&'static str>,
 }
 
 impl KernelStarts {
     /// A line longer than this is a firmware screen, not a kernel message: dropped.
     const MAX_LINE: usize = 64 * 1024;
 
-    fn scan(&mut self, path: &Path) -> Vec<&'static str> {
+    /// New phases, each with how many seconds before now it was reached.
+    fn scan(&mut self, path: &Path) -> Vec<(&'static str, f64)> {
         use std::io::{Read, Seek, SeekFrom};
         let mut new = vec![];
         let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
@@ -961,7 +964,7 @@ impl KernelStarts {
         self.feed(&new)
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> Vec<&'static str> {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<(&'static str, f64)> {
         let mut found = vec![];
         for &b in bytes {
             if b != b'\n' {
@@ -970,15 +973,27 @@ impl KernelStarts {
                 }
                 continue;
             }
-            if is_kernel_banner(&self.partial) {
-                self.seen += 1;
-                match self.seen {
-                    1 => found.push("installer-kernel"),
-                    2 => found.push("node-kernel"),
-                    _ => {}
-                }
-            }
+            let line = strip_ansi(&String::from_utf8_lossy(&self.partial));
             self.partial.clear();
+            let after_installer = self.named.contains(&"installer-initramfs");
+            let mut name = |p: &'static str, back: f64| {
+                if !self.named.contains(&p) {
+                    self.named.push(p);
+                    found.push((p, back));
+                }
+            };
+            if let Some(up) = line
+                .split_once("metal6: installer initramfs at ")
+                .and_then(|(_, r)| r.trim_end_matches(" s").trim().parse::<f64>().ok())
+                .filter(|up| up.is_finite() && *up >= 0.0)
+            {
+                name("installer-kernel", up);
+                name("installer-initramfs", 0.0);
+            } else if is_kernel_banner(&line) {
+                // Before the installer's line, a banner is the installer's (a UKI without
+                // `quiet`); after it, the installed system's.
+                name(if after_installer { "node-kernel" } else { "installer-kernel" }, 0.0);
+            }
         }
         found
     }
@@ -986,8 +1001,7 @@ impl KernelStarts {
 
 /// The kernel's first message, `Linux version …`, at the start of a line or after a printk
 /// timestamp (`[    0.000000] `), possibly behind a firmware screen's escape sequences.
-fn is_kernel_banner(line: &[u8]) -> bool {
-    let line = strip_ansi(&String::from_utf8_lossy(line));
+fn is_kernel_banner(line: &str) -> bool {
     let Some(at) = line.find("Linux version ") else { return false };
     let before = line[..at].trim();
     before.is_empty() || (before.starts_with('[') && before.ends_with(']'))
@@ -1077,17 +1091,25 @@ mod tests {
     #[test]
     fn kernel_starts_are_found_across_reads() {
         let mut k = KernelStarts::default();
-        assert!(k.feed(b"BdsDxe: loading Boot0001\r\n\x1b[2J[    0.000000] Linux ver").is_empty());
-        assert_eq!(k.feed(b"sion 6.1.0-50-amd64 (debian-kernel@lists.debian.org)\n"), ["installer-kernel"]);
+        assert!(k.feed(b"BdsDxe: loading Boot0001\r\n\x1b[2Jmetal6: installer init").is_empty());
+        assert_eq!(k.feed(b"ramfs at 2.47 s\r\n"), [("installer-kernel", 2.47), ("installer-initramfs", 0.0)]);
         assert!(k.feed(b"[    1.2] metal6-installer: Linux version is not a start\n").is_empty());
+        assert!(k.feed(b"metal6: installer initramfs at 9.1 s\n").is_empty(), "a second installer run is not named");
+        assert_eq!(
+            k.feed(b"\x1b[0m[    0.000000] Linux version 6.1.0-50-amd64 (debian-kernel@lists.debian.org)\n"),
+            [("node-kernel", 0.0)]
+        );
+        assert!(k.feed(b"[ 0.0] Linux version 6.1\n").is_empty(), "later restarts are not named");
+
+        // A UKI without `quiet`: its banner is the installer's kernel.
         let mut k = KernelStarts::default();
         let screen = vec![b'x'; KernelStarts::MAX_LINE * 2];
         assert!(k.feed(&screen).is_empty());
         assert!(k.partial.len() <= KernelStarts::MAX_LINE, "a line without an end stays bounded");
         assert_eq!(
-            k.feed(b"\n[ 0.0] Linux version 6.1\n[ 0.0] Linux version 6.1\n"),
-            ["installer-kernel", "node-kernel"]
+            k.feed(b"\nLinux version 6.1\nmetal6: installer initramfs at 1.5 s\n"),
+            [("installer-kernel", 0.0), ("installer-initramfs", 0.0)]
         );
-        assert!(k.feed(b"Linux version again\n").is_empty(), "later restarts are not named");
+        assert!(k.feed(b"metal6: installer initramfs at nan s\n").is_empty());
     }
 }
