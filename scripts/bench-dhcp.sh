@@ -155,21 +155,22 @@ log() { printf '  %-7s %-8s %6s/s offered %6s completed %5s drops  CPU %5ss  los
 # more (RETRY=0: never) and the better of the two kept. The machines are noisy: a neighbour's
 # burst can cost any server a step, and this is applied to every server alike.
 try_step() {
-  local server=$1 mode=$2 rate=$3 first tries=0 offered completed drops cpu srv gen
+  local server=$1 mode=$2 rate=$3 first= tries=0 offered completed drops cpu srv gen d1
   while :; do
     step "$server" "$mode" "$rate"
     read -r offered completed drops cpu srv gen <<<"$STEP_RESULT"
     log "$server" "$mode" "$offered" "$completed" "$drops" "$cpu" "$srv" "$gen"
     (( drops == 0 )) && return 0
-    # All of it lost in the generator's own socket: the generator's limit, final.
-    (( srv == 0 && gen >= drops )) && return 0
     (( tries >= RETRY )) && break
     tries=$((tries + 1)); first=$STEP_RESULT
     echo "    (drops: once more at $rate/s)"
   done
-  # Both tries dropped: keep the one with fewer drops.
-  local d1; read -r _ _ d1 _ <<<"$first"
-  (( d1 < drops )) && STEP_RESULT=$first
+  # Every try dropped: keep the one with fewer drops (the ramp then tells the generator's
+  # losses from the server's).
+  if [[ -n $first ]]; then
+    read -r _ _ d1 _ <<<"$first"
+    (( d1 < drops )) && STEP_RESULT=$first
+  fi
   return 0
 }
 

@@ -933,7 +933,6 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// Copies what the serial log gained since `pos` to `out`; returns the new position.
 /// Boot steps on the guest's serial console, which no event reports. The installer's
 /// initramfs prints `metal6: installer initramfs at UPTIME s` (the installer UKI boots `quiet`,
 /// so its kernel prints no banner): the installer's kernel started UPTIME seconds before that
@@ -1007,6 +1006,7 @@ fn is_kernel_banner(line: &str) -> bool {
     before.is_empty() || (before.starts_with('[') && before.ends_with(']'))
 }
 
+/// Copies what the serial log gained since `pos` to `out`; returns the new position.
 fn copy_new(path: &Path, pos: u64, out: &mut impl Write) -> u64 {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else { return pos };

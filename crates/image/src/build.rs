@@ -693,8 +693,9 @@ fn normalize_times(tree: &Path, img: &Path, work: &Path, epoch: u64) -> Result<u
             stack.extend(names.into_iter().rev().map(|name| rel.join(name)));
         }
         let name = format!("/{}", rel.display());
-        // debugfs splits its commands on white space and takes "…" as one word.
-        if name.contains(['"', '\n']) || rel.to_str().is_none() {
+        // debugfs splits its commands on white space and takes "…" as one word; a line ends
+        // at a newline or a carriage return.
+        if name.contains(['"', '\n', '\r']) || rel.to_str().is_none() {
             bail!("{name:?} in the image tree: debugfs cannot name it, so its times cannot be made reproducible");
         }
         // Modification times later than the epoch are this build's own (a directory it wrote

@@ -1,7 +1,8 @@
 //! The DHCPv6 service: receive, unwrap relays, ask the engine, persist, reply.
 //!
-//! One task owns the engine and the binding table, so decisions are sequential and need no
-//! locks. Replies that commit bindings go through the journal writer (group commit, see
+//! One thread owns the socket, the engine and the binding table, so decisions are sequential
+//! and need no locks; it blocks in `recvfrom` (one system call per datagram, where the
+//! reactor path took three and a task wake-up). Replies that commit bindings go through the journal writer (group commit, see
 //! `leases`) and leave only after their batch is durable; other replies leave at once.
 //!
 //! The writer is a thread of its own, not a tokio task: it blocks in `fdatasync` anyway, and
