@@ -16,7 +16,7 @@ INST="$PWD/target/installer/metal6-installer"
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-echo "bench-image: images/lab.yaml with metal6 (cold, then sysctl-only), and mkosi 14 (cold)"
+echo "bench-image: images/lab.yaml with metal6 (cold, then sysctl-only), and mkosi 14 (cold, then sysctl-only)"
 t0=$(now)
 "$M6" image build images/lab.yaml --out "$WORK/out" --cache "$WORK/cache" --installer "$INST" -o json >"$WORK/cold.json"
 t1=$(now)
