@@ -14,12 +14,12 @@ FORBIDDEN_IN_PURE := tokio hyper reqwest mio socket2
 # carries an async runtime or the server's HTTP stack.
 NO_RUNTIME_CRATES := metal6-installer metal6-image
 FORBIDDEN_IN_NO_RUNTIME := tokio hyper reqwest mio
-# The netboot server never depends on the BMC (Redfish) code; the Redfish client and the
-# orchestrator (which reads the server over HTTP only) carry no
-# HTTP server.
+# The netboot server never depends on the BMC (Redfish) code; the Redfish client, the
+# orchestrator (which reads the server over HTTP only) and doctor (which reads this host's
+# /proc and the link, never serve's internals) carry no HTTP server.
 SERVER_CRATES := metal6-netboot
 FORBIDDEN_IN_SERVER := metal6-redfish
-CLIENT_CRATES := metal6-redfish metal6-orchestrator
+CLIENT_CRATES := metal6-redfish metal6-orchestrator metal6-doctor
 FORBIDDEN_IN_CLIENT := metal6-netboot metal6-emunet
 
 .PHONY: help

@@ -84,6 +84,9 @@ pub struct ApplyArgs {
     /// netboot` applies the BIOS (and checks the BMC) without netbooting.
     #[arg(long, value_name = "STEP")]
     until: Option<String>,
+    /// Start without `metal6 doctor`'s checks of this host and the nodes' BMCs (logged).
+    #[arg(long)]
+    skip_doctor: bool,
     /// The directory `metal6 serve --cluster-dir` serves. With an inventory `cluster`, apply
     /// renders the cluster files into it, the join files from the first control plane's CA
     /// hash, and drives every node on to `cluster-joined`.
@@ -124,7 +127,7 @@ fn step_durations(list: &[String], policy: &mut Policy, sla: bool) -> Result<()>
 }
 
 /// The selected node names, in inventory order.
-fn select(inv: &Inventory, sel: &str) -> Result<Vec<String>> {
+pub(crate) fn select(inv: &Inventory, sel: &str) -> Result<Vec<String>> {
     if sel == "all" {
         return Ok(inv.nodes.iter().map(|n| n.name.clone()).collect());
     }
@@ -344,6 +347,23 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let apply = Arc::clone(&s.apply);
+        if a.skip_doctor {
+            tracing::warn!("--skip-doctor: apply starts without checking this host and the BMCs");
+        } else {
+            let c = &a.common;
+            let report =
+                crate::doctor_cmd::preflight(apply.inventory(), &s.nodes, c.ca_file.clone(), c.insecure, c.per_bmc)
+                    .await;
+            if report.summary.warn + report.summary.fail > 0 {
+                crate::doctor_cmd::print(&mut std::io::stderr().lock(), &report, Format::Table, true)?;
+            }
+            if report.failed() {
+                bail!(
+                    "apply refused: doctor found {} failure(s), above; fix them, or pass --skip-doctor to start anyway",
+                    report.summary.fail
+                );
+            }
+        }
         let plans = match &a.plan {
             Some(path) => {
                 let saved = load_plan(path)?;

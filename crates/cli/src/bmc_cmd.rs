@@ -438,11 +438,10 @@ async fn one_node(inv: &Inventory, name: &str, t: &Target, op: Op, placeholders:
         Ok(p) => p,
         Err(e) => return fail(e.into()),
     };
-    let mut opts = ConnectOptions::new(bmc_ref.redfish_url(), bmc_ref.username.clone(), password);
+    let mut opts = ConnectOptions::for_bmc(bmc_ref, password);
     opts.ca_file = t.ca_file.clone();
     opts.insecure = t.insecure;
     opts.timeout = Duration::from_secs(t.timeout.max(1));
-    opts.system = bmc_ref.system.clone();
     let bmc = match Bmc::connect(opts).await.with_context(|| format!("connecting to {}", bmc_ref.redfish_url())) {
         Ok(b) => b,
         Err(e) => return fail(e),

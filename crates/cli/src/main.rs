@@ -5,6 +5,7 @@
 mod apply_cmd;
 mod bmc_cmd;
 mod cluster_cmd;
+mod doctor_cmd;
 mod emulate_cmd;
 mod image_cmd;
 mod inventory_cmd;
@@ -58,6 +59,9 @@ pub enum Command {
     Plan(apply_cmd::PlanArgs),
     /// Take nodes from power-off to installed and ready through their BMCs; resumable.
     Apply(apply_cmd::ApplyArgs),
+    /// Find what will break a netboot before anything is powered on: this host, the
+    /// provisioning link, the BMCs and the artifacts against the inventory.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Every node's phase, from a running `metal6 serve` (a live table with --watch).
     Status(status_cmd::StatusArgs),
     /// DHCPv6 diagnostics.
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd::run(args, cli.output),
         Command::Plan(args) => apply_cmd::plan(args, cli.output),
         Command::Apply(args) => apply_cmd::apply(args, cli.output),
+        Command::Doctor(args) => doctor_cmd::run(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

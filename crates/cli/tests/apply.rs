@@ -508,6 +508,16 @@ fn apply_drives_a_simulated_fleet_within_its_limits() {
     let (head, tail) = good.split_at(good.find("name: node-011").expect("node-011"));
     std::fs::write(&inv, format!("{head}{}", tail.replacen("system: \"4\"", "system: \"9\"", 1))).expect("write");
     let limits = ["--parallel", "12", "--per-bmc", "2", "--installs", "4", "--poll", "200ms"];
+    // Doctor's preflight finds it before anything is powered on, and apply refuses to start.
+    let out = fleet.apply(&limits);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("apply refused: doctor found 1 failure") && t.contains("node-011") && t.contains("no system \"9\""),
+        "{t}"
+    );
+    // The rest of this test is apply's own handling of that node: past the preflight.
+    let limits = ["--parallel", "12", "--per-bmc", "2", "--installs", "4", "--poll", "200ms", "--skip-doctor"];
     // Ctrl-C once some nodes install: apply stops, exit 130, every node resumable.
     let mut first = fleet.apply_cmd(&[&limits[..], &["--timeout", "preflight=8s", "--attempts", "1"]].concat());
     let mut child = first.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("apply");

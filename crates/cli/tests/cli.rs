@@ -46,6 +46,7 @@ fn help_texts() {
     snapshot("inventory-show-help", &["inventory", "show", "--help"]);
     snapshot("bmc-help", &["bmc", "--help"]);
     snapshot("bmc-bios-apply-help", &["bmc", "bios", "apply", "--help"]);
+    snapshot("doctor-help", &["doctor", "--help"]);
 }
 
 /// Selection errors come before any BMC is contacted.

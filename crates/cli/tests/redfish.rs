@@ -516,8 +516,114 @@ fn m6_cmd(sim: &Sim, state: &std::path::Path, verb: &str, args: &[&str]) -> std:
     cmd
 }
 
+/// `apply` without its doctor preflight: the simulator serves one R750 capture behind four
+/// BMC addresses, so four inventory nodes with their own MACs are one machine whose NICs
+/// carry only r750's — which doctor rightly refuses (`doctor_against_the_idrac_simulator`).
 fn apply_cmd(sim: &Sim, state: &std::path::Path, args: &[&str]) -> std::process::Command {
-    m6_cmd(sim, state, "apply", args)
+    let mut cmd = m6_cmd(sim, state, "apply", args);
+    cmd.arg("--skip-doctor");
+    cmd
+}
+
+/// `metal6 doctor --bmc` on Dell semantics: the healthy node passes what it can; a boot NIC MAC
+/// the BMC does not have, four nodes on one machine, a BIOS below the baseline's gate and a
+/// stale job are each reported with their fix; apply refuses to start on them.
+#[test]
+fn doctor_against_the_idrac_simulator() {
+    require_netns!();
+    require_tool!("openssl");
+    let Some(fx) = capture() else { return };
+    // The gate asks for more than the capture's BIOS 1.8.2 and the baseline offers no newer
+    // BIOS: no apply can make it hold.
+    let text = std::fs::read_to_string(root().join(INV)).expect("inventory");
+    let gated = text.replace("      - kind: bios\n        version: 1.15.2\n        image_url: http://[fd00:6d:1::1]/firmware/BIOS_R750_1.15.2.EXE\n", "      - kind: bios\n        version: 1.8.2\n        image_url: http://[fd00:6d:1::1]/firmware/BIOS_R750_1.8.2.EXE\n")
+        .replace("        min_version: 1.8.2", "        min_version: 1.9.0");
+    assert_ne!(gated, text);
+    let dir = tempfile::tempdir().expect("tmp");
+    let inv = dir.path().join("gated.yaml");
+    std::fs::write(&inv, gated).expect("write");
+    for (quirk, job_status, job_text) in [
+        ("job=BIOSConfiguration", "warn", "stale BIOS configuration job"),
+        ("job=RAIDConfiguration", "fail", "RAIDConfiguration"),
+    ] {
+        let sim = Sim::start(&fx, &["--quirk", quirk]);
+        let doctor = |inv: &std::path::Path, nodes: &str| {
+            let out = sim.ns.try_exec(&format!(
+                "cd {} && METAL6_SIM_BMC_PASSWORD={PASSWORD} {} doctor --no-host --bmc -i {} --ca-file {} --nodes {nodes} -o json",
+                root().display(),
+                common::metal6().display(),
+                inv.display(),
+                sim.ca()
+            ));
+            assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
+            let r: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+            (out.status.code(), r)
+        };
+        let find = |r: &Value, node: &str, id: &str| -> (String, String, String) {
+            let c = r["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["node"] == node && c["id"] == id)
+                .unwrap_or_else(|| panic!("no {id} for {node}: {r:#}"))
+                .clone();
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (s("status"), s("saw"), s("fix"))
+        };
+        let (code, r) = doctor(&inv, "r750,r750-custom");
+        assert_eq!(code, Some(1), "{r:#}");
+        // r750: reachable over verified TLS, its boot NIC is NIC.Integrated.1-1-1.
+        assert_eq!(find(&r, "r750", "bmc.connect").0, "ok");
+        let (st, saw, _) = find(&r, "r750", "bmc.boot-nic");
+        assert!(st == "ok" && saw.contains("e4:3d:1a:13:27:f0 is NIC.Integrated.1-1-1"), "{st}: {saw}");
+        // The BIOS below the gate, with the fix.
+        let (st, saw, fix) = find(&r, "r750", "bmc.firmware");
+        assert_eq!(st, "fail", "{saw}");
+        assert!(saw.contains("bios >= 1.9.0 before ipv6-http-boot: fails now, fails after (installed 1.8.2)"), "{saw}");
+        assert!(fix.contains("baseline r750-2026q3"), "{fix}");
+        // The stale job: a BIOS job apply deletes itself (warn), someone's RAID job (fail).
+        let (st, saw, fix) = find(&r, "r750", "bmc.jobs");
+        assert!(st == job_status && saw.contains(job_text), "{st}: {saw}");
+        assert!(!fix.is_empty(), "a fix for the job: {saw}");
+        // r750-custom: the boot NIC MAC the inventory has is not on the BMC.
+        let (st, saw, fix) = find(&r, "r750-custom", "bmc.boot-nic");
+        assert!(st == "fail" && saw.contains("e4:3d:1a:13:27:f3 is not on the BMC"), "{st}: {saw}");
+        assert!(
+            saw.contains("NIC.Integrated.1-1-1=e4:3d:1a:13:27:f0") && fix.contains("metal6 bmc inventory"),
+            "{fix}"
+        );
+        // ...and the capture's HTTP boot device is IPv4 on NIC.Slot.5-1, which r750-custom's
+        // profile leaves alone (r750's sets both: a warning, apply stages them).
+        let (st, saw, fix) = find(&r, "r750-custom", "bmc.bios");
+        assert!(st == "fail" && saw.contains("HttpDev1Protocol is IPv4"), "{st}: {saw}");
+        assert!(saw.contains("HTTP boot uses NIC.Slot.5-1 (b8:3f:d2:90:97:c4)"), "{saw}");
+        assert!(fix.contains("HttpDev1Protocol: IPv6"), "{fix}");
+        let (st, saw, _) = find(&r, "r750", "bmc.bios");
+        assert!(st == "warn" && saw.contains("HttpDev1Protocol: IPv4 -> IPv6"), "{st}: {saw}");
+        // Two nodes, one machine (one service tag).
+        let (st, saw, _) = find(&r, "r750", "bmc.identity");
+        assert_eq!(st, "ok", "{saw}");
+        assert!(
+            r["checks"].as_array().into_iter().flatten().any(|c| c["id"] == "bmc.identity"
+                && c["status"] == "fail"
+                && c["saw"].as_str().unwrap_or_default().contains("report service tag F54P1G3")),
+            "{r:#}"
+        );
+        // Every session was closed.
+        assert_eq!(sim.state()["sessions_open"], 0);
+        if job_status == "fail" {
+            // apply runs the same checks first and refuses to start on a failure.
+            let state = tempfile::tempdir().expect("state");
+            let out = m6_cmd(&sim, state.path(), "apply", &["--nodes", "r750-custom", "--until", "netboot"])
+                .output()
+                .expect("apply");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(err.contains("apply refused: doctor found") && err.contains("bmc.boot-nic"), "{err}");
+            assert!(!err.contains(PASSWORD));
+            assert_eq!(sim.state()["counters"]["resets"].as_array().map(Vec::len), Some(0), "nothing was reset");
+        }
+    }
 }
 
 fn record_of(state: &std::path::Path, node: &str) -> Value {

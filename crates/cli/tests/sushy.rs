@@ -120,6 +120,22 @@ fn sushy_inventory_power_and_boot_override() {
     // No BIOS on the fake driver (501) and no profile here: a clear error, not a crash.
     let (ok, out) = s.stdout("bios plan");
     assert!(!ok && out.contains("has no BIOS profile"), "{out}");
+    // metal6 doctor's BMC checks that apply to a DMTF (non-Dell) BMC pass: TLS, login,
+    // identity, the boot NIC's MAC; no BIOS (501) and no Dell job queue are skips, not failures.
+    let out = s.ns.try_exec(&format!(
+        "cd {} && METAL6_SUSHY_PASSWORD={PASSWORD} {} doctor --no-host --bmc -i tests/redfish/sushy.yaml --ca-file {}/ca.pem -o json",
+        root().display(),
+        common::metal6().display(),
+        s.dir.path().display()
+    ));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let status = |id: &str| {
+        report["checks"].as_array().into_iter().flatten().find(|c| c["id"] == id).map(|c| c["status"].clone())
+    };
+    for id in ["bmc.connect", "bmc.identity", "bmc.boot-nic", "bmc.nics", "bmc.jobs"] {
+        assert_eq!(status(id), Some("ok".into()), "{id}: {report:#}");
+    }
     // Basic auth with a wrong password: 401, named.
     let o = s.bmc("inventory", "not-the-password");
     let text = String::from_utf8_lossy(&o.stdout);

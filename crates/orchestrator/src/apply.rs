@@ -872,12 +872,11 @@ impl Apply {
         let _permit = sem.acquire_owned().await.map_err(|_| BmcError::Transient("shutting down".into()))?;
         let n = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         load.peak.fetch_max(n, Ordering::SeqCst);
-        let mut opts = ConnectOptions::new(url.clone(), b.username.clone(), password);
+        let mut opts = ConnectOptions::for_bmc(b, password);
         opts.ca_file = self.opts.ca_file.clone();
         opts.insecure = self.opts.insecure;
         opts.timeout = self.opts.bmc_timeout;
         opts.retries = 2;
-        opts.system = b.system.clone();
         let r = match Bmc::connect(opts).await {
             Ok(bmc) => {
                 let r = f(&bmc).await;

@@ -89,7 +89,7 @@ pub fn build_ra(c: &RaConfig) -> Vec<u8> {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RsError {
-    #[error("not a Router Solicitation")]
+    #[error("not the Router Solicitation or Advertisement expected")]
     NotRs,
     #[error("Router Solicitation too short ({0} bytes)")]
     Short(usize),
@@ -119,6 +119,59 @@ pub fn parse_rs(p: &[u8]) -> Result<Option<MacAddr>, RsError> {
         opts = &opts[len..];
     }
     Ok(mac)
+}
+
+/// A Router Advertisement as a host sees it (what `metal6 doctor` compares with the inventory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertisement {
+    pub managed: bool,
+    pub other_config: bool,
+    /// 0: not a default router.
+    pub router_lifetime: u16,
+    /// Prefix Information options: prefix, length, on-link (L), autonomous (A).
+    pub prefixes: Vec<(Ipv6Addr, u8, bool, bool)>,
+    pub mtu: Option<u32>,
+    pub source_mac: Option<MacAddr>,
+}
+
+/// Parses an ICMPv6 Router Advertisement (RFC 4861 §4.2; no IPv6 header). Every option's
+/// length is checked; unknown options are skipped.
+pub fn parse_ra(p: &[u8]) -> Result<Advertisement, RsError> {
+    if p.first() != Some(&ICMPV6_ROUTER_ADVERTISEMENT) || p.get(1) != Some(&0) {
+        return Err(RsError::NotRs);
+    }
+    if p.len() < 16 {
+        return Err(RsError::Short(p.len()));
+    }
+    let mut ra = Advertisement {
+        managed: p[5] & 0x80 != 0,
+        other_config: p[5] & 0x40 != 0,
+        router_lifetime: u16::from_be_bytes([p[6], p[7]]),
+        prefixes: vec![],
+        mtu: None,
+        source_mac: None,
+    };
+    let mut opts = &p[16..];
+    while !opts.is_empty() {
+        let len = usize::from(*opts.get(1).ok_or(RsError::BadOption)?) * 8;
+        if len == 0 || len > opts.len() {
+            return Err(RsError::BadOption);
+        }
+        let o = &opts[..len];
+        match (o[0], len) {
+            (1, 8) => ra.source_mac = Some(MacAddr([o[2], o[3], o[4], o[5], o[6], o[7]])),
+            (3, 32) => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&o[16..32]);
+                ra.prefixes.push((Ipv6Addr::from(a), o[2], o[3] & 0x80 != 0, o[3] & 0x40 != 0));
+            }
+            (5, 8) => ra.mtu = Some(u32::from_be_bytes([o[4], o[5], o[6], o[7]])),
+            (1 | 3 | 5, _) => return Err(RsError::BadOption),
+            _ => {}
+        }
+        opts = &opts[len..];
+    }
+    Ok(ra)
 }
 
 #[cfg(test)]
@@ -172,6 +225,25 @@ mod tests {
         let ra = build_ra(&c);
         let at = ra.windows(2).position(|w| w[0] == 25 && w[1] == 255).expect("RDNSS at its largest");
         assert_eq!(ra.len() - at, 255 * 8 + 8, "RDNSS (127 servers), then the source link-layer option");
+    }
+
+    #[test]
+    fn advertisements_read_back() {
+        let mut c = cfg();
+        c.managed = true;
+        c.dns = vec!["fd00:1::1".parse().expect("addr")];
+        let ra = parse_ra(&build_ra(&c)).expect("our own RA");
+        assert!(ra.managed && !ra.other_config);
+        assert_eq!(ra.router_lifetime, 1800);
+        assert_eq!(ra.prefixes, vec![("fd00:1::".parse().expect("addr"), 64, true, true)]);
+        assert_eq!(ra.mtu, Some(1500));
+        assert_eq!(ra.source_mac, c.source_mac);
+        // A prefix option of the wrong size, and one running past the end.
+        let mut bad = build_ra(&c);
+        bad[17] = 3;
+        assert_eq!(parse_ra(&bad), Err(RsError::BadOption));
+        assert_eq!(parse_ra(&hex("86 00 00 00 40 00 07 08 00 00 00 00 00 00 00 00 03 09")), Err(RsError::BadOption));
+        assert_eq!(parse_ra(&hex("85 00 00 00")), Err(RsError::NotRs));
     }
 
     #[test]

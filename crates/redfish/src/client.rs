@@ -64,6 +64,14 @@ impl ConnectOptions {
             system: None,
         }
     }
+
+    /// The options for an inventory node's BMC (its Redfish URL, user and system), with the
+    /// password its reference resolved to.
+    pub fn for_bmc(b: &metal6_inventory::model::Bmc, password: String) -> ConnectOptions {
+        let mut o = ConnectOptions::new(b.redfish_url(), b.username.clone(), password);
+        o.system = b.system.clone();
+        o
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
