@@ -92,8 +92,8 @@ pub fn run(a: &DoctorArgs, format: Format) -> Result<ExitCode> {
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// What `apply` checks before it starts: this host when it holds the provisioning interface
-/// (apply may run elsewhere), and the BMCs of its nodes.
+/// What `apply` checks before it starts: this host when it holds the boot server's address
+/// (apply may run on another host), and the BMCs of its nodes.
 pub async fn preflight(
     inv: &Inventory,
     nodes: &[String],
@@ -102,7 +102,7 @@ pub async fn preflight(
     per_bmc: usize,
 ) -> Report {
     let mut opts = Options::new(nodes.to_vec());
-    opts.host = std::path::Path::new("/sys/class/net").join(&inv.site.interface).exists();
+    opts.host = metal6_doctor::boot_server_is_local(inv);
     opts.bmc = true;
     opts.ca_file = ca_file;
     opts.insecure = insecure;

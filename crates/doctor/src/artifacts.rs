@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::Check;
 
-/// A TFTP client without block-number rollover stops at block 65535: with the largest block
-/// our server negotiates (1428 bytes, a 1500-byte MTU unfragmented) that is the largest file
-/// every PXE client can fetch. EDK2's Mtftp6 rolls over; other NIC ROMs are not known to.
-pub const TFTP_NO_ROLLOVER_MAX: u64 = 65_535 * 1428;
+/// A TFTP client without block-number rollover stops at block 65535: with RFC 1350's 512-byte
+/// blocks (a client that negotiates no blksize) that is 33.5 MB, with the largest block our
+/// server negotiates (1428 bytes, a 1500-byte MTU unfragmented) 93.6 MB. EDK2's Mtftp6 rolls
+/// over; other NIC ROMs are not known to.
+pub const TFTP_NO_ROLLOVER_MAX: u64 = 65_535 * 512;
 
 fn sha256_file(p: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(p)?;
@@ -74,7 +75,9 @@ pub fn checks(inv: &Inventory, root: &Path, nodes: &[String]) -> Vec<Check> {
         if path == INSTALLER_TFTP_PATH && size > TFTP_NO_ROLLOVER_MAX {
             out.push(Check::warn(
                 "artifacts.boot-file",
-                format!("{path} is {size} bytes, more than 65535 TFTP blocks of 1428: a PXE client without block-number rollover cannot fetch it (EDK2 can)"),
+                format!("{path} is {size} bytes, more than 65535 TFTP blocks of 512: a PXE client without block-number rollover fetches it only if it negotiates blksize{}; EDK2 rolls over",
+                    if size > 65_535 * 1428 { " (and not even at 1428)" } else { " 1428" }
+                ),
                 "boot these nodes over UEFI HTTP, or make the installer smaller",
             ));
         } else {

@@ -438,8 +438,13 @@ async fn jobs_check(bmc: &Bmc) -> Check {
     let show = |j: &metal6_redfish::bmc::JobStatus| {
         format!("{} ({}, {})", j.id, j.job_type.as_deref().unwrap_or("unknown type"), j.state)
     };
-    let (stale_bios, others): (Vec<_>, Vec<_>) =
-        open.iter().partition(|j| j.job_type.as_deref() == Some("BIOSConfiguration") && j.state != "Running");
+    // Kinds apply itself makes (and follows, or deletes when stale), and jobs already running
+    // (apply waits for them) are warnings: after a crash, apply resumes its own. Anything else
+    // queued runs at the next reset, which apply's would be.
+    let ours = |j: &&metal6_redfish::bmc::JobStatus| {
+        j.state == "Running" || matches!(j.job_type.as_deref(), Some("BIOSConfiguration" | "FirmwareUpdate"))
+    };
+    let (known, others): (Vec<_>, Vec<_>) = open.iter().partition(ours);
     if !others.is_empty() {
         return Check::fail(
             id,
@@ -450,14 +455,14 @@ async fn jobs_check(bmc: &Bmc) -> Check {
             "let them finish, or delete them from the iDRAC job queue, before apply resets the node",
         );
     }
-    if !stale_bios.is_empty() {
+    if !known.is_empty() {
         return Check::warn(
             id,
             format!(
-                "a stale BIOS configuration job: {}: a new BIOS job is refused while it exists (SYS011)",
-                stale_bios.iter().map(|j| show(j)).collect::<Vec<_>>().join(", ")
+                "open jobs: {}: a stale BIOS configuration job blocks a new one (SYS011), a scheduled update runs at the next reset",
+                known.iter().map(|j| show(j)).collect::<Vec<_>>().join(", ")
             ),
-            "none needed: apply's BIOS step deletes open BIOS configuration jobs before it stages its own",
+            "none if apply made them (it resumes its own, and its BIOS step deletes stale BIOS configuration jobs); otherwise delete them from the iDRAC job queue",
         );
     }
     Check::ok(

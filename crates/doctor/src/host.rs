@@ -53,8 +53,13 @@ pub fn checks(inv: &Inventory) -> Vec<Check> {
     if let Some(p) = server.https_port {
         ports.push((Proto::Tcp, p, "HTTPS"));
     }
+    // serve binds DHCPv6 on the wildcard address and the rest on the boot address: a socket
+    // on either (or on another address of the link) collides; IPv4 sockets do not.
+    let mut local: Vec<std::net::Ipv6Addr> =
+        procnet::addresses().into_iter().filter(|a| &a.ifname == ifname).map(|a| a.addr).collect();
+    local.push(server.address);
     for &(proto, port, what) in &ports {
-        out.push(port_check(proto, port, what));
+        out.push(port_check(proto, port, what, &local));
     }
     out.push(firewall(ifname, &ports));
     out
@@ -184,9 +189,9 @@ fn sysctls(inv: &Inventory) -> Check {
     )
 }
 
-fn port_check(proto: Proto, port: u16, what: &str) -> Check {
+fn port_check(proto: Proto, port: u16, what: &str, local: &[std::net::Ipv6Addr]) -> Check {
     let id = format!("host.port.{}", what.to_ascii_lowercase());
-    let holders = procnet::holders(proto, port);
+    let holders = procnet::holders(proto, port, local);
     if holders.is_empty() {
         return Check::ok(&id, format!("{proto} {port} ({what}) is free"));
     }
@@ -194,6 +199,13 @@ fn port_check(proto: Proto, port: u16, what: &str) -> Check {
         holders.iter().map(|(pid, n)| if *pid == 0 { n.clone() } else { format!("{n} (pid {pid})") }).collect();
     if holders.iter().all(|(_, n)| n == "metal6") {
         return Check::ok(&id, format!("{proto} {port} ({what}) is held by metal6: {}", names.join(", ")));
+    }
+    if holders.iter().all(|(pid, n)| *pid == 0 || n == "metal6") {
+        return Check::warn(
+            &id,
+            format!("{proto} {port} ({what}) is held by {}", names.join(", ")),
+            "run doctor as root to name it (metal6 serve running as a service is fine)",
+        );
     }
     Check::fail(
         &id,
@@ -234,10 +246,24 @@ fn firewall(ifname: &str, ports: &[(Proto, u16, &str)]) -> Check {
     };
     let mut dropped = vec![];
     let mut maybe = vec![];
+    let mut fixes = vec![];
     for &(proto, port, what) in ports {
         let o = nft::evaluate(&doc, proto, port, ifname);
         if let Some(Verdict::Drop(by)) = o.verdict {
             dropped.push(format!("{proto} {port} ({what}) dropped by {by}"));
+            // `inet f chain input (handle 3)`: accept before that rule, in that chain.
+            let mut w = by.split_whitespace();
+            if let (Some(family), Some(table), Some("chain"), Some(chain)) = (w.next(), w.next(), w.next(), w.next()) {
+                let pos = by
+                    .split("(handle ")
+                    .nth(1)
+                    .map(|h| format!(" position {}", h.trim_end_matches(')')))
+                    .unwrap_or_default();
+                fixes.push(format!(
+                    "nft insert rule {family} {table} {chain}{pos} iifname {ifname} {} dport {port} accept",
+                    proto.to_string().to_ascii_lowercase()
+                ));
+            }
         }
         maybe.extend(
             o.maybe.into_iter().map(|r| format!("{proto} {port} ({what}) by {r} under conditions not checked")),
@@ -247,7 +273,7 @@ fn firewall(ifname: &str, ports: &[(Proto, u16, &str)]) -> Check {
         return Check::fail(
             id,
             format!("nftables drops new packets from {ifname}: {}", dropped.join("; ")),
-            "accept them in the input chain before the drop, e.g. nft insert rule inet filter input iifname IF udp dport { 547, 69 } accept",
+            format!("accept them before the drop, in the chain that drops: {}", fixes.join("; ")),
         );
     }
     if !maybe.is_empty() {

@@ -157,6 +157,12 @@ impl Options {
     }
 }
 
+/// Whether this host (this network namespace) holds the boot server's address: where the
+/// host checks and link probes mean something.
+pub fn boot_server_is_local(inv: &Inventory) -> bool {
+    procnet::addresses().iter().any(|a| a.addr == inv.site.boot_server.address)
+}
+
 /// Runs the checks `opts` asks for. Host and artifact checks read files; the link probes
 /// block for at most `probe_time` each (on a blocking thread); BMCs are read in parallel,
 /// `per_bmc` sessions at once per endpoint.

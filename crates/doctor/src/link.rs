@@ -59,7 +59,7 @@ fn icmp_socket(i: &Iface) -> std::io::Result<UdpSocket> {
 
 /// Receives until `deadline`, handing each datagram and its source to `f`.
 fn receive(s: &UdpSocket, deadline: Instant, mut f: impl FnMut(&[u8], Ipv6Addr)) {
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     loop {
         let now = Instant::now();
         if now >= deadline || s.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1)))).is_err() {
@@ -78,6 +78,16 @@ pub fn checks(inv: &Inventory, probe: Duration) -> Vec<Check> {
     let Some(i) = iface(&inv.site.interface) else {
         return vec![Check::skip("link", format!("no interface {}: no link probes", inv.site.interface))];
     };
+    // Our own answers are told by this host's addresses: elsewhere, serve's would look rogue.
+    if !i.ours.contains(&inv.site.boot_server.address) {
+        return vec![Check::skip(
+            "link",
+            format!(
+                "the boot server's address {} is not on {}: run --network on the boot server",
+                inv.site.boot_server.address, i.name
+            ),
+        )];
+    }
     vec![routers(inv, &i, probe), dhcp_servers(&i, probe), duplicate(inv, &i, probe)]
 }
 
@@ -118,8 +128,24 @@ fn routers(inv: &Inventory, i: &Iface, probe: Duration) -> Check {
                 why.push(format!("another prefix {p}/{l}"));
             }
         }
-        if !ra.managed {
-            why.push("M=0 (addresses not from DHCPv6)".into());
+        let want_flags = &inv.site.router_advertisements;
+        if ra.managed != want_flags.managed {
+            why.push(format!(
+                "M={} where the inventory says M={} ({})",
+                u8::from(ra.managed),
+                u8::from(want_flags.managed),
+                if ra.managed { "addresses from DHCPv6" } else { "addresses not from DHCPv6" }
+            ));
+        }
+        if ra.other_config != want_flags.other_config {
+            why.push(format!(
+                "O={} where the inventory says O={}",
+                u8::from(ra.other_config),
+                u8::from(want_flags.other_config)
+            ));
+        }
+        if ra.malformed {
+            why.push("malformed options (hosts may still act on it)".into());
         }
         if why.is_empty() {
             good.push(format!(
@@ -143,7 +169,8 @@ fn routers(inv: &Inventory, i: &Iface, probe: Duration) -> Check {
             id,
             format!("a router the inventory does not expect answered: {}", problems.join("; ")),
             format!(
-                "stop its RAs on this link (or make it advertise {want} with M=1{}): firmware takes whichever RA it sees, and M=0 or another prefix gives a node the wrong address or none",
+                "stop its RAs on this link (or make it advertise {want} with M={}{}): firmware takes whichever RA it sees, and M=0 or another prefix gives a node the wrong address or none",
+                u8::from(inv.site.router_advertisements.managed),
                 if ours_sends { " and router lifetime 0" } else { "" }
             ),
         );

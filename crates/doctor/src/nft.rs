@@ -1,9 +1,12 @@
 //! Would this host's nftables ruleset drop a packet to one of our ports? Reads `nft -j list
-//! ruleset` (the JSON schema of libnftables-json(5)) and walks the input and prerouting base
-//! chains of the `ip6`, `inet` and `netdev`-less families in order, as the kernel would for a
-//! new inbound packet on the provisioning interface: protocol, destination port, input
-//! interface and conntrack state are decided exactly; any other condition (a source address,
-//! a mark) makes a rule "may match", reported but not taken as the verdict.
+//! ruleset` (the JSON schema of libnftables-json(5)) and walks the base chains a new inbound
+//! packet on the provisioning interface meets — `netdev`/`inet` ingress, then `ip6`/`inet`
+//! prerouting and input, each hook's chains by priority — rule by rule as the kernel would.
+//! Protocol, destination port (numbers, ranges, anonymous and named sets, comparisons), input
+//! interface (with `*` wildcards) and conntrack state (`new`) are decided exactly; any other
+//! condition (a source address, a mark) makes a rule "may match". A drop that may match is
+//! reported, not taken as the verdict; so is a definite drop or drop policy reached after a
+//! rule that may have accepted (or a verdict map that may decide).
 
 use serde_json::Value;
 
@@ -21,7 +24,7 @@ pub enum Verdict {
 pub struct Outcome {
     /// `None` when no base chain looks at the packet.
     pub verdict: Option<Verdict>,
-    /// Rules that drop it only under conditions not checked here.
+    /// Drops that happen only under conditions not decided here.
     pub maybe: Vec<String>,
 }
 
@@ -38,117 +41,22 @@ enum Tri {
     Unknown,
 }
 
-fn chains(doc: &Value) -> Vec<&Value> {
-    doc["nftables"].as_array().into_iter().flatten().filter_map(|o| o.get("chain")).collect()
-}
-
-fn rules<'a>(doc: &'a Value, family: &str, table: &str, chain: &str) -> Vec<&'a Value> {
-    doc["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.get("rule"))
-        .filter(|r| r["family"] == family && r["table"] == table && r["chain"] == chain)
-        .collect()
-}
-
-/// Does `right` (a number, string, set or range) contain `v`?
-fn contains(right: &Value, v: &Value) -> Tri {
-    match right {
-        Value::Object(o) if o.contains_key("set") => {
-            let mut any_unknown = false;
-            for item in o["set"].as_array().into_iter().flatten() {
-                match contains(item, v) {
-                    Tri::Yes => return Tri::Yes,
-                    Tri::Unknown => any_unknown = true,
-                    Tri::No => {}
-                }
-            }
-            if any_unknown { Tri::Unknown } else { Tri::No }
-        }
-        Value::Object(o) if o.contains_key("range") => {
-            let r = o["range"].as_array();
-            match (r.and_then(|r| r.first()?.as_u64()), r.and_then(|r| r.get(1)?.as_u64()), v.as_u64()) {
-                (Some(a), Some(b), Some(x)) => {
-                    if a <= x && x <= b {
-                        Tri::Yes
-                    } else {
-                        Tri::No
-                    }
-                }
-                _ => Tri::Unknown,
-            }
-        }
-        // A named set (`@allowed`): not resolved here.
-        Value::String(s) if s.starts_with('@') => Tri::Unknown,
-        Value::Array(items) => contains(&serde_json::json!({ "set": items }), v),
-        other => {
-            if other == v {
-                Tri::Yes
-            } else {
-                Tri::No
-            }
-        }
+impl Tri {
+    fn of(b: bool) -> Tri {
+        if b { Tri::Yes } else { Tri::No }
     }
 }
 
-fn eval_match(m: &Value, p: &Packet<'_>) -> Tri {
-    let op = m["op"].as_str().unwrap_or("==");
-    let left = &m["left"];
-    let right = &m["right"];
-    let proto_name = match p.proto {
-        Proto::Udp => "udp",
-        Proto::Tcp => "tcp",
-    };
-    let r = if let Some(pl) = left.get("payload") {
-        let field = pl["field"].as_str().unwrap_or("");
-        let proto = pl["protocol"].as_str().unwrap_or("");
-        if field == "dport" && (proto == proto_name || proto == "th") {
-            contains(right, &Value::from(p.port))
-        } else if matches!(proto, "udp" | "tcp") && proto != proto_name {
-            // A match on the other protocol's header never matches our packet.
-            Tri::No
-        } else {
-            Tri::Unknown
-        }
-    } else if let Some(meta) = left.get("meta") {
-        match meta["key"].as_str().unwrap_or("") {
-            "nfproto" => contains(right, &Value::from("ipv6")),
-            "l4proto" => contains(right, &Value::from(proto_name)),
-            "iifname" => contains(right, &Value::from(p.iface)),
-            _ => Tri::Unknown,
-        }
-    } else if let Some(ct) = left.get("ct") {
-        if ct["key"] == "state" {
-            // A new inbound packet: ct state new.
-            match right {
-                Value::String(s) => {
-                    if s == "new" {
-                        Tri::Yes
-                    } else {
-                        Tri::No
-                    }
-                }
-                _ => contains(right, &Value::from("new")),
-            }
-        } else {
-            Tri::Unknown
-        }
-    } else {
-        Tri::Unknown
-    };
-    match (op, r) {
-        ("!=", Tri::Yes) => Tri::No,
-        ("!=", Tri::No) => Tri::Yes,
-        (_, r) => r,
-    }
+struct Walk<'a> {
+    doc: &'a Value,
+    p: Packet<'a>,
+    maybe: Vec<String>,
+    /// A rule that may have accepted (or a verdict map) came before: later drops are maybes.
+    uncertain: bool,
 }
 
-enum Step {
-    Verdict(Verdict),
-    Jump(String),
-    Goto(String),
-    Return,
+fn objects<'a>(doc: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    doc["nftables"].as_array().into_iter().flatten().filter_map(move |o| o.get(kind))
 }
 
 fn describe(rule: &Value) -> String {
@@ -161,88 +69,243 @@ fn describe(rule: &Value) -> String {
     )
 }
 
-/// Walks one chain; `None` when the packet falls off its end.
-fn eval_chain(
-    doc: &Value,
-    family: &str,
-    table: &str,
-    chain: &str,
-    p: &Packet<'_>,
-    depth: u32,
-    maybe: &mut Vec<String>,
-) -> Option<Verdict> {
-    if depth > 16 {
-        return None;
+impl Walk<'_> {
+    /// Does `right` (a value, set, range, prefix or `@named` set) contain `v`?
+    fn contains(&self, right: &Value, v: &Value, family: &str, table: &str) -> Tri {
+        match right {
+            Value::Object(o) if o.contains_key("set") => self.any(o["set"].as_array(), v, family, table),
+            Value::Object(o) if o.contains_key("range") => {
+                let r = o["range"].as_array();
+                match (r.and_then(|r| r.first()?.as_u64()), r.and_then(|r| r.get(1)?.as_u64()), v.as_u64()) {
+                    (Some(a), Some(b), Some(x)) => Tri::of(a <= x && x <= b),
+                    _ => Tri::Unknown,
+                }
+            }
+            Value::String(s) if s.starts_with('@') => {
+                let name = &s[1..];
+                match objects(self.doc, "set")
+                    .find(|set| set["family"] == family && set["table"] == table && set["name"] == name)
+                {
+                    Some(set) => self.any(set["elem"].as_array(), v, family, table),
+                    None => Tri::Unknown,
+                }
+            }
+            Value::Array(items) => self.any(Some(items), v, family, table),
+            Value::Object(o) if o.contains_key("elem") => self.contains(&o["elem"]["val"], v, family, table),
+            Value::Object(_) => Tri::Unknown,
+            other => Tri::of(other == v),
+        }
     }
-    for rule in rules(doc, family, table, chain) {
-        let mut m = Tri::Yes;
-        let mut step = None;
-        for e in rule["expr"].as_array().into_iter().flatten() {
-            if let Some(mm) = e.get("match") {
-                match eval_match(mm, p) {
-                    Tri::No => {
-                        m = Tri::No;
-                        break;
+
+    fn any(&self, items: Option<&Vec<Value>>, v: &Value, family: &str, table: &str) -> Tri {
+        let mut unknown = false;
+        for item in items.into_iter().flatten() {
+            match self.contains(item, v, family, table) {
+                Tri::Yes => return Tri::Yes,
+                Tri::Unknown => unknown = true,
+                Tri::No => {}
+            }
+        }
+        if unknown { Tri::Unknown } else { Tri::No }
+    }
+
+    fn eval_match(&self, m: &Value, family: &str, table: &str) -> Tri {
+        let op = m["op"].as_str().unwrap_or("==");
+        let (left, right) = (&m["left"], &m["right"]);
+        let proto_name = match self.p.proto {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        };
+        // What the left side is for our packet, or the answer outright.
+        let value: Value = if let Some(pl) = left.get("payload") {
+            let proto = pl["protocol"].as_str().unwrap_or("");
+            if matches!(proto, "udp" | "tcp" | "sctp" | "dccp" | "udplite") && proto != proto_name {
+                // A header match of another protocol never applies, whatever the operator:
+                // `tcp dport != 22` does not match a UDP packet.
+                return Tri::No;
+            }
+            if pl["field"] == "dport" && (proto == proto_name || proto == "th") {
+                Value::from(self.p.port)
+            } else {
+                return Tri::Unknown;
+            }
+        } else if let Some(meta) = left.get("meta") {
+            match meta["key"].as_str().unwrap_or("") {
+                "nfproto" => Value::from("ipv6"),
+                "l4proto" => Value::from(proto_name),
+                "iifname" => {
+                    if let Some(pat) = right.as_str().and_then(|r| r.strip_suffix('*')) {
+                        let t = Tri::of(self.p.iface.starts_with(pat));
+                        return match (op, t) {
+                            ("!=", Tri::Yes) => Tri::No,
+                            ("!=", _) => Tri::Yes,
+                            (_, t) => t,
+                        };
                     }
-                    Tri::Unknown => m = Tri::Unknown,
-                    Tri::Yes => {}
+                    Value::from(self.p.iface)
                 }
-            } else if e.get("accept").is_some() {
-                step = Some(Step::Verdict(Verdict::Accept));
-            } else if e.get("drop").is_some() || e.get("reject").is_some() {
-                step = Some(Step::Verdict(Verdict::Drop(describe(rule))));
-            } else if let Some(j) = e.get("jump") {
-                step = j["target"].as_str().map(|t| Step::Jump(t.to_owned()));
-            } else if let Some(g) = e.get("goto") {
-                step = g["target"].as_str().map(|t| Step::Goto(t.to_owned()));
-            } else if e.get("return").is_some() {
-                step = Some(Step::Return);
+                _ => return Tri::Unknown,
             }
-        }
-        let Some(step) = step else { continue };
-        match (m, step) {
-            (Tri::No, _) => {}
-            (Tri::Unknown, Step::Verdict(Verdict::Drop(d))) => maybe.push(d),
-            (Tri::Unknown, _) => {}
-            (Tri::Yes, Step::Verdict(v)) => return Some(v),
-            (Tri::Yes, Step::Return) => return None,
-            (Tri::Yes, Step::Jump(t)) => {
-                if let Some(v) = eval_chain(doc, family, table, &t, p, depth + 1, maybe) {
-                    return Some(v);
-                }
+        } else if let Some(ct) = left.get("ct") {
+            if ct["key"] != "state" {
+                return Tri::Unknown;
             }
-            (Tri::Yes, Step::Goto(t)) => return eval_chain(doc, family, table, &t, p, depth + 1, maybe),
+            // A new inbound packet: ct state new.
+            Value::from("new")
+        } else {
+            return Tri::Unknown;
+        };
+        match op {
+            "==" | "in" => self.contains(right, &value, family, table),
+            "!=" => match self.contains(right, &value, family, table) {
+                Tri::Yes => Tri::No,
+                Tri::No => Tri::Yes,
+                Tri::Unknown => Tri::Unknown,
+            },
+            "<" | ">" | "<=" | ">=" => match (value.as_u64(), right.as_u64()) {
+                (Some(x), Some(r)) => Tri::of(match op {
+                    "<" => x < r,
+                    ">" => x > r,
+                    "<=" => x <= r,
+                    _ => x >= r,
+                }),
+                _ => Tri::Unknown,
+            },
+            _ => Tri::Unknown,
         }
     }
-    None
+
+    /// Walks one chain; `None` when the packet falls off its end (or returns).
+    fn chain(&mut self, family: &str, table: &str, chain: &str, depth: u32) -> Option<Verdict> {
+        if depth > 16 {
+            self.uncertain = true;
+            return None;
+        }
+        let rules: Vec<&Value> = objects(self.doc, "rule")
+            .filter(|r| r["family"] == family && r["table"] == table && r["chain"] == chain)
+            .collect();
+        for rule in rules {
+            let mut m = Tri::Yes;
+            let mut step: Option<Step> = None;
+            for e in rule["expr"].as_array().into_iter().flatten() {
+                if let Some(mm) = e.get("match") {
+                    match self.eval_match(mm, family, table) {
+                        Tri::No => {
+                            m = Tri::No;
+                            break;
+                        }
+                        Tri::Unknown => m = Tri::Unknown,
+                        Tri::Yes => {}
+                    }
+                } else if e.get("accept").is_some() {
+                    step = Some(Step::Accept);
+                } else if e.get("drop").is_some() || e.get("reject").is_some() {
+                    step = Some(Step::Drop);
+                } else if let Some(j) = e.get("jump") {
+                    step = j["target"].as_str().map(|t| Step::Jump(t.to_owned()));
+                } else if let Some(g) = e.get("goto") {
+                    step = g["target"].as_str().map(|t| Step::Goto(t.to_owned()));
+                } else if e.get("return").is_some() {
+                    step = Some(Step::Return);
+                } else if e.get("vmap").is_some() || e.get("xt").is_some() {
+                    // A verdict map (or an iptables extension) decides by what we do not model.
+                    step = Some(Step::Unknown);
+                }
+            }
+            let Some(step) = step else { continue };
+            if m == Tri::No {
+                continue;
+            }
+            let certain = m == Tri::Yes && !self.uncertain;
+            match step {
+                Step::Drop if certain => return Some(Verdict::Drop(describe(rule))),
+                Step::Drop => self.maybe.push(describe(rule)),
+                Step::Accept if m == Tri::Yes => return Some(Verdict::Accept),
+                Step::Return if m == Tri::Yes => return None,
+                Step::Jump(t) | Step::Goto(t) if m == Tri::Unknown => {
+                    // What the target does applies only sometimes: its drops are maybes.
+                    self.uncertain = true;
+                    let _ = self.chain(family, table, &t, depth + 1);
+                }
+                Step::Jump(t) => {
+                    if let Some(v) = self.chain(family, table, &t, depth + 1) {
+                        return Some(v);
+                    }
+                }
+                Step::Goto(t) => return self.chain(family, table, &t, depth + 1),
+                Step::Unknown => {
+                    self.maybe.push(format!("{} (a verdict map)", describe(rule)));
+                    self.uncertain = true;
+                }
+                // An accept or return that may apply: later drops may not be reached.
+                Step::Accept | Step::Return => self.uncertain = true,
+            }
+        }
+        None
+    }
+}
+
+enum Step {
+    Accept,
+    Drop,
+    Jump(String),
+    Goto(String),
+    Return,
+    Unknown,
+}
+
+/// Where a base chain's hook comes on the inbound path (ingress, prerouting, input).
+fn hook_order(family: &str, hook: &str, device: Option<&str>, iface: &str) -> Option<u8> {
+    match (family, hook) {
+        ("netdev", "ingress") if device.is_none_or(|d| d == iface) => Some(0),
+        ("inet", "ingress") if device.is_none_or(|d| d == iface) => Some(0),
+        ("ip6" | "inet", "prerouting") => Some(1),
+        ("ip6" | "inet", "input") => Some(2),
+        _ => None,
+    }
 }
 
 /// What the ruleset `doc` does to a new `proto`/`port` packet arriving on `iface`.
 pub fn evaluate(doc: &Value, proto: Proto, port: u16, iface: &str) -> Outcome {
-    let p = Packet { proto, port, iface };
-    let mut maybe = vec![];
+    let mut base: Vec<(u8, i64, &Value)> = objects(doc, "chain")
+        .filter(|c| c["type"] != "nat")
+        .filter_map(|c| {
+            let order = hook_order(
+                c["family"].as_str().unwrap_or(""),
+                c["hook"].as_str().unwrap_or(""),
+                c["dev"].as_str(),
+                iface,
+            )?;
+            Some((order, c["prio"].as_i64().unwrap_or(0), c))
+        })
+        .collect();
+    base.sort_by_key(|(order, prio, _)| (*order, *prio));
+    let mut walk = Walk { doc, p: Packet { proto, port, iface }, maybe: vec![], uncertain: false };
     let mut verdict = None;
-    for c in chains(doc) {
-        let family = c["family"].as_str().unwrap_or("");
-        let hook = c["hook"].as_str().unwrap_or("");
-        if !matches!(family, "ip6" | "inet") || !matches!(hook, "input" | "prerouting") || c["type"] == "nat" {
-            continue;
-        }
-        let (table, name) = (c["table"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or(""));
-        let v = eval_chain(doc, family, table, name, &p, 0, &mut maybe).unwrap_or_else(|| {
-            if c["policy"] == "drop" {
-                Verdict::Drop(format!("{family} {table} chain {name} (policy drop)"))
-            } else {
-                Verdict::Accept
+    for (_, _, c) in base {
+        let (family, table, name) =
+            (c["family"].as_str().unwrap_or(""), c["table"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or(""));
+        walk.uncertain = false;
+        let v = match walk.chain(family, table, name, 0) {
+            Some(v) => v,
+            None if c["policy"] == "drop" => {
+                let d = format!("{family} {table} chain {name} (policy drop)");
+                if walk.uncertain {
+                    walk.maybe.push(d);
+                    Verdict::Accept
+                } else {
+                    Verdict::Drop(d)
+                }
             }
-        });
-        // Every base chain on the path must accept.
-        match (&verdict, v) {
-            (Some(Verdict::Drop(_)), _) => {}
-            (_, v) => verdict = Some(v),
+            None => Verdict::Accept,
+        };
+        // Every base chain on the path must accept; the first drop is the verdict.
+        if let Verdict::Drop(_) = v {
+            return Outcome { verdict: Some(v), maybe: walk.maybe };
         }
+        verdict = Some(v);
     }
-    Outcome { verdict, maybe }
+    Outcome { verdict, maybe: walk.maybe }
 }
 
 #[cfg(test)]
@@ -310,6 +373,65 @@ mod tests {
             evaluate(&doc, Proto::Udp, 547, "eth9").verdict,
             Some(Verdict::Drop("inet f chain input (policy drop)".into()))
         );
+    }
+
+    #[test]
+    fn negations_of_another_protocol_comparisons_and_named_sets() {
+        let doc = ruleset(
+            "accept",
+            vec![
+                rule(
+                    "input",
+                    3,
+                    json!([{"match": {"op": "!=", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}}, {"drop": null}]),
+                ),
+                rule(
+                    "input",
+                    4,
+                    json!([{"match": {"op": "<", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 100}}, {"drop": null}]),
+                ),
+            ],
+        );
+        assert_eq!(
+            evaluate(&doc, Proto::Udp, 547, "m6s0").verdict,
+            Some(Verdict::Accept),
+            "tcp != 22 is not about UDP"
+        );
+        assert_eq!(
+            evaluate(&doc, Proto::Udp, 69, "m6s0").verdict,
+            Some(Verdict::Drop("inet f chain input (handle 4)".into()))
+        );
+        let mut doc = ruleset("drop", vec![rule("input", 5, json!([dport("udp", json!("@svc")), {"accept": null}]))]);
+        doc["nftables"].as_array_mut().expect("array").push(
+            json!({"set": {"family": "inet", "table": "f", "name": "svc", "type": "inet_service", "elem": [547, 69]}}),
+        );
+        assert_eq!(evaluate(&doc, Proto::Udp, 547, "m6s0").verdict, Some(Verdict::Accept));
+        assert!(matches!(evaluate(&doc, Proto::Udp, 53, "m6s0").verdict, Some(Verdict::Drop(_))));
+    }
+
+    #[test]
+    fn a_drop_after_an_accept_that_may_apply_is_only_a_maybe() {
+        // The usual DHCPv6 rule: accept from link-local sources, then policy drop.
+        let doc = ruleset(
+            "drop",
+            vec![
+                rule(
+                    "input",
+                    3,
+                    json!([{"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"prefix": {"addr": "fe80::", "len": 10}}}}, dport("udp", json!(547)), {"accept": null}]),
+                ),
+                rule(
+                    "input",
+                    4,
+                    json!([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "m6*"}}, dport("tcp", json!(8080)), {"accept": null}]),
+                ),
+            ],
+        );
+        let out = evaluate(&doc, Proto::Udp, 547, "m6s0");
+        assert_eq!(out.verdict, Some(Verdict::Accept));
+        assert_eq!(out.maybe, vec!["inet f chain input (policy drop)".to_owned()]);
+        assert_eq!(evaluate(&doc, Proto::Tcp, 8080, "m6s0").verdict, Some(Verdict::Accept), "iifname wildcard");
+        assert!(matches!(evaluate(&doc, Proto::Tcp, 8080, "eth0").verdict, Some(Verdict::Drop(_))));
     }
 
     #[test]

@@ -55,32 +55,43 @@ impl std::fmt::Display for Proto {
     }
 }
 
-/// The socket inodes bound to local `port` in a `/proc/net/{udp,udp6,tcp,tcp6}` table (TCP:
-/// listening sockets only, state 0A).
-pub fn parse_sockets(text: &str, proto: Proto, port: u16) -> Vec<u64> {
+/// `(local address, inode)` of the sockets bound to local `port` in a `/proc/net/{udp6,tcp6}`
+/// table (TCP: listening sockets only, state 0A). The address is printed as four 32-bit words
+/// in host byte order.
+pub fn parse_sockets(text: &str, proto: Proto, port: u16) -> Vec<(Ipv6Addr, u64)> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            let local = f.get(1)?;
-            let (_, p) = local.rsplit_once(':')?;
-            let p = u16::from_str_radix(p, 16).ok()?;
-            let listening = proto == Proto::Udp || f.get(3) == Some(&"0A");
-            (p == port && listening).then(|| f.get(9)?.parse().ok()).flatten()
+            let (addr, p) = f.get(1)?.rsplit_once(':')?;
+            if u16::from_str_radix(p, 16).ok()? != port || (proto == Proto::Tcp && f.get(3) != Some(&"0A")) {
+                return None;
+            }
+            if addr.len() != 32 {
+                return None;
+            }
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok()?;
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            Some((Ipv6Addr::from(bytes), f.get(9)?.parse().ok()?))
         })
         .collect()
 }
 
-/// Who holds `port`: `(pid, command name)` per socket; pid 0 when no visible process holds
-/// the inode (another user namespace, or a kernel socket).
-pub fn holders(proto: Proto, port: u16) -> Vec<(u32, String)> {
-    let tables: &[&str] = match proto {
-        Proto::Udp => &["/proc/net/udp6", "/proc/net/udp"],
-        Proto::Tcp => &["/proc/net/tcp6", "/proc/net/tcp"],
+/// Who holds IPv6 `port` on the wildcard address or one of `local` (what `metal6 serve`
+/// binds would collide with): `(pid, command name)` per process; pid 0 for sockets whose
+/// process this user cannot see (another user's, without root).
+pub fn holders(proto: Proto, port: u16, local: &[Ipv6Addr]) -> Vec<(u32, String)> {
+    let table = match proto {
+        Proto::Udp => "/proc/net/udp6",
+        Proto::Tcp => "/proc/net/tcp6",
     };
-    let mut inodes: Vec<u64> = tables
-        .iter()
-        .flat_map(|t| parse_sockets(&std::fs::read_to_string(t).unwrap_or_default(), proto, port))
+    let mut inodes: Vec<u64> = parse_sockets(&std::fs::read_to_string(table).unwrap_or_default(), proto, port)
+        .into_iter()
+        .filter(|(a, _)| a.is_unspecified() || local.contains(a))
+        .map(|(_, i)| i)
         .collect();
     inodes.sort_unstable();
     inodes.dedup();
@@ -99,16 +110,15 @@ pub fn holders(proto: Proto, port: u16) -> Vec<(u32, String)> {
             let Ok(inode) = inode.parse::<u64>() else { continue };
             if let Some(i) = inodes.iter().position(|x| *x == inode) {
                 let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                let name = comm.trim().to_owned();
                 if !found.iter().any(|(p, _)| *p == pid) {
-                    found.push((pid, name));
+                    found.push((pid, comm.trim().to_owned()));
                 }
                 seen[i] = true;
             }
         }
     }
     if seen.iter().any(|s| !s) {
-        found.push((0, "an unseen process".into()));
+        found.push((0, "a process doctor cannot see".into()));
     }
     found
 }
@@ -146,11 +156,13 @@ mod tests {
         let udp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
           10: 00000000000000000000000000000000:0223 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 123456 2 0000000000000000 0\n\
           11: 00000000000000000000000000000000:0045 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0000000000000000 0\n";
-        assert_eq!(parse_sockets(udp6, Proto::Udp, 547), vec![123456]);
-        assert_eq!(parse_sockets(udp6, Proto::Udp, 69), vec![777]);
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-           0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 42 1\n\
-           1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 43 1\n";
-        assert_eq!(parse_sockets(tcp, Proto::Tcp, 8080), vec![42], "listening only");
+        assert_eq!(parse_sockets(udp6, Proto::Udp, 547), vec![(Ipv6Addr::UNSPECIFIED, 123456)]);
+        assert_eq!(parse_sockets(udp6, Proto::Udp, 69), vec![(Ipv6Addr::UNSPECIFIED, 777)]);
+        // fd00:6d:1::1 as a little-endian kernel prints it, listening, and a connected socket.
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 6D0000FD000001000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 42 1\n\
+           1: 6D0000FD000001000000000001000000:1F90 6D0000FD000001000000000002000000:9C40 01 00000000:00000000 00:00000000 00000000     0        0 43 1\n";
+        let want: Ipv6Addr = "fd00:6d:1::1".parse().expect("addr");
+        assert_eq!(parse_sockets(tcp6, Proto::Tcp, 8080), vec![(want, 42)], "listening only");
     }
 }

@@ -132,10 +132,14 @@ pub struct Advertisement {
     pub prefixes: Vec<(Ipv6Addr, u8, bool, bool)>,
     pub mtu: Option<u32>,
     pub source_mac: Option<MacAddr>,
+    /// An option had a bad length; the options before it are kept (a host acts on the rest).
+    pub malformed: bool,
 }
 
 /// Parses an ICMPv6 Router Advertisement (RFC 4861 §4.2; no IPv6 header). Every option's
-/// length is checked; unknown options are skipped.
+/// length is checked; unknown options are skipped; at the first malformed option parsing stops
+/// with `malformed` set (what came before is still reported: a rogue RA is a finding, not
+/// noise).
 pub fn parse_ra(p: &[u8]) -> Result<Advertisement, RsError> {
     if p.first() != Some(&ICMPV6_ROUTER_ADVERTISEMENT) || p.get(1) != Some(&0) {
         return Err(RsError::NotRs);
@@ -150,12 +154,14 @@ pub fn parse_ra(p: &[u8]) -> Result<Advertisement, RsError> {
         prefixes: vec![],
         mtu: None,
         source_mac: None,
+        malformed: false,
     };
     let mut opts = &p[16..];
     while !opts.is_empty() {
-        let len = usize::from(*opts.get(1).ok_or(RsError::BadOption)?) * 8;
+        let len = usize::from(opts.get(1).copied().unwrap_or(0)) * 8;
         if len == 0 || len > opts.len() {
-            return Err(RsError::BadOption);
+            ra.malformed = true;
+            break;
         }
         let o = &opts[..len];
         match (o[0], len) {
@@ -166,7 +172,10 @@ pub fn parse_ra(p: &[u8]) -> Result<Advertisement, RsError> {
                 ra.prefixes.push((Ipv6Addr::from(a), o[2], o[3] & 0x80 != 0, o[3] & 0x40 != 0));
             }
             (5, 8) => ra.mtu = Some(u32::from_be_bytes([o[4], o[5], o[6], o[7]])),
-            (1 | 3 | 5, _) => return Err(RsError::BadOption),
+            (1 | 3 | 5, _) => {
+                ra.malformed = true;
+                break;
+            }
             _ => {}
         }
         opts = &opts[len..];
@@ -239,10 +248,13 @@ mod tests {
         assert_eq!(ra.mtu, Some(1500));
         assert_eq!(ra.source_mac, c.source_mac);
         // A prefix option of the wrong size, and one running past the end.
+        assert!(!ra.malformed);
         let mut bad = build_ra(&c);
         bad[17] = 3;
-        assert_eq!(parse_ra(&bad), Err(RsError::BadOption));
-        assert_eq!(parse_ra(&hex("86 00 00 00 40 00 07 08 00 00 00 00 00 00 00 00 03 09")), Err(RsError::BadOption));
+        let ra = parse_ra(&bad).expect("kept");
+        assert!(ra.malformed && ra.managed && ra.prefixes.is_empty(), "the flags stay");
+        let ra = parse_ra(&hex("86 00 00 00 40 80 07 08 00 00 00 00 00 00 00 00 03 09")).expect("kept");
+        assert!(ra.malformed && ra.managed && ra.router_lifetime == 0x0708);
         assert_eq!(parse_ra(&hex("85 00 00 00")), Err(RsError::NotRs));
     }
 
