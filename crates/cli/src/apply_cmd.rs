@@ -30,15 +30,22 @@ pub struct Common {
     /// `metal6 serve`'s URL; by default the inventory's boot server.
     #[arg(long)]
     server: Option<String>,
+    #[command(flatten)]
+    bmc: BmcAccess,
+}
+
+/// How plan, apply and doctor reach the BMCs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BmcAccess {
     /// PEM file of the CA the BMCs' certificates must chain to (default: system roots).
     #[arg(long, value_name = "PEM")]
-    ca_file: Option<PathBuf>,
-    /// Do not verify BMC certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify BMC certificates (logged for every BMC).
     #[arg(long)]
-    insecure: bool,
+    pub insecure: bool,
     /// Call sessions at once per BMC (iDRACs fall over under parallel sessions).
     #[arg(long, default_value_t = 2)]
-    per_bmc: usize,
+    pub per_bmc: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,11 +214,11 @@ fn setup(
     let opts = Options {
         policy,
         parallel,
-        per_bmc: c.per_bmc,
+        per_bmc: c.bmc.per_bmc,
         installs,
         poll,
-        ca_file: c.ca_file.clone(),
-        insecure: c.insecure,
+        ca_file: c.bmc.ca_file.clone(),
+        insecure: c.bmc.insecure,
         bmc_timeout: Duration::from_secs(30),
         server,
         lines: true,
@@ -351,9 +358,7 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
             tracing::warn!("--skip-doctor: apply starts without checking this host and the BMCs");
         } else {
             let c = &a.common;
-            let report =
-                crate::doctor_cmd::preflight(apply.inventory(), &s.nodes, c.ca_file.clone(), c.insecure, c.per_bmc)
-                    .await;
+            let report = crate::doctor_cmd::preflight(apply.inventory(), &s.nodes, &c.bmc).await;
             if report.summary.warn + report.summary.fail > 0 {
                 crate::doctor_cmd::print(&mut std::io::stderr().lock(), &report, Format::Table, true)?;
             }

@@ -10,6 +10,7 @@ use anyhow::Result;
 use metal6_doctor::{Options, Report, Status};
 use metal6_inventory::model::Inventory;
 
+use crate::apply_cmd::BmcAccess;
 use crate::output::{Format, write_data, write_table};
 
 #[derive(Debug, clap::Args)]
@@ -38,15 +39,8 @@ pub struct DoctorArgs {
     /// Skip the checks of this host (run doctor elsewhere than on the boot server).
     #[arg(long)]
     no_host: bool,
-    /// PEM file of the CA the BMCs' certificates must chain to (default: system roots).
-    #[arg(long, value_name = "PEM")]
-    ca_file: Option<PathBuf>,
-    /// Do not verify BMC certificates (reported as a warning for every BMC).
-    #[arg(long)]
-    insecure: bool,
-    /// Sessions at once per BMC.
-    #[arg(long, default_value_t = 2)]
-    per_bmc: usize,
+    #[command(flatten)]
+    bmc_access: BmcAccess,
 }
 
 pub fn print(out: &mut impl Write, report: &Report, format: Format, only_problems: bool) -> Result<()> {
@@ -83,9 +77,9 @@ pub fn run(a: &DoctorArgs, format: Format) -> Result<ExitCode> {
     opts.probe_time = Duration::from_secs_f64(a.probe_time.clamp(0.1, 60.0));
     opts.bmc = a.bmc;
     opts.artifacts = a.artifacts.clone();
-    opts.ca_file = a.ca_file.clone();
-    opts.insecure = a.insecure;
-    opts.per_bmc = a.per_bmc;
+    opts.ca_file = a.bmc_access.ca_file.clone();
+    opts.insecure = a.bmc_access.insecure;
+    opts.per_bmc = a.bmc_access.per_bmc;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(metal6_doctor::run(&inv, &opts));
     print(&mut std::io::stdout().lock(), &report, format, false)?;
@@ -94,18 +88,12 @@ pub fn run(a: &DoctorArgs, format: Format) -> Result<ExitCode> {
 
 /// What `apply` checks before it starts: this host when it holds the boot server's address
 /// (apply may run on another host), and the BMCs of its nodes.
-pub async fn preflight(
-    inv: &Inventory,
-    nodes: &[String],
-    ca_file: Option<PathBuf>,
-    insecure: bool,
-    per_bmc: usize,
-) -> Report {
+pub async fn preflight(inv: &Inventory, nodes: &[String], bmc: &BmcAccess) -> Report {
     let mut opts = Options::new(nodes.to_vec());
     opts.host = metal6_doctor::boot_server_is_local(inv);
     opts.bmc = true;
-    opts.ca_file = ca_file;
-    opts.insecure = insecure;
-    opts.per_bmc = per_bmc;
+    opts.ca_file = bmc.ca_file.clone();
+    opts.insecure = bmc.insecure;
+    opts.per_bmc = bmc.per_bmc;
     metal6_doctor::run(inv, &opts).await
 }
