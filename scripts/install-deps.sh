@@ -17,6 +17,8 @@ APT_PACKAGES=(
   ipxe              # Debian's iPXE (snponly.efi): the boot matrix's iPXE cell chain-loads it
   dnsmasq-base      # metal6 doctor's test: a rogue router (RAs) and DHCPv6 server on the link
   nftables          # nft: doctor reads the ruleset; its test drops UDP 547 in a namespace
+  chromium          # the dashboard's browser test (headless, driven through ChromeDriver)
+  chromium-driver   # ChromeDriver for it (fantoccini speaks WebDriver to it)
   tshark            # dissects what we send; malformed packets fail a test
   qemu-system-x86   # boots real UEFI firmware (TCG) against metal6 serve
   ovmf              # the UEFI firmware (EDK2) whose IPv6 HTTP/PXE boot we must satisfy
@@ -103,7 +105,7 @@ done
 # its command still be gone, or a newer package may lack a file we use).
 REQUIRED_COMMANDS=(ip sysctl dhclient dhcpcd perfdhcp kea-dhcp6 dhcrelay tshark qemu-system-x86_64 qemu-img
   curl tftp atftp mmdebstrap objcopy mkfs.vfat mcopy sfdisk mkfs.ext4 busybox ping cpio openssl python3 radvd
-  dnsmasq nft)
+  dnsmasq nft chromium chromedriver)
 REQUIRED_FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/cni/bridge
   /usr/lib/ipxe/snponly.efi)
 absent=()

@@ -325,6 +325,35 @@ async fn draw(apply: Arc<Apply>, done: tokio_util::sync::CancellationToken) {
     }
 }
 
+/// Keeps `STATE_DIR/board.json` — every node's state, wait reason, attempt and SLA — current
+/// for `metal6 serve --apply-state` (the dashboard): rewritten (whole, then renamed) when it
+/// changed, at most once a second, and once more at the end.
+async fn publish_board(apply: Arc<Apply>, dir: PathBuf, done: tokio_util::sync::CancellationToken) {
+    let path = dir.join("board.json");
+    let tmp = dir.join("board.json.tmp");
+    let mut last = String::new();
+    loop {
+        let finished = done.is_cancelled();
+        let rows: Vec<Row> = apply.board.lock().map(|b| b.values().cloned().collect()).unwrap_or_default();
+        let text = serde_json::to_string(&rows).unwrap_or_default();
+        if text != last {
+            let doc = serde_json::json!({ "written_ms": metal6_orchestrator::apply::now_ms(), "rows": rows });
+            let ok = std::fs::write(&tmp, doc.to_string() + "\n").and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = ok {
+                tracing::debug!(error = %e, "cannot write {}", path.display());
+            }
+            last = text;
+        }
+        if finished {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = done.cancelled() => {}
+        }
+    }
+}
+
 pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
     init_logs();
     let mut policy = Policy { attempts: a.attempts.max(1), backoff: duration(&a.backoff)?, ..Policy::default() };
@@ -431,11 +460,13 @@ pub fn apply(a: &ApplyArgs, format: Format) -> Result<ExitCode> {
         });
         let drawn = tokio_util::sync::CancellationToken::new();
         let drawer = live.then(|| tokio::spawn(draw(Arc::clone(&apply), drawn.clone())));
+        let board = tokio::spawn(publish_board(Arc::clone(&apply), a.common.state_dir.clone(), drawn.clone()));
         let records = apply.run(todo).await?;
         drawn.cancel();
         if let Some(d) = drawer {
             let _ = d.await;
         }
+        let _ = board.await;
         report(&apply, &records, format)?;
         if apply.cancel.is_cancelled() {
             return Ok(ExitCode::from(130));

@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Seconds between link-state updates (constellation time).
     #[arg(long, default_value_t = 10.0)]
     step: f64,
+    /// Keep FILE an SVG of the constellation as it is now (rewritten after every link-state
+    /// update): `metal6 serve --emulation-svg FILE` shows it on the dashboard.
+    #[arg(long, value_name = "FILE")]
+    draw: Option<PathBuf>,
     /// Start FRR (zebra + isisd) in every satellite namespace.
     #[arg(long)]
     frr: bool,
@@ -382,6 +386,16 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The constellation at `t` into `file`, whole (written aside, then renamed): a reader never
+/// sees half a picture.
+fn draw_now(file: Option<&std::path::Path>, topo: &Topology, t: f64) -> Result<()> {
+    let Some(file) = file else { return Ok(()) };
+    let tmp = file.with_extension("svg.tmp");
+    std::fs::write(&tmp, metal6_emulation::draw::svg(topo, t)).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))?;
+    Ok(())
+}
+
 fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
     let (topo, addr) = topology(&a.shell)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -426,6 +440,7 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         let mut t = a.at;
         let mut applied = 0usize;
         let wall = std::time::Instant::now();
+        draw_now(a.draw.as_deref(), &topo, t)?;
         while t < a.at + a.duration {
             let next = (t + a.step).min(a.at + a.duration);
             let ev: Vec<_> = topo.events(t, next, a.step).into_iter().filter(|e| e.t > t).collect();
@@ -434,6 +449,7 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
                 emu.set_delays(&topo, next).await?;
             }
             t = next;
+            draw_now(a.draw.as_deref(), &topo, t)?;
             let due = std::time::Duration::from_secs_f64((t - a.at) / a.speed.max(1e-3));
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,

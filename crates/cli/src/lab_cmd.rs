@@ -18,6 +18,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use metal6_render::timeline::phase_of;
 use serde::Serialize;
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -193,18 +194,6 @@ fn remove_dead_namespaces() {
             kill_all_in(name);
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
-    }
-}
-
-fn phase_of(e: &serde_json::Value) -> Option<&str> {
-    if let Some(p) = e.get("phase").and_then(|p| p.as_str()) {
-        return Some(p);
-    }
-    match (e.get("kind").and_then(|k| k.as_str()), e.get("stage").and_then(|s| s.as_str())) {
-        (Some("leased"), Some("firmware-http" | "firmware-pxe")) => Some("firmware-dhcp"),
-        (Some("leased"), _) => Some("dhcp"),
-        (Some("boot-fetch"), _) => Some("netboot"),
-        _ => None,
     }
 }
 
@@ -461,6 +450,16 @@ pub fn up(a: &UpArgs) -> Result<Summary> {
         serial_log: serial,
     };
     std::fs::write(work.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    // The node's phases as a picture (what `metal6 status --timeline` draws from a live serve).
+    let node_events: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e.get("node").and_then(|n| n.as_str()) == Some(a.node.as_str()))
+        .collect();
+    let end = node_events.iter().filter_map(|e| e.get("ts_ms").and_then(serde_json::Value::as_u64)).max().unwrap_or(0);
+    let segs = metal6_render::timeline::segments(&node_events, end);
+    std::fs::write(work.join("timeline.svg"), metal6_render::timeline::svg(&[(a.node.clone(), segs)], end))?;
     drop(relayed);
     drop(lab);
     Ok(summary)

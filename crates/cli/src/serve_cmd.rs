@@ -47,6 +47,19 @@ pub struct ServeArgs {
     /// key itself on the command line).
     #[arg(long, requires = "tls_cert", value_name = "PEM")]
     tls_key: Option<PathBuf>,
+    /// The state dir of a `metal6 apply` (its `board.json`): the dashboard shows each node's
+    /// orchestrator state, wait reason and SLA from it.
+    #[arg(long, value_name = "DIR")]
+    apply_state: Option<PathBuf>,
+    /// The SVG a running `metal6 emulate run --draw FILE` keeps current: the dashboard shows it.
+    #[arg(long, value_name = "FILE")]
+    emulation_svg: Option<PathBuf>,
+    /// Guard the dashboard with Basic auth as this user (with --dashboard-password).
+    #[arg(long, requires = "dashboard_password")]
+    dashboard_user: Option<String>,
+    /// The dashboard password, by reference: `env:NAME` or `file:PATH` (never the value).
+    #[arg(long, requires = "dashboard_user", value_name = "REF")]
+    dashboard_password: Option<String>,
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
@@ -76,6 +89,20 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         http: !args.no_http,
         tftp: !args.no_tftp,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()).map(|(cert, key)| metal6_netboot::TlsFiles { cert, key }),
+        dashboard: metal6_netboot::http::dashboard::Dashboard {
+            apply_state: args.apply_state.clone(),
+            emulation_svg: args.emulation_svg.clone(),
+            auth: match (&args.dashboard_user, &args.dashboard_password) {
+                (Some(user), Some(reference)) => {
+                    let r: metal6_inventory::ident::SecretRef = reference
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--dashboard-password: {e} (give env:NAME or file:PATH)"))?;
+                    let password = r.resolve().map_err(|e| anyhow::anyhow!("--dashboard-password: {e}"))?;
+                    Some((user.clone(), password))
+                }
+                _ => None,
+            },
+        },
     };
     log_panics();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

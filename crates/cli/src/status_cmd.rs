@@ -37,6 +37,10 @@ pub struct StatusArgs {
     /// if it reaches `failed` first.
     #[arg(long, value_name = "NODE=PHASE")]
     until: Option<String>,
+    /// Write every node's phases as an SVG timeline (one bar per phase per node, on a shared
+    /// time axis) to FILE, from the server's timelines.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["watch", "state_dir"])]
+    timeline: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -108,10 +112,27 @@ pub fn run(a: &StatusArgs, format: Format) -> Result<ExitCode> {
     if let Some(dir) = &a.state_dir {
         return orchestrator_status(a, dir, format);
     }
-    let url = format!("{}v1/nodes", server_url(a)?);
+    let base = server_url(a)?;
+    let url = format!("{base}v1/nodes");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        if let Some(file) = &a.timeline {
+            let nodes = fetch(&client, &url).await?;
+            let now = now_ms();
+            let mut rows = vec![];
+            for n in &nodes {
+                let turl = format!("{base}v1/nodes/{}/timeline", n.name);
+                let resp = client.get(&turl).send().await.with_context(|| format!("GET {turl}"))?;
+                let events: Vec<serde_json::Value> = resp.json().await.with_context(|| format!("reading {turl}"))?;
+                rows.push((n.name.clone(), metal6_render::timeline::segments(&events, now)));
+            }
+            let bars: usize = rows.iter().map(|(_, s)| s.len()).sum();
+            std::fs::write(file, metal6_render::timeline::svg(&rows, now))
+                .with_context(|| format!("writing {}", file.display()))?;
+            writeln!(std::io::stdout(), "timeline: {} nodes, {bars} phase bars -> {}", rows.len(), file.display())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let live = a.watch && format == Format::Table && std::io::stdout().is_terminal();
         let mut shown = 0u64;
         loop {

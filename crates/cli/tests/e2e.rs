@@ -60,6 +60,33 @@ fn check_sysctls(node: &str, ready: &Value) {
     }
 }
 
+/// The run's SVG timeline (`lab up` writes it with the function `metal6 status --timeline`
+/// uses): one bar per phase the node's events went through, in order, the firmware's DHCP
+/// first and `ready` last.
+fn check_timeline_svg(node: &str, svg: &Path, events: &[Value]) {
+    let text = std::fs::read_to_string(svg).unwrap_or_else(|e| panic!("{}: {e}", svg.display()));
+    let key = format!(r#"data-node="{node}" data-phase=""#);
+    let bars: Vec<&str> = text
+        .match_indices(&key)
+        .map(|(at, m)| {
+            let rest = &text[at + m.len()..];
+            &rest[..rest.find('"').unwrap_or(0)]
+        })
+        .collect();
+    // The phases from the events, each change once.
+    let mut timed: Vec<(u64, &str)> =
+        events.iter().filter_map(|e| Some((e["ts_ms"].as_u64()?, metal6_render::timeline::phase_of(e)?))).collect();
+    timed.sort_by_key(|(t, _)| *t);
+    let mut want: Vec<&str> = timed.into_iter().map(|(_, p)| p).collect();
+    want.dedup();
+    assert_eq!(bars, want, "{node}: one bar per phase in {}", svg.display());
+    assert_eq!(bars.first(), Some(&"firmware-dhcp"));
+    assert_eq!(bars.last(), Some(&"ready"));
+    for p in ["netboot", "writing-image", "installed"] {
+        assert!(bars.contains(&p), "{node}: {p} in the timeline: {bars:?}");
+    }
+}
+
 fn print_timings(summary: &Value) {
     eprintln!("{} {} in {:.1} s", summary["node"], summary["result"], summary["seconds"].as_f64().unwrap_or(0.0));
     for p in summary["phases"].as_array().into_iter().flatten() {
@@ -85,8 +112,9 @@ fn blank_disk_to_ready_over_ipv6_http_then_pxe() {
     assert!(Path::new(&artifacts().join("images/lab/disk.raw.sha256")).exists());
 
     // UEFI HTTP boot (lab-node-1).
-    let (summary, events, _) = common::lab::up("inventory/lab.yaml", "lab-node-1");
+    let (summary, events, work) = common::lab::up("inventory/lab.yaml", "lab-node-1");
     print_timings(&summary);
+    check_timeline_svg("lab-node-1", &work.join("timeline.svg"), &events);
     let fetch = events.iter().find(|e| e["kind"] == "boot-fetch").expect("firmware fetched the installer");
     assert_eq!(fetch["source"], "http");
     assert_eq!(fetch["path"], "/boot/installer.efi");

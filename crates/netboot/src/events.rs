@@ -37,9 +37,15 @@ pub const COMPACT_AT_BYTES: u64 = 64 << 20;
 /// Fields the server sets on every event; a node's report cannot choose them.
 const SERVER_FIELDS: [&str; 2] = ["ts_ms", "source"];
 
+/// Events a live subscriber (the dashboard's event stream) may fall behind by before it is
+/// told to resync: the feed holds at most this many, whatever the number of subscribers.
+pub const FEED_CAPACITY: usize = 1024;
+
 #[derive(Debug)]
 pub struct EventStore {
     inner: Mutex<Inner>,
+    /// Every recorded event as its JSON line, for live subscribers.
+    feed: tokio::sync::broadcast::Sender<std::sync::Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -106,24 +112,9 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The phase an event puts a node in: an explicit `phase` (installer reports) wins; otherwise
-/// derived from the kind.
+/// The phase an event puts a node in (one definition for serve, lab and status).
 fn phase_of(e: &Value) -> Option<String> {
-    if let Some(p) = e.get("phase").and_then(Value::as_str) {
-        return Some(p.to_owned());
-    }
-    let kind = e.get("kind").and_then(Value::as_str)?;
-    Some(match kind {
-        "leased" => match e.get("stage").and_then(Value::as_str) {
-            Some("firmware-http" | "firmware-pxe") => "firmware-dhcp".into(),
-            Some("ipxe") => "ipxe".into(),
-            _ => "dhcp".into(),
-        },
-        "boot-fetch" => "netboot".into(),
-        "declined" => "address-conflict".into(),
-        "identity-conflict" => "identity-conflict".into(),
-        _ => return None,
-    })
+    metal6_render::timeline::phase_of(e).map(str::to_owned)
 }
 
 impl EventStore {
@@ -177,7 +168,8 @@ impl EventStore {
         if (bad > 0 && report.quarantined.is_some()) || size >= compact_at {
             inner.compact_or_back_off();
         }
-        Ok((EventStore { inner: Mutex::new(inner) }, report))
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        Ok((EventStore { inner: Mutex::new(inner), feed }, report))
     }
 
     /// Records an event (any serializable object with a `node` field) from `source`.
@@ -210,6 +202,15 @@ impl EventStore {
         if inner.size >= inner.compact_at {
             inner.compact_or_back_off();
         }
+        drop(inner);
+        // No subscriber is not an error; a slow one loses the oldest and is told so.
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        let _ = self.feed.send(std::sync::Arc::from(text.as_ref()));
+    }
+
+    /// Every event recorded from now on, as its JSON line.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+        self.feed.subscribe()
     }
 
     /// Bytes in the event log now.

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub tftp: bool,
     /// Certificate chain and key (PEM) for HTTPS on `site.boot_server.https_port`.
     pub tls: Option<TlsFiles>,
+    /// What the dashboard at `/` shows beyond the server's events, and who may see it.
+    pub dashboard: http::dashboard::Dashboard,
 }
 
 /// Where the HTTPS certificate chain (leaf first) and its private key are.
@@ -315,6 +317,7 @@ pub async fn serve(
             counters: http::HttpCounters::default(),
             tokens,
             conflicts: std::sync::Mutex::default(),
+            dashboard: opts.dashboard.clone(),
         });
         info!(%addr, artifacts = ?opts.artifacts, "HTTP listening");
         if let (Some(port), Some(files)) = (https_port, &opts.tls) {

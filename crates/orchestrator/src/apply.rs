@@ -76,7 +76,13 @@ impl Row {
             state: rec.state.label(),
             entered_ms: rec.entered_ms,
             attempt: rec.attempt,
-            wait: rec.wait.clone(),
+            // A parked node waits for an operator: its reason is what it waits for.
+            wait: match &rec.state {
+                State::NeedsAttention { step, reason } => {
+                    Some(format!("an operator: parked in {}: {reason} (apply --retry)", step.name()))
+                }
+                _ => rec.wait.clone(),
+            },
             last_evidence: rec.last_evidence.clone(),
             sla_missed: rec.sla_warned,
         }

@@ -6,6 +6,8 @@
 //! values go through askama's `json` filter (serde_json), never string pasting. Documents can
 //! carry the node's token; the server hands them only to that node.
 
+pub mod timeline;
+
 use std::collections::BTreeMap;
 
 use askama::Template;

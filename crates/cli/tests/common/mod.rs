@@ -6,6 +6,7 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+pub mod fleet;
 pub mod lab;
 
 use std::path::{Path, PathBuf};

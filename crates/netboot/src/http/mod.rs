@@ -9,10 +9,12 @@
 //! - `POST /v1/nodes/NAME/events`: a JSON object from the node itself — accepted only from the
 //!   node's inventory address or with its token (`?token=`); anyone else gets 403.
 //! - `GET /metrics`: Prometheus text format.
+//! - `GET /`, `/v1/fleet`, `/v1/events/stream`, …: the read-only fleet dashboard (`dashboard`).
 //!
 //! Which node asks is answered by the inventory's identifier (the source address DHCPv6 gave
 //! it); a node's boot-file fetch becomes a `boot-fetch` event in its timeline.
 
+pub mod dashboard;
 mod fast;
 mod ffdhe;
 pub mod files;
@@ -98,6 +100,8 @@ pub struct HttpState {
     pub tokens: crate::tokens::NodeTokens,
     /// Stale tokens already reported (node, install), bounded.
     pub conflicts: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The fleet dashboard's sources and access (`dashboard`).
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl HttpState {
@@ -227,6 +231,9 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path
             format!("{name} is an HTTPS node (its profile says https): use {base}\n"),
             "text/plain",
         );
+    }
+    if req.method() == Method::GET && dashboard::is_dashboard(&segs) {
+        return dashboard::handle(state, &req, &segs);
     }
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["metrics"]) => text(StatusCode::OK, crate::metrics::render(state), "text/plain; version=0.0.4"),
@@ -468,7 +475,8 @@ pub(crate) enum FileReply {
 
 /// Whether `GET|HEAD path` names an artifact (and not the API or metrics).
 pub(crate) fn is_artifact_path(path: &str) -> bool {
-    path.starts_with('/') && path != "/metrics" && path != "/v1" && !path.starts_with("/v1/")
+    // `/` is the dashboard.
+    path.starts_with('/') && path != "/" && path != "/metrics" && path != "/v1" && !path.starts_with("/v1/")
 }
 
 pub(crate) async fn resolve_file(

@@ -1,0 +1,186 @@
+//! The read-only fleet dashboard `metal6 serve` shows at `/`: static files built into the
+//! binary (no build step, no CDN, no front-end library), the fleet as JSON, and every node
+//! event as it happens (server-sent events).
+//!
+//! - `GET /`, `GET /v1/ui/{dashboard.js,dashboard.css}`: the page.
+//! - `GET /v1/fleet`: every inventory node with its labels, phase and times, and — when
+//!   `serve --apply-state DIR` names the state dir of a `metal6 apply` — the orchestrator's
+//!   state, wait reason, attempt and SLA for it (from `DIR/board.json`, which apply rewrites
+//!   every second).
+//! - `GET /v1/events/stream`: `text/event-stream`, one `data:` line per new node event; a
+//!   subscriber that falls [`crate::events::FEED_CAPACITY`] events behind gets `event: resync`
+//!   and reloads the fleet; a comment every 15 s keeps proxies from closing it.
+//! - `GET /v1/emulation.svg`: the constellation picture a running `metal6 emulate run --draw`
+//!   keeps current (`serve --emulation-svg FILE`).
+//!
+//! Nothing here is a secret: node tokens, join tokens and BMC credentials are in no event, no
+//! page and no answer (the events API never held them). Optional Basic auth
+//! (`--dashboard-user`, `--dashboard-password` by reference) guards these routes; the node
+//! APIs (`/v1/nodes/…`) stay as they are, since nodes and `apply` use them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Body, HttpState, json, not_found, text};
+
+const INDEX: &str = include_str!("dashboard/index.html");
+const SCRIPT: &str = include_str!("dashboard/dashboard.js");
+const STYLE: &str = include_str!("dashboard/dashboard.css");
+/// `board.json` larger than this is not read (apply writes a few hundred bytes per node).
+const MAX_BOARD_BYTES: u64 = 32 << 20;
+/// The constellation picture larger than this is not served.
+const MAX_SVG_BYTES: u64 = 64 << 20;
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What the dashboard shows beyond the server's own events, and who may see it.
+#[derive(Debug, Clone, Default)]
+pub struct Dashboard {
+    /// A `metal6 apply --state-dir`: its `board.json` carries each node's wait reason.
+    pub apply_state: Option<PathBuf>,
+    /// The SVG a running emulation keeps current.
+    pub emulation_svg: Option<PathBuf>,
+    /// Basic auth (user, password — resolved from its reference at start).
+    pub auth: Option<(String, String)>,
+}
+
+/// Is this path one of the dashboard's?
+pub fn is_dashboard(segs: &[&str]) -> bool {
+    matches!(segs, [""] | ["v1", "ui", _] | ["v1", "fleet"] | ["v1", "events", "stream"] | ["v1", "emulation.svg"])
+}
+
+pub fn handle<B>(state: &HttpState, req: &Request<B>, segs: &[&str]) -> Response<Body> {
+    if let Some((user, password)) = &state.dashboard.auth
+        && !authorized(req, user, password)
+    {
+        let mut r = text(StatusCode::UNAUTHORIZED, "the dashboard needs a user and password\n".into(), "text/plain");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"metal6\""));
+        return r;
+    }
+    let mut r = match segs {
+        [""] => text(StatusCode::OK, INDEX.into(), "text/html; charset=utf-8"),
+        ["v1", "ui", "dashboard.js"] => text(StatusCode::OK, SCRIPT.into(), "text/javascript; charset=utf-8"),
+        ["v1", "ui", "dashboard.css"] => text(StatusCode::OK, STYLE.into(), "text/css; charset=utf-8"),
+        ["v1", "fleet"] => json(StatusCode::OK, &fleet(state)),
+        ["v1", "events", "stream"] => stream(state),
+        ["v1", "emulation.svg"] => emulation(state),
+        _ => not_found(),
+    };
+    // The page runs only its own script and style, and is framed by nobody.
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+    );
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Constant time in the length of what was sent.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized<B>(req: &Request<B>, user: &str, password: &str) -> bool {
+    use base64::Engine;
+    let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(b64) = v.strip_prefix("Basic ") else { return false };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else { return false };
+    let want = format!("{user}:{password}");
+    same(&raw, want.as_bytes())
+}
+
+/// The orchestrator's rows by node, from `board.json`.
+fn board(state: &HttpState) -> (Option<u64>, serde_json::Map<String, Value>) {
+    let Some(dir) = &state.dashboard.apply_state else { return (None, serde_json::Map::new()) };
+    let path = dir.join("board.json");
+    let doc: Option<Value> = std::fs::metadata(&path)
+        .ok()
+        .filter(|m| m.len() <= MAX_BOARD_BYTES)
+        .and_then(|_| std::fs::read(&path).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(doc) = doc else { return (None, serde_json::Map::new()) };
+    let mut rows = serde_json::Map::new();
+    for r in doc["rows"].as_array().into_iter().flatten() {
+        if let Some(n) = r["node"].as_str() {
+            rows.insert(n.to_owned(), r.clone());
+        }
+    }
+    (doc["written_ms"].as_u64(), rows)
+}
+
+fn fleet(state: &HttpState) -> Value {
+    let (written, mut rows) = board(state);
+    let nodes: Vec<Value> = state
+        .inv
+        .nodes
+        .iter()
+        .map(|n| {
+            let p = state.events.phase(&n.name);
+            json!({
+                "name": n.name,
+                "address": n.address,
+                "segment": state.inv.site.segments[n.segment].name,
+                "profile": n.profile,
+                "labels": n.labels,
+                "phase": p.as_ref().map_or("waiting", |p| p.phase.as_str()),
+                "since_ms": p.as_ref().map(|p| p.since_ms),
+                "last_event_ms": p.as_ref().map(|p| p.last_event_ms),
+                "events": p.as_ref().map_or(0, |p| p.events),
+                "apply": rows.remove(&n.name).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    json!({
+        "now_ms": crate::events::now_ms(),
+        "site": state.inv.site.name,
+        "apply_board_ms": written,
+        "emulation": state.dashboard.emulation_svg.is_some(),
+        "nodes": nodes,
+    })
+}
+
+fn stream(state: &HttpState) -> Response<Body> {
+    let rx = state.events.subscribe();
+    let hello = Bytes::from_static(b"retry: 2000\n: metal6 node events\n\n");
+    let s = futures_util::stream::unfold((rx, Some(hello)), |(mut rx, first)| async move {
+        if let Some(b) = first {
+            return Some((Ok::<_, std::io::Error>(Frame::data(b)), (rx, None)));
+        }
+        let chunk = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
+            Err(_) => Bytes::from_static(b": keepalive\n\n"),
+            Ok(Ok(line)) => Bytes::from(format!("data: {line}\n\n")),
+            Ok(Err(RecvError::Lagged(n))) => Bytes::from(format!("event: resync\ndata: {{\"missed\":{n}}}\n\n")),
+            Ok(Err(RecvError::Closed)) => return None,
+        };
+        Some((Ok(Frame::data(chunk)), (rx, None)))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r
+}
+
+fn emulation(state: &HttpState) -> Response<Body> {
+    let Some(path) = &state.dashboard.emulation_svg else { return not_found() };
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() <= MAX_SVG_BYTES => match std::fs::read(path) {
+            Ok(b) => {
+                let mut r = Response::new(
+                    http_body_util::Full::new(Bytes::from(b))
+                        .map_err(|never: std::convert::Infallible| match never {})
+                        .boxed(),
+                );
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+                r
+            }
+            Err(_) => not_found(),
+        },
+        _ => not_found(),
+    }
+}
