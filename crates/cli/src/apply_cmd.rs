@@ -327,17 +327,24 @@ async fn draw(apply: Arc<Apply>, done: tokio_util::sync::CancellationToken) {
 
 /// Keeps `STATE_DIR/board.json` — every node's state, wait reason, attempt and SLA — current
 /// for `metal6 serve --apply-state` (the dashboard): rewritten (whole, then renamed) when it
-/// changed, at most once a second, and once more at the end.
+/// changed, at most once a second, at least every 5 s while apply runs (`written_ms` says it
+/// is alive), and once more at the end with `running: false`.
 async fn publish_board(apply: Arc<Apply>, dir: PathBuf, done: tokio_util::sync::CancellationToken) {
     let path = dir.join("board.json");
     let tmp = dir.join("board.json.tmp");
     let mut last = String::new();
+    let mut written = std::time::Instant::now();
+    let mut first = true;
     loop {
         let finished = done.is_cancelled();
         let rows: Vec<Row> = apply.board.lock().map(|b| b.values().cloned().collect()).unwrap_or_default();
         let text = serde_json::to_string(&rows).unwrap_or_default();
-        if text != last {
-            let doc = serde_json::json!({ "written_ms": metal6_orchestrator::apply::now_ms(), "rows": rows });
+        if first || finished || text != last || written.elapsed() >= Duration::from_secs(5) {
+            first = false;
+            written = std::time::Instant::now();
+            let doc = serde_json::json!({
+                "written_ms": metal6_orchestrator::apply::now_ms(), "running": !finished, "rows": rows,
+            });
             let ok = std::fs::write(&tmp, doc.to_string() + "\n").and_then(|()| std::fs::rename(&tmp, &path));
             if let Err(e) = ok {
                 tracing::debug!(error = %e, "cannot write {}", path.display());

@@ -387,12 +387,15 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
 }
 
 /// The constellation at `t` into `file`, whole (written aside, then renamed): a reader never
-/// sees half a picture.
+/// sees half a picture. A picture that cannot be written is said, not fatal: the emulation
+/// goes on.
 fn draw_now(file: Option<&std::path::Path>, topo: &Topology, t: f64) -> Result<()> {
     let Some(file) = file else { return Ok(()) };
     let tmp = file.with_extension("svg.tmp");
-    std::fs::write(&tmp, metal6_emulation::draw::svg(topo, t)).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))?;
+    let r = std::fs::write(&tmp, metal6_emulation::draw::svg(topo, t)).and_then(|()| std::fs::rename(&tmp, file));
+    if let Err(e) = r {
+        writeln!(std::io::stderr(), "emulate: cannot write the picture {}: {e}", file.display())?;
+    }
     Ok(())
 }
 

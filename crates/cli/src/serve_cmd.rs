@@ -102,6 +102,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
                 }
                 _ => None,
             },
+            ..Default::default()
         },
     };
     log_panics();

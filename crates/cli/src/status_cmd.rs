@@ -39,7 +39,7 @@ pub struct StatusArgs {
     until: Option<String>,
     /// Write every node's phases as an SVG timeline (one bar per phase per node, on a shared
     /// time axis) to FILE, from the server's timelines.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["watch", "state_dir"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["watch", "state_dir", "until"])]
     timeline: Option<PathBuf>,
 }
 
@@ -122,8 +122,12 @@ pub fn run(a: &StatusArgs, format: Format) -> Result<ExitCode> {
             let now = now_ms();
             let mut rows = vec![];
             for n in &nodes {
+                // Inventory names are DNS labels: nothing to percent-encode.
                 let turl = format!("{base}v1/nodes/{}/timeline", n.name);
                 let resp = client.get(&turl).send().await.with_context(|| format!("GET {turl}"))?;
+                if !resp.status().is_success() {
+                    bail!("GET {turl}: {}", resp.status());
+                }
                 let events: Vec<serde_json::Value> = resp.json().await.with_context(|| format!("reading {turl}"))?;
                 rows.push((n.name.clone(), metal6_render::timeline::segments(&events, now)));
             }

@@ -107,7 +107,11 @@ async fn browse(fleet_ns: &str) {
     c.execute("window.__m6_loaded = true; return true;", vec![]).await.expect("marker");
     let first = until("six nodes in the table", 30, async || Some(table(&c).await).filter(|t| t.len() == 6)).await;
     eprintln!("dashboard at load: {first:?}");
-    assert_eq!(c.find(Locator::Css("#live")).await.expect("live").text().await.expect("text"), "live");
+    until("the event stream to open", 10, async || {
+        let t = c.find(Locator::Css("#live")).await.ok()?.text().await.ok()?;
+        (t == "live").then_some(())
+    })
+    .await;
     // Phases change without a reload: every healthy node reaches `ready` on the page.
     let before: Vec<String> = first.values().map(|v| v[0].as_str().unwrap_or("").to_owned()).collect();
     let mid = until("a node's phase to change on the page", 60, async || {
@@ -131,26 +135,31 @@ async fn browse(fleet_ns: &str) {
     let stuck = &done["node-005"];
     assert!(stuck[2].as_str().unwrap_or("").contains("no system \"9\""), "the wait reason: {stuck:?}");
     assert!(stuck[3].as_str().unwrap_or("").contains("stuck"), "{stuck:?}");
-    // The fleet picture: one row of bars per node with events.
+    // The fleet picture: one row of bars per node with events. The page fetched timelines once,
+    // at load (before any node was ready): a `ready` bar came through the event stream.
     let bars = c.find_all(Locator::Css("#fleet-chart rect.bar[data-node='node-000']")).await.expect("bars");
     assert!(bars.len() >= 3, "node-000's phases in the fleet timeline: {}", bars.len());
+    let ready = c
+        .find_all(Locator::Css("#fleet-chart rect.bar[data-node='node-000'][data-phase='ready']"))
+        .await
+        .expect("bars");
+    assert_eq!(ready.len(), 1, "node-000's ready bar, from the stream");
     screenshot(&c, "fleet-done.png").await;
     // A node's timeline opens: a Gantt bar per phase, and its events.
-    c.find(Locator::Css("tr[data-node='node-000'] td.node button"))
-        .await
-        .expect("node link")
-        .click()
-        .await
-        .expect("click");
+    // The table is redrawn as data arrives: a found element can go stale before the click.
+    until("a click on node-000", 10, async || {
+        c.find(Locator::Css("tr[data-node='node-000'] td.node button")).await.ok()?.click().await.ok()
+    })
+    .await;
     let view = c.find(Locator::Css("#node-view")).await.expect("node view");
     assert!(view.attr("hidden").await.expect("attr").is_none(), "the node view opened");
-    let phases: Vec<String> = {
-        let mut v = vec![];
-        for b in c.find_all(Locator::Css("#node-chart rect.bar")).await.expect("bars") {
-            v.push(b.attr("data-phase").await.expect("attr").unwrap_or_default());
-        }
-        v
-    };
+    // Read in one script: the chart is redrawn as events arrive.
+    let phases: Vec<String> = serde_json::from_value(
+        c.execute("return [...document.querySelectorAll('#node-chart rect.bar')].map(b => b.dataset.phase);", vec![])
+            .await
+            .expect("bars"),
+    )
+    .unwrap_or_default();
     for want in ["installer", "writing-image", "ready"] {
         assert!(phases.iter().any(|p| p == want), "{want} in node-000's timeline: {phases:?}");
     }
@@ -159,7 +168,10 @@ async fn browse(fleet_ns: &str) {
     let png = view.screenshot().await.expect("node view screenshot");
     std::fs::write(artifacts().join("node-timeline.png"), png).expect("write screenshot");
     // Filters: by phase.
-    c.find(Locator::Css("#phase-filter option[value='ready']")).await.expect("option").click().await.expect("pick");
+    until("picking the phase filter", 10, async || {
+        c.find(Locator::Css("#phase-filter option[value='ready']")).await.ok()?.click().await.ok()
+    })
+    .await;
     let t = until("the phase filter", 10, async || Some(table(&c).await).filter(|t| t.len() == 5)).await;
     assert!(t.values().all(|v| v[0] == "ready"), "{t:?}");
     let page = c.source().await.expect("page source");
@@ -234,9 +246,12 @@ fn dashboard_shows_a_fleet_installing_live() {
                 &rest[..rest.find('"').unwrap_or(0)]
             })
             .collect();
-        let mut distinct = phases.clone();
-        distinct.dedup();
-        assert_eq!(phases, distinct, "node-{i:03}: one bar per phase, in order: {phases:?}");
+        // A simulated install goes through each phase once: one bar each.
+        let distinct: std::collections::BTreeSet<&str> = phases.iter().copied().collect();
+        assert_eq!(phases.len(), distinct.len(), "node-{i:03}: one bar per phase: {phases:?}");
+        for want in ["installer", "writing-image", "image-written", "installed"] {
+            assert!(distinct.contains(want), "node-{i:03}: {want} in {phases:?}");
+        }
         assert_eq!(phases.last(), Some(&"ready"), "node-{i:03}: {phases:?}");
     }
     // The fleet JSON and the event stream carry no secret (tokens travel only in plan.json).
@@ -301,4 +316,69 @@ fn dashboard_auth_and_event_stream() {
     let line = got.lines().find(|l| l.starts_with("data: ")).expect("a data line");
     let e: Value = serde_json::from_str(&line[6..]).expect("event JSON");
     assert_eq!((e["node"].as_str(), e["percent"].as_u64()), (Some("lab-node-1"), Some(40)), "{e}");
+}
+
+/// The running emulation's picture on the dashboard: `emulate run --draw FILE` rewrites the
+/// SVG as the constellation moves and links switch; serve (`--emulation-svg FILE`) hands out
+/// the current one.
+#[test]
+fn dashboard_serves_the_running_emulations_picture() {
+    require_netns!();
+    require_tool!("curl");
+    let (srv, cli) = common::lab_link("52:54:00:6d:00:01");
+    cli.exec("ip -6 addr add fd00:6d:1::50/64 dev m6c0 nodad");
+    let dir = tempfile::tempdir().expect("tmp");
+    let svg = dir.path().join("constellation.svg");
+    let svg_arg = svg.to_str().expect("utf-8").to_owned();
+    let _server = common::Server::start(
+        &srv,
+        &root().join("inventory/lab.yaml"),
+        "m6s0",
+        &["--no-ra", "--emulation-svg", &svg_arg],
+    );
+    let fetch = || {
+        let out = cli.try_exec("curl -sSf http://[fd00:6d:1::1]:8080/v1/emulation.svg");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert!(fetch().is_none(), "no picture before the emulation draws one (404)");
+    // A 4 x 4 shell in namespaces (as root), 120 s of constellation time at 20x.
+    let mut emu = Command::new(common::metal6())
+        .args([
+            "emulate",
+            "run",
+            "--shell",
+            "4x4",
+            "--altitude-km",
+            "2000",
+            "--duration",
+            "120",
+            "--speed",
+            "20",
+            "--step",
+            "10",
+            "--draw",
+        ])
+        .arg(&svg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("emulate.log")).expect("log"))
+        .spawn()
+        .expect("emulate run");
+    let mut seen: Vec<String> = vec![];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && emu.try_wait().ok().flatten().is_none() {
+        if let Some(body) = fetch()
+            && !seen.contains(&body)
+        {
+            assert!(
+                body.starts_with("<svg") && body.trim_end().ends_with("</svg>"),
+                "a whole picture: {}",
+                &body[..body.len().min(200)]
+            );
+            seen.push(body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = emu.wait().expect("emulate");
+    assert!(status.success(), "{}", std::fs::read_to_string(dir.path().join("emulate.log")).unwrap_or_default());
+    assert!(seen.len() >= 3, "the picture changed as the constellation moved: {} versions", seen.len());
 }

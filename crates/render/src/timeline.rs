@@ -60,8 +60,23 @@ pub fn segments(events: &[Value], now_ms: u64) -> Vec<Segment> {
     out
 }
 
+/// Text for an XML attribute or element: the five markup characters escaped, and characters
+/// XML 1.0 forbids (controls but tab, newline, return) replaced, so a node's report cannot
+/// make the picture unreadable.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\t' | '\n' | '\r' => o.push(' '),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 /// A fixed colour per known phase, a stable hue for any other.
@@ -215,5 +230,9 @@ mod tests {
         assert_eq!(picture.matches(r#"class="bar""#).count(), 4);
         assert!(picture.contains(r#"data-node="n&lt;1&gt;" data-phase="writing-image""#));
         assert!(picture.starts_with("<svg") && picture.ends_with("</svg>\n"));
+        // A node's report names its phase: controls cannot break the XML.
+        let odd = segments(&[json!({"ts_ms": 1, "phase": "a\u{1}b\"<c>"})], 2);
+        let picture = svg(&[("n".to_owned(), odd)], 2);
+        assert!(picture.contains("a\u{fffd}b&quot;&lt;c&gt;") && !picture.contains('\u{1}'));
     }
 }

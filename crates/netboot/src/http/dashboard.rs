@@ -6,7 +6,7 @@
 //! - `GET /v1/fleet`: every inventory node with its labels, phase and times, and — when
 //!   `serve --apply-state DIR` names the state dir of a `metal6 apply` — the orchestrator's
 //!   state, wait reason, attempt and SLA for it (from `DIR/board.json`, which apply rewrites
-//!   every second).
+//!   when it changes and at least every 5 s while it runs).
 //! - `GET /v1/events/stream`: `text/event-stream`, one `data:` line per new node event; a
 //!   subscriber that falls [`crate::events::FEED_CAPACITY`] events behind gets `event: resync`
 //!   and reloads the fleet; a comment every 15 s keeps proxies from closing it.
@@ -15,10 +15,17 @@
 //!
 //! Nothing here is a secret: node tokens, join tokens and BMC credentials are in no event, no
 //! page and no answer (the events API never held them). Optional Basic auth
-//! (`--dashboard-user`, `--dashboard-password` by reference) guards these routes; the node
-//! APIs (`/v1/nodes/…`) stay as they are, since nodes and `apply` use them.
+//! (`--dashboard-user`, `--dashboard-password` by reference) guards these routes — the page,
+//! apply's wait reasons, the stream and the picture. It does not hide the fleet's events:
+//! serve's node API (`/v1/nodes`, timelines) stays open to whoever reaches serve, because
+//! nodes and `apply` read it.
+//!
+//! Bounded: at most [`MAX_STREAMS`] event streams at once (more get 503), each holding one
+//! connection slot.
 
+use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,9 +46,11 @@ const MAX_BOARD_BYTES: u64 = 32 << 20;
 /// The constellation picture larger than this is not served.
 const MAX_SVG_BYTES: u64 = 64 << 20;
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Event streams at once: each holds a connection slot for as long as a page is open.
+pub const MAX_STREAMS: usize = 256;
 
 /// What the dashboard shows beyond the server's own events, and who may see it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Dashboard {
     /// A `metal6 apply --state-dir`: its `board.json` carries each node's wait reason.
     pub apply_state: Option<PathBuf>,
@@ -49,6 +58,27 @@ pub struct Dashboard {
     pub emulation_svg: Option<PathBuf>,
     /// Basic auth (user, password — resolved from its reference at start).
     pub auth: Option<(String, String)>,
+    /// Event streams open now.
+    pub streams: std::sync::Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dashboard")
+            .field("apply_state", &self.apply_state)
+            .field("emulation_svg", &self.emulation_svg)
+            .field("auth", &self.auth.as_ref().map(|(user, _)| (user, "<redacted>")))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One open event stream; the count goes down when the stream is dropped.
+struct StreamSlot(std::sync::Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Is this path one of the dashboard's?
@@ -90,7 +120,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 fn authorized<B>(req: &Request<B>, user: &str, password: &str) -> bool {
     use base64::Engine;
     let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(b64) = v.strip_prefix("Basic ") else { return false };
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let Some((scheme, b64)) = v.trim().split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else { return false };
     let want = format!("{user}:{password}");
     same(&raw, want.as_bytes())
@@ -100,11 +134,11 @@ fn authorized<B>(req: &Request<B>, user: &str, password: &str) -> bool {
 fn board(state: &HttpState) -> (Option<u64>, serde_json::Map<String, Value>) {
     let Some(dir) = &state.dashboard.apply_state else { return (None, serde_json::Map::new()) };
     let path = dir.join("board.json");
-    let doc: Option<Value> = std::fs::metadata(&path)
-        .ok()
-        .filter(|m| m.len() <= MAX_BOARD_BYTES)
-        .and_then(|_| std::fs::read(&path).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    // One open, read through a limit: the file is replaced (renamed over) while we read.
+    let mut bytes = vec![];
+    let read = std::fs::File::open(&path).and_then(|f| f.take(MAX_BOARD_BYTES + 1).read_to_end(&mut bytes));
+    let doc: Option<Value> =
+        read.ok().filter(|n| (*n as u64) <= MAX_BOARD_BYTES).and_then(|_| serde_json::from_slice(&bytes).ok());
     let Some(doc) = doc else { return (None, serde_json::Map::new()) };
     let mut rows = serde_json::Map::new();
     for r in doc["rows"].as_array().into_iter().flatten() {
@@ -112,7 +146,7 @@ fn board(state: &HttpState) -> (Option<u64>, serde_json::Map<String, Value>) {
             rows.insert(n.to_owned(), r.clone());
         }
     }
-    (doc["written_ms"].as_u64(), rows)
+    (doc["written_ms"].as_u64().filter(|_| doc["running"] != false), rows)
 }
 
 fn fleet(state: &HttpState) -> Value {
@@ -147,11 +181,17 @@ fn fleet(state: &HttpState) -> Value {
 }
 
 fn stream(state: &HttpState) -> Response<Body> {
+    let count = &state.dashboard.streams;
+    if count.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+        count.fetch_sub(1, Ordering::SeqCst);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many event streams open\n".into(), "text/plain");
+    }
+    let slot = StreamSlot(count.clone());
     let rx = state.events.subscribe();
     let hello = Bytes::from_static(b"retry: 2000\n: metal6 node events\n\n");
-    let s = futures_util::stream::unfold((rx, Some(hello)), |(mut rx, first)| async move {
+    let s = futures_util::stream::unfold((rx, Some(hello), slot), |(mut rx, first, slot)| async move {
         if let Some(b) = first {
-            return Some((Ok::<_, std::io::Error>(Frame::data(b)), (rx, None)));
+            return Some((Ok::<_, std::io::Error>(Frame::data(b)), (rx, None, slot)));
         }
         let chunk = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
             Err(_) => Bytes::from_static(b": keepalive\n\n"),
@@ -159,7 +199,7 @@ fn stream(state: &HttpState) -> Response<Body> {
             Ok(Err(RecvError::Lagged(n))) => Bytes::from(format!("event: resync\ndata: {{\"missed\":{n}}}\n\n")),
             Ok(Err(RecvError::Closed)) => return None,
         };
-        Some((Ok(Frame::data(chunk)), (rx, None)))
+        Some((Ok(Frame::data(chunk)), (rx, None, slot)))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -16,7 +16,17 @@ const COLORS = { "firmware-dhcp": "#8fb3e0", "dhcp": "#6a9bd6", "netboot": "#4f8
   "failed": "#d9534f", "tls-rejected": "#d9534f", "address-conflict": "#d9534f", "identity-conflict": "#d9534f" };
 const POINTS = new Set(["ready", "cluster-joined", "failed", "tls-rejected"]);
 
-const st = { nodes: [], timelines: new Map(), site: "", selected: null, seenPhases: new Set(), emulation: false };
+// As the server keeps (events::MAX_PER_NODE): a chatty node cannot grow the page without bound.
+const MAX_EVENTS_PER_NODE = 10000;
+// Distinct phases named in the legend and the filter; a node inventing phases gets no more.
+const MAX_PHASES = 64;
+
+const st = { nodes: [], timelines: new Map(), site: "", selected: null, seenPhases: new Set(), emulation: false,
+  applyAlive: null };
+
+function seePhase(p) {
+  if (st.seenPhases.size < MAX_PHASES) st.seenPhases.add(p);
+}
 
 function colorOf(phase) {
   if (COLORS[phase]) return COLORS[phase];
@@ -95,7 +105,8 @@ function visible() {
   return st.nodes.filter((n) => {
     if (phase && n.phase !== phase) return false;
     if (!label) return true;
-    const [k, v] = label.includes("=") ? label.split("=", 2) : [null, label];
+    const at = label.indexOf("=");
+    const [k, v] = at >= 0 ? [label.slice(0, at), label.slice(at + 1)] : [null, label];
     if (k !== null) return n.labels && n.labels[k] === v;
     return Object.entries(n.labels || {}).some(([a, b]) => `${a}=${b}`.includes(label)) || n.name.includes(label);
   });
@@ -127,16 +138,18 @@ function renderTable(nodes, now) {
   }
   const phases = new Map();
   for (const n of st.nodes) phases.set(n.phase, (phases.get(n.phase) || 0) + 1);
+  const apply = st.applyAlive === null ? "" : st.applyAlive ? " · apply running" : " · apply not running (its last states)";
   document.getElementById("counts").textContent =
-    `${nodes.length}/${st.nodes.length} nodes · ` + [...phases].map(([p, c]) => `${p}: ${c}`).join(", ");
+    `${nodes.length}/${st.nodes.length} nodes · ` + [...phases].map(([p, c]) => `${p}: ${c}`).join(", ") + apply;
 }
 
 // One row per node, its phases as bars on a shared time axis.
 function renderFleetChart(nodes, now) {
   const box = document.getElementById("fleet-chart");
   const rows = nodes.map((n) => ({ n, segs: segments(st.timelines.get(n.name) || [], now) }));
-  const starts = rows.flatMap((r) => r.segs.map((s) => s.start));
-  const t0 = starts.length ? Math.min(...starts) : now - 60000;
+  let t0 = Infinity;
+  for (const r of rows) for (const s of r.segs) if (s.start < t0) t0 = s.start;
+  if (t0 === Infinity) t0 = now - 60000;
   const span = Math.max(now - t0, 1000);
   const left = 150, width = 900, rowH = Math.max(6, Math.min(18, Math.floor(600 / Math.max(rows.length, 1)))), top = 22;
   const h = top + rows.length * rowH + 8;
@@ -253,7 +266,10 @@ async function loadFleet() {
   st.site = f.site;
   document.getElementById("site").textContent = f.site;
   st.nodes = f.nodes;
-  for (const n of f.nodes) if (n.phase) st.seenPhases.add(n.phase);
+  const hasApply = f.nodes.some((n) => n.apply);
+  // apply rewrites its board at least every 5 s while it runs.
+  st.applyAlive = !hasApply ? null : f.apply_board_ms != null && f.now_ms - f.apply_board_ms < 15000;
+  for (const n of f.nodes) if (n.phase) seePhase(n.phase);
   if (f.emulation && !st.emulation) {
     st.emulation = true;
     document.getElementById("emulation").hidden = false;
@@ -266,8 +282,8 @@ async function loadTimeline(name) {
   const r = await fetch(`/v1/nodes/${encodeURIComponent(name)}/timeline`, { cache: "no-store" });
   if (!r.ok) return;
   const events = await r.json();
-  st.timelines.set(name, events);
-  for (const e of events) { const p = phaseOf(e); if (p) st.seenPhases.add(p); }
+  st.timelines.set(name, events.slice(-MAX_EVENTS_PER_NODE));
+  for (const e of events) { const p = phaseOf(e); if (p) seePhase(p); }
 }
 
 async function loadAll() {
@@ -284,13 +300,15 @@ function openNode(name) {
 
 function onEvent(e) {
   if (!e.node) return;
+  const n = st.nodes.find((x) => x.name === e.node);
+  if (!n) return;
   const list = st.timelines.get(e.node) || [];
   list.push(e);
+  if (list.length > MAX_EVENTS_PER_NODE) list.splice(0, list.length - MAX_EVENTS_PER_NODE);
   st.timelines.set(e.node, list);
   const p = phaseOf(e);
-  const n = st.nodes.find((x) => x.name === e.node);
   if (p) {
-    st.seenPhases.add(p);
+    seePhase(p);
     if (n && n.phase !== p) { n.phase = p; n.since_ms = e.ts_ms; }
   }
   if (n) n.last_event_ms = e.ts_ms;
@@ -300,10 +318,18 @@ function onEvent(e) {
 }
 let fleetSoon = null;
 
+// Subscribe first, then load: an event between the two is in both (a timeline gets it twice
+// at worst), never in neither. After a reconnect, what happened in the gap is reloaded.
 function connect() {
   const live = document.getElementById("live");
   const es = new EventSource("/v1/events/stream");
-  es.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  let opened = false;
+  es.onopen = () => {
+    live.textContent = "live";
+    live.className = "live on";
+    if (opened) loadAll();
+    opened = true;
+  };
   es.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
   es.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch (_) { /* not an event */ } };
   es.addEventListener("resync", () => { loadAll(); });
