@@ -611,6 +611,19 @@ fn doctor_against_the_idrac_simulator() {
         );
         // Every session was closed.
         assert_eq!(sim.state()["sessions_open"], 0);
+        if job_status == "warn" {
+            // A BMC certificate from another CA: the TLS failure, with the fix for it.
+            let out = sim.ns.try_exec(&format!(
+                "cd {} && METAL6_SIM_BMC_PASSWORD={PASSWORD} {} doctor --no-host --bmc -i {INV} --ca-file {} --nodes r750 -o json",
+                root().display(),
+                common::metal6().display(),
+                sim.dir.path().join("other-ca.pem").display()
+            ));
+            let r: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+            let (st, saw, fix) = find(&r, "r750", "bmc.connect");
+            assert!(st == "fail" && saw.contains("UnknownIssuer"), "{st}: {saw}");
+            assert!(fix.contains("--ca-file"), "{fix}");
+        }
         if job_status == "fail" {
             // apply runs the same checks first and refuses to start on a failure.
             let state = tempfile::tempdir().expect("state");

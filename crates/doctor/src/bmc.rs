@@ -151,10 +151,9 @@ async fn node_checks(inv: &Inventory, node: &Node, opts: &Options) -> (Vec<Check
 
 fn connect_failed(url: &str, b: &metal6_inventory::model::Bmc, e: &RedfishError) -> Check {
     let text = chain(e);
-    let lower = text.to_ascii_lowercase();
     let fix = if matches!(e, RedfishError::Login { .. }) {
         format!("the BMC refused user {}: check the user and the secret behind {}", b.username, b.password)
-    } else if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("tls") {
+    } else if e.is_tls() {
         "pass --ca-file with the CA that signed the BMC's certificate (or --insecure, which is logged)".to_owned()
     } else {
         format!(

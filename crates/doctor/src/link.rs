@@ -31,11 +31,9 @@ struct Iface {
 
 fn iface(name: &str) -> Option<Iface> {
     let index = procnet::sys(name, "ifindex")?.parse().ok()?;
-    let mac_text = procnet::sys(name, "address").unwrap_or_default();
-    let mut mac = [0u8; 6];
-    for (i, part) in mac_text.split(':').take(6).enumerate() {
-        mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
+    let mac = procnet::sys(name, "address")
+        .and_then(|m| m.parse::<metal6_inventory::ident::MacAddr>().ok())
+        .map_or([0; 6], |m| m.0);
     let ours = procnet::addresses().into_iter().filter(|a| a.ifname == name).map(|a| a.addr).collect();
     Some(Iface { name: name.to_owned(), index, mac, ours })
 }

@@ -203,9 +203,12 @@ impl EventStore {
             inner.compact_or_back_off();
         }
         drop(inner);
-        // No subscriber is not an error; a slow one loses the oldest and is told so.
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-        let _ = self.feed.send(std::sync::Arc::from(text.as_ref()));
+        // Most of the time no page listens: then no copy. A slow subscriber loses the oldest
+        // and is told so.
+        if self.feed.receiver_count() > 0 {
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            let _ = self.feed.send(std::sync::Arc::from(text.as_ref()));
+        }
     }
 
     /// Every event recorded from now on, as its JSON line.

@@ -111,6 +111,12 @@ fn detail(id: &Option<String>, msg: &Option<String>) -> String {
 }
 
 impl RedfishError {
+    /// The TLS handshake failed (certificate not verified, no common cipher): what no retry
+    /// and no other credential fixes.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, RedfishError::Transport { source, .. } if is_tls(source))
+    }
+
     /// The Redfish/Dell message id of an error answer (`SYS011`, `RAC0679`, …), without the
     /// registry prefix.
     pub fn message_id(&self) -> Option<&str> {

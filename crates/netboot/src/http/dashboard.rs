@@ -151,24 +151,16 @@ fn board(state: &HttpState) -> (Option<u64>, serde_json::Map<String, Value>) {
 
 fn fleet(state: &HttpState) -> Value {
     let (written, mut rows) = board(state);
-    let nodes: Vec<Value> = state
-        .inv
-        .nodes
-        .iter()
-        .map(|n| {
-            let p = state.events.phase(&n.name);
-            json!({
-                "name": n.name,
-                "address": n.address,
-                "segment": state.inv.site.segments[n.segment].name,
-                "profile": n.profile,
-                "labels": n.labels,
-                "phase": p.as_ref().map_or("waiting", |p| p.phase.as_str()),
-                "since_ms": p.as_ref().map(|p| p.since_ms),
-                "last_event_ms": p.as_ref().map(|p| p.last_event_ms),
-                "events": p.as_ref().map_or(0, |p| p.events),
-                "apply": rows.remove(&n.name).unwrap_or(Value::Null),
-            })
+    // `/v1/nodes`'s entries, with what the dashboard adds to each.
+    let nodes: Vec<Value> = super::nodes(state)
+        .into_iter()
+        .zip(&state.inv.nodes)
+        .map(|(mut v, n)| {
+            v["segment"] = state.inv.site.segments[n.segment].name.clone().into();
+            v["profile"] = n.profile.clone().into();
+            v["labels"] = json!(n.labels);
+            v["apply"] = rows.remove(&n.name).unwrap_or(Value::Null);
+            v
         })
         .collect();
     json!({
@@ -208,19 +200,11 @@ fn stream(state: &HttpState) -> Response<Body> {
 
 fn emulation(state: &HttpState) -> Response<Body> {
     let Some(path) = &state.dashboard.emulation_svg else { return not_found() };
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() <= MAX_SVG_BYTES => match std::fs::read(path) {
-            Ok(b) => {
-                let mut r = Response::new(
-                    http_body_util::Full::new(Bytes::from(b))
-                        .map_err(|never: std::convert::Infallible| match never {})
-                        .boxed(),
-                );
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
-                r
-            }
-            Err(_) => not_found(),
-        },
+    // One open, read through a limit: the picture is replaced (renamed over) as links switch.
+    let mut svg = String::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(MAX_SVG_BYTES + 1).read_to_string(&mut svg));
+    match read {
+        Ok(n) if (n as u64) <= MAX_SVG_BYTES => text(StatusCode::OK, svg, "image/svg+xml"),
         _ => not_found(),
     }
 }

@@ -261,7 +261,7 @@ async fn route(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, path
     }
 }
 
-fn nodes(state: &HttpState) -> Vec<serde_json::Value> {
+pub(super) fn nodes(state: &HttpState) -> Vec<serde_json::Value> {
     state
         .inv
         .nodes
