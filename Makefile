@@ -135,6 +135,10 @@ bench-boot: deps ## A lab node, QEMU start to installer running and to ready, me
 bench-emulation: deps ## 2,000 and 4,000 satellites x 5 interfaces in namespaces: create, update, teardown, memory
 	@./scripts/bench-emulation.sh
 
+.PHONY: soak-emulation
+soak-emulation: deps ## 2,000 satellites with moving links and FRR on a block, checked for an hour (SOAK_SECONDS)
+	@./scripts/soak-emulation.sh
+
 .PHONY: bench-apply
 bench-apply: deps ## metal6 apply on 200 simulated nodes (50 BMCs) through a real serve: CPU per node, per-BMC peak
 	NODES=$${NODES:-200} $(CARGO) test --release --locked -p metal6-cli --test apply bench_apply -- --nocapture

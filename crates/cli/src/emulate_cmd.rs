@@ -31,6 +31,72 @@ pub enum EmulateCmd {
     /// On a Kubernetes node: create the constellation's ISL veth pairs (down, named for the
     /// host-device NADs) in this network namespace, then wait (the link-agent daemonset).
     Agent(AgentArgs),
+    /// Run the constellation in namespaces for a long time with its model time sped up, so
+    /// links switch continuously, checking every step that the kernel is as the model and
+    /// that nothing grows (`make soak-emulation`). Exits 1 on any mismatch or growth past
+    /// a bound, with a one-page summary.
+    Soak(SoakArgs),
+    /// Compare a running emulation (`emulate run --duration …` or `emulate soak`, found by
+    /// its work directory) with its model now: every link end, ground links, routers, and
+    /// what it holds. Exits 1 when a link differs from the model.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    shell: ShellArgs,
+    /// Wall-clock seconds to run.
+    #[arg(long, default_value_t = 3600.0)]
+    duration: f64,
+    /// Constellation seconds per wall-clock second.
+    #[arg(long, default_value_t = 20.0)]
+    speed: f64,
+    /// Constellation seconds between link-state updates (each followed by a full check).
+    #[arg(long, default_value_t = 10.0)]
+    step: f64,
+    /// Constellation time at start, seconds.
+    #[arg(long, default_value_t = 0.0)]
+    at: f64,
+    /// FRR IS-IS on a block of satellites: the first PLANES planes' first SLOTS slots
+    /// (`PLANESxSLOTS`; `0x0`: no routers).
+    #[arg(long, default_value = "8x8", value_name = "PLANESxSLOTS")]
+    routers: String,
+    /// Wall-clock seconds between resource samples and routing checks.
+    #[arg(long, default_value_t = 60.0)]
+    check_every: f64,
+    /// Seconds IS-IS may take to agree with the model at a routing check.
+    #[arg(long, default_value_t = 30.0)]
+    settle: f64,
+    /// Wall-clock seconds before the baseline of the growth bounds (default: a tenth of the
+    /// duration, at most 300).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Bound on metal6's resident memory above its baseline.
+    #[arg(long, default_value_t = 32.0)]
+    max_rss_growth_mib: f64,
+    /// Bound on the routers' proportional memory (PSS, all daemons) above its baseline.
+    #[arg(long, default_value_t = 64.0)]
+    max_frr_growth_mib: f64,
+    /// Bound on the kernel's slab above its baseline.
+    #[arg(long, default_value_t = 256.0)]
+    max_slab_growth_mib: f64,
+    /// Bound on open descriptors (metal6's, the routers') above their baseline.
+    #[arg(long, default_value_t = 0)]
+    max_fd_growth: u64,
+    /// Where FRR's files and the run state go.
+    #[arg(long, default_value = "emulation-soak")]
+    workdir: PathBuf,
+    /// Also write the whole report (every sample) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The running emulation's work directory (its `--workdir`).
+    #[arg(long, default_value = "emulation")]
+    workdir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +129,12 @@ pub struct AgentArgs {
     /// Constellation seconds per wall-clock second.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// With --switch: after every round, compare the pods' links with the model and write
+    /// the numbers `emulate check` gives (mismatches, ends, neighbours, the agent's memory
+    /// and descriptors) to FILE in Prometheus' text format (node-exporter's textfile
+    /// collector reads it), written aside and renamed.
+    #[arg(long, value_name = "FILE", requires = "switch")]
+    metrics: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,7 +170,8 @@ pub struct RunArgs {
     /// Start FRR (zebra + isisd) in every satellite namespace.
     #[arg(long)]
     frr: bool,
-    /// Where FRR's configs, sockets and logs go.
+    /// Where FRR's configs, sockets and logs go, and, while the run lasts (`--duration`),
+    /// its state for `metal6 emulate check`.
     #[arg(long, default_value = "emulation")]
     workdir: PathBuf,
     /// k8s backend: the directory the manifests go to.
@@ -370,6 +443,15 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
                     r.changed,
                     r.unsettled
                 )?;
+                if let Some(file) = &a.metrics {
+                    let c = metal6_emunet::check::links(&pods.views(), &topo, t).await;
+                    let me = metal6_emunet::check::process(std::process::id()).unwrap_or_default();
+                    let text = metal6_emunet::check::prometheus(&c, &me, &metal6_emunet::check::kernel());
+                    let tmp = file.with_extension("prom.tmp");
+                    std::fs::write(&tmp, text)
+                        .and_then(|()| std::fs::rename(&tmp, file))
+                        .with_context(|| format!("writing {}", file.display()))?;
+                }
             }
             if a.once {
                 return Ok(());
@@ -435,6 +517,17 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         } else {
             None
         };
+        // While it runs, `emulate check --workdir` finds it through its state file.
+        let mut state = None;
+        if a.duration > 0.0 {
+            std::fs::create_dir_all(&a.workdir)?;
+            let wd = a.workdir.canonicalize()?;
+            let routers: std::collections::BTreeSet<u32> =
+                if a.frr { (0..topo.shell.count()).collect() } else { Default::default() };
+            let mut st = metal6_emunet::soak::RunState::new(&emu, a.at, &routers, a.frr.then_some(wd.as_path()));
+            st.settled(&wd, a.at)?;
+            state = Some((st, wd));
+        }
         let t1 = std::time::Instant::now();
         let n = emu.set_all(&topo, false).await?;
         emu.set_all(&topo, true).await?;
@@ -447,17 +540,26 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         while t < a.at + a.duration {
             let next = (t + a.step).min(a.at + a.duration);
             let ev: Vec<_> = topo.events(t, next, a.step).into_iter().filter(|e| e.t > t).collect();
+            if let Some((st, wd)) = state.as_mut() {
+                st.switching(wd)?;
+            }
             applied += emu.apply(&ev).await?;
             if netem {
                 emu.set_delays(&topo, next).await?;
             }
             t = next;
+            if let Some((st, wd)) = state.as_mut() {
+                st.settled(wd, t)?;
+            }
             draw_now(a.draw.as_deref(), &topo, t)?;
             let due = std::time::Duration::from_secs_f64((t - a.at) / a.speed.max(1e-3));
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 () = tokio::time::sleep(due.saturating_sub(wall.elapsed())) => {}
             }
+        }
+        if let Some((_, wd)) = &state {
+            let _ = std::fs::remove_file(metal6_emunet::soak::RunState::path(wd));
         }
         drop(frr);
         let t2 = std::time::Instant::now();
@@ -478,8 +580,148 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
     })
 }
 
+fn parse_block(s: &str) -> Result<(u32, u32)> {
+    let (p, q) = s.split_once('x').context("--routers: PLANESxSLOTS, e.g. 8x8 (0x0: none)")?;
+    Ok((p.parse().context("--routers planes")?, q.parse().context("--routers slots")?))
+}
+
+fn soak(a: &SoakArgs, format: Format) -> Result<ExitCode> {
+    let (topo, addr) = topology(&a.shell)?;
+    if a.speed <= 0.0 || a.step <= 0.0 || a.duration <= 0.0 || a.check_every <= 0.0 {
+        bail!("--speed, --step, --duration and --check-every must be above 0");
+    }
+    let (planes, slots) = parse_block(&a.routers)?;
+    let routers = metal6_emulation::expect::sample(&topo, planes, slots);
+    if !routers.is_empty() {
+        for d in [metal6_emunet::frr::ZEBRA, metal6_emunet::frr::ISISD, "/usr/bin/vtysh"] {
+            if !std::path::Path::new(d).exists() {
+                bail!("{d} is missing: the routers need Debian's frr (`make deps` installs it), or --routers 0x0");
+            }
+        }
+    }
+    let cfg = metal6_emunet::soak::SoakConfig {
+        at: a.at,
+        duration: a.duration,
+        speed: a.speed,
+        step: a.step,
+        routers,
+        check_every: a.check_every,
+        settle: std::time::Duration::from_secs_f64(a.settle.max(1.0)),
+        warmup: a.warmup.unwrap_or((a.duration / 10.0).min(300.0)),
+        max_rss_growth_mib: a.max_rss_growth_mib,
+        max_frr_growth_mib: a.max_frr_growth_mib,
+        max_slab_growth_mib: a.max_slab_growth_mib,
+        max_fd_growth: a.max_fd_growth,
+        workdir: a.workdir.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(async {
+        let mut err = std::io::stderr();
+        let mem0 = mem_available_kib();
+        let t0 = std::time::Instant::now();
+        let mut emu = metal6_emunet::Emulation::create(&topo, &addr, a.at).await?;
+        let create_s = t0.elapsed().as_secs_f64();
+        let per_sat = mem0.saturating_sub(mem_available_kib()) as f64 / f64::from(topo.shell.count().max(1));
+        writeln!(
+            err,
+            "soak: {} satellites in {create_s:.1} s ({per_sat:.0} KiB each); {} routers; {:.0} s at {}× real time",
+            topo.shell.count(),
+            cfg.routers.len(),
+            a.duration,
+            a.speed
+        )?;
+        let r = metal6_emunet::soak::run(&mut emu, &topo, &addr, &cfg, create_s, per_sat, |line| {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        })
+        .await;
+        drop(emu);
+        r
+    })?;
+    if let Some(f) = &a.report {
+        std::fs::write(f, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", f.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => out.write_all(report.text().as_bytes())?,
+        f => output::write_data(&mut out, f, &report)?,
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The model a run was started with: its own command line parsed again (paths as it saw them).
+fn run_topology(state: &metal6_emunet::soak::RunState) -> Result<(Topology, Addressing)> {
+    use clap::Parser;
+    let cli = crate::Cli::try_parse_from(&state.argv).context("parsing the run's command line")?;
+    let crate::Command::Emulate(cmd) = cli.command else { bail!("the run state is not an emulation's") };
+    let mut shell = match cmd {
+        EmulateCmd::Run(a) => a.shell,
+        EmulateCmd::Soak(a) => a.shell,
+        _ => bail!("the run state is not an emulation's"),
+    };
+    shell.tle = shell.tle.map(|p| state.cwd.join(p));
+    topology(&shell)
+}
+
+fn check(a: &CheckArgs, format: Format) -> Result<ExitCode> {
+    let state = metal6_emunet::soak::RunState::read(&a.workdir)?;
+    let (topo, addr) = run_topology(&state)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let c = rt.block_on(metal6_emunet::soak::check_running(&a.workdir, &topo, &addr))?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => {
+            let l = &c.links;
+            writeln!(
+                out,
+                "t = {:.0} s: {} ISL ends ({} up), {} ground links: {} mismatches",
+                c.t, l.ends, l.ends_up, l.ground, l.mismatches
+            )?;
+            for e in &l.examples {
+                writeln!(out, "  {e}")?;
+            }
+            if let Some(r) = &c.routing {
+                writeln!(
+                    out,
+                    "routers {}: adjacencies {}/{}, routes {}/{}{}",
+                    r.routers,
+                    r.adjacencies,
+                    r.adjacencies_expected,
+                    r.routes,
+                    r.routes_expected,
+                    if r.converged() {
+                        String::new()
+                    } else if c.routing_moved {
+                        " (links switched while looking)".to_owned()
+                    } else {
+                        format!(" ({} routers not yet as the model)", r.wrong)
+                    }
+                )?;
+            }
+            writeln!(
+                out,
+                "metal6 (pid {}): {} MiB RSS, {} descriptors; FRR: {} MiB PSS, {} descriptors; kernel slab {} MiB; \
+                 IPv6 neighbours {} (most in one namespace {}; gc_thresh3 {}); netlink errors {}",
+                c.pid,
+                c.metal6.rss_kib / 1024,
+                c.metal6.fds,
+                c.frr.pss_kib / 1024,
+                c.frr.fds,
+                c.kernel.slab_kib / 1024,
+                l.neighbours,
+                l.neighbours_max,
+                c.kernel.neigh_gc_thresh3,
+                l.netlink_errors
+            )?;
+        }
+        f => output::write_data(&mut out, f, &c)?,
+    }
+    Ok(if c.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
     match cmd {
+        EmulateCmd::Soak(a) => return soak(a, format),
+        EmulateCmd::Check(a) => return check(a, format),
         EmulateCmd::Run(a) if a.backend == Backend::K8s => return run_k8s(a, format),
         EmulateCmd::Run(a) => return run_netns(a, format),
         EmulateCmd::Agent(a) => return agent(a),

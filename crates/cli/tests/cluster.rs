@@ -412,15 +412,26 @@ fn cni_configs_run_on_the_debian_plugins() {
     cni(&node, "ADD", &pb, "isl3", &metal6_cluster::isl_config(&e, lb, 3), &none);
     // One round (--once) at t; again while an end is not ready (its carrier came up just now
     // and the kernel's link watch has not caught up), as the running agent's next round would.
+    let metrics = std::env::temp_dir().join(format!("m6t-{}-agent.prom", std::process::id()));
+    let agent = |t: f64| {
+        node.try_exec(&format!(
+            "{} emulate agent --shell 3x3 --altitude-km 2000 --inclination 80 --phasing 1 --mtu 9000 --switch \
+             --once --netns-prefix m6t-{}- --at {t} --metrics {}",
+            common::metal6().display(),
+            std::process::id(),
+            metrics.display()
+        ))
+    };
+    // The agent's check of the pods against the model, as node-exporter would read it.
+    let gauge = |name: &str| -> f64 {
+        let text = std::fs::read_to_string(&metrics).expect("the agent's metrics file");
+        let line = text.lines().find(|l| l.starts_with(&format!("metal6_emulation_{name} "))).expect(name);
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number")
+    };
     let switch = |t: f64| {
         let mut report = String::new();
         for _ in 0..5 {
-            let o = node.try_exec(&format!(
-                "{} emulate agent --shell 3x3 --altitude-km 2000 --inclination 80 --phasing 1 --mtu 9000 --switch \
-                 --once --netns-prefix m6t-{}- --at {t}",
-                common::metal6().display(),
-                std::process::id()
-            ));
+            let o = agent(t);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             report = String::from_utf8_lossy(&o.stderr).into_owned();
             if report.contains(", 0 not ready") {
@@ -450,6 +461,17 @@ fn cni_configs_run_on_the_debian_plugins() {
         assert!(st.contains("state UP") && st.contains("LOWER_UP"), "{dev} up again at t={t_up}: {st}");
     }
     assert!(state(&s0, "isl0").contains("state DORMANT"), "0 -> 1 stays down");
+    // Settled: the pods' four ends are as the model says.
+    assert_eq!((gauge("isl_ends"), gauge("isl_ends_up"), gauge("link_mismatches")), (4.0, 2.0, 0.0));
+    assert!(gauge("agent_open_fds") > 0.0 && gauge("agent_resident_bytes") > 0.0);
+    // An end taken down behind the agent's back (its carrier then leaves the peer too) is a
+    // mismatch the agent reports rather than fights: it sets operational states only.
+    pa.exec("ip link set isl2 down");
+    let o = agent(t_up);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(gauge("link_mismatches") >= 1.0, "{}", std::fs::read_to_string(&metrics).unwrap_or_default());
+    pa.exec("ip link set isl2 up");
+    let _ = std::fs::remove_file(&metrics);
     // DEL in reverse order: host-device hands the veth end back to the node.
     cni(&node, "DEL", &s0, "isl0", &metal6_cluster::isl_config(&e, 0, 0), &none);
     let back = node.try_exec(&format!("ip link show {}", metal6_cluster::device_name(0, 0)));

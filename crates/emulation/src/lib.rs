@@ -10,6 +10,7 @@
 
 pub mod addressing;
 pub mod draw;
+pub mod expect;
 pub mod geometry;
 pub mod routing;
 pub mod tle;

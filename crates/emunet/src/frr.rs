@@ -55,6 +55,17 @@ fn spawn(ns: &str, daemon: &str, args: &[String], log: &Path) -> Result<Child> {
 
 /// Starts zebra + isisd in every satellite namespace; configs and logs under `dir`.
 pub fn start(emu: &Emulation, topo: &Topology, _addr: &Addressing, dir: &Path) -> Result<Frr> {
+    start_on(emu, topo, dir, &(0..topo.shell.count()).collect())
+}
+
+/// Starts zebra + isisd in the namespaces of `routers` only (a sample: a machine carries
+/// routers on far fewer satellites than it carries namespaces); `dir/satN` for each.
+pub fn start_on(
+    emu: &Emulation,
+    topo: &Topology,
+    dir: &Path,
+    routers: &std::collections::BTreeSet<u32>,
+) -> Result<Frr> {
     for d in [ZEBRA, ISISD] {
         if !Path::new(d).exists() {
             bail!("{d} is missing (Debian's frr package; `make deps` installs it)");
@@ -67,6 +78,9 @@ pub fn start(emu: &Emulation, topo: &Topology, _addr: &Addressing, dir: &Path) -
     let mut pending = vec![];
     for (i, ns) in emu.sats.iter().enumerate() {
         let sat = u32::try_from(i).unwrap_or(u32::MAX);
+        if !routers.contains(&sat) {
+            continue;
+        }
         let d = dir.join(format!("sat{i}"));
         std::fs::create_dir_all(&d)?;
         let (p, s) = topo.plane_slot(sat);
@@ -110,6 +124,11 @@ pub fn start(emu: &Emulation, topo: &Topology, _addr: &Addressing, dir: &Path) -
 }
 
 impl Frr {
+    /// The daemons' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// A daemon that died, with the tail of its log.
     pub fn dead(&mut self) -> Option<String> {
         for c in &mut self.children {

@@ -14,9 +14,11 @@
 //! Namespaces are named `m6e<pid>-<run>-<n>`; a run removes leftovers of dead runs first and its
 //! own on drop.
 
+pub mod check;
 pub mod frr;
 pub mod netem;
 pub mod netns;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -511,6 +513,22 @@ impl PodLinks {
 
     pub fn count(&self) -> usize {
         self.pods.len()
+    }
+
+    /// The pods as a check sees them: each one's socket and the indexes of the ISL ends found
+    /// in it (ground links are the CNI's, not the agent's: not looked at).
+    pub fn views(&self) -> Vec<check::SatView> {
+        self.pods
+            .iter()
+            .map(|(sat, (handle, m))| check::SatView {
+                sat: *sat,
+                handle: handle.clone(),
+                ifindex: std::array::from_fn(|k| {
+                    let k = u8::try_from(k).unwrap_or(u8::MAX);
+                    if k < 4 { m.get(&k).copied() } else { None }
+                }),
+            })
+            .collect()
     }
 
     /// The host-side names of every interface end found in a pod.
