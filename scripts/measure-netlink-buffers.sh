@@ -58,7 +58,10 @@ for case in "212992 212992 0" "212992 212992 8388608" "16777216 16777216 0" "212
   ready=$(mktemp)
   ip netns exec "$ns" python3 -c "$listener" "$3" "$ready" >"$ready.out" &
   pid=$!
-  until [ -s "$ready" ]; do sleep 0.1; done
+  until [ -s "$ready" ]; do
+    kill -0 "$pid" 2>/dev/null || { echo "the listener died: $(cat "$ready.out")" >&2; exit 1; }
+    sleep 0.1
+  done
   ip netns exec "$ns" "$M6" emulate agent --shell 40x50 --altitude-km 550 --inclination 80 --once >/dev/null 2>&1
   wait "$pid"
   read -r buf got lost <"$ready.out"

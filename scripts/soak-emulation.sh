@@ -27,16 +27,17 @@ for n in json.load(sys.stdin):
         break
 ')
 restore=()
+# Set before the first change: whatever stops the script, what it raised goes back.
+trap '[ ${#restore[@]} -eq 0 ] || sysctl -qw "${restore[@]}"' EXIT
 while read -r key want; do
   f="/proc/sys/${key//./\/}"
   [ -w "$f" ] || continue
   have=$(cat "$f")
   if [ "$have" -lt "$want" ]; then
     restore+=("$key=$have")
-    sysctl -qw "$key=$want"
+    sysctl -qw "$key=$want" || echo "soak: cannot raise $key to $want" >&2
   fi
 done <<<"$profile"
-trap '[ ${#restore[@]} -eq 0 ] || sysctl -qw "${restore[@]}"' EXIT
 echo "soak: dense-pods values raised for the run: ${#restore[@]} (${restore[*]:-none}; put back after)" >&2
 status=0
 "$M6" emulate soak --shell "${SOAK_SHELL:-40x50}" --altitude-km 550 --inclination 80 --phasing 1 \

@@ -57,6 +57,12 @@ pub struct RenderArgs {
     /// The worker the satellites run on (default: the first worker).
     #[arg(long, requires = "emulation")]
     emulation_node: Option<String>,
+    /// Split the constellation over these workers instead (comma-separated, in plane order;
+    /// `workers`: every worker of the inventory, in file order): whole planes each, pods
+    /// pinned to their worker, the ISLs between workers VXLAN between the nodes' addresses;
+    /// the ISL MTU is the site MTU less 70.
+    #[arg(long, value_delimiter = ',', requires = "emulation", conflicts_with = "emulation_node")]
+    emulation_nodes: Vec<String>,
     /// Namespace of the constellation's objects.
     #[arg(long, default_value = "constellation")]
     emulation_namespace: String,
@@ -144,9 +150,37 @@ fn render(a: &RenderArgs, format: Format) -> Result<ExitCode> {
             .map(|n| n.name.clone())
             .unwrap_or_default(),
     };
+    let mut split = None;
+    let names: Vec<String> = if a.emulation_nodes == ["workers"] {
+        inv.nodes
+            .iter()
+            .filter(|n| inv.profile_of(n).role == metal6_inventory::model::Role::Worker)
+            .map(|n| n.name.clone())
+            .collect()
+    } else {
+        a.emulation_nodes.clone()
+    };
+    if let (Some((topology, _)), false) = (&emu, names.is_empty()) {
+        let part = metal6_emulation::partition::Partition::new(topology, names.clone())
+            .map_err(|e| anyhow!("--emulation-nodes: {e}"))?;
+        let mut underlay = vec![];
+        for n in &names {
+            let node = inv.node(n).ok_or_else(|| anyhow!("--emulation-nodes: no node `{n}` in {}", inv.source))?;
+            let plan = metal6_inventory::plan::node_plan(&inv, node);
+            let addr = plan.address.split('/').next().unwrap_or_default();
+            underlay.push(addr.parse::<std::net::Ipv6Addr>().map_err(|e| anyhow!("node {n}'s address {addr}: {e}"))?);
+        }
+        split = Some((part, underlay));
+    }
+    let workers = split.as_ref().map(|(partition, underlay)| metal6_cluster::Workers {
+        partition,
+        underlay,
+        underlay_mtu: inv.site.mtu,
+    });
     let emulation = emu.as_ref().map(|(topology, addressing)| Emulation {
         topology,
         addressing,
+        workers,
         node: &node,
         namespace: &a.emulation_namespace,
         mtu: a.emulation_mtu,

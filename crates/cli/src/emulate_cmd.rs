@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use metal6_emulation::partition::{Partition, PartitionPlan};
 use metal6_emulation::tle::TleError;
 use metal6_emulation::topology::End;
 use metal6_emulation::{Addressing, GroundStation, Shell, ShellKind, TleConstellation, Topology};
@@ -135,6 +136,29 @@ pub struct AgentArgs {
     /// collector reads it), written aside and renamed.
     #[arg(long, value_name = "FILE", requires = "switch")]
     metrics: Option<PathBuf>,
+    /// A constellation split over several workers: every worker as NAME=ADDRESS (its node
+    /// address, the other end of its crossing ISLs), in the order the planes are split. The
+    /// agent then makes only this worker's share: local pairs, and its end of each crossing
+    /// ISL as a VXLAN to the other worker.
+    #[arg(long, value_delimiter = ',', value_name = "NAME=ADDRESS,…", requires = "node_name")]
+    nodes: Vec<String>,
+    /// This worker's name among --nodes (the DaemonSet passes the pod's node name).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+}
+
+/// `--nodes NAME=ADDRESS,…`: the workers' names in order and their underlay addresses.
+fn named_addresses(list: &[String]) -> Result<(Vec<String>, Vec<std::net::Ipv6Addr>)> {
+    let mut names = vec![];
+    let mut addrs = vec![];
+    for item in list {
+        let (n, a) = item
+            .split_once('=')
+            .with_context(|| format!("--nodes {item}: NAME=ADDRESS (the worker's node address)"))?;
+        names.push(n.to_owned());
+        addrs.push(a.parse().with_context(|| format!("--nodes {item}: `{a}` is not an IPv6 address"))?);
+    }
+    Ok((names, addrs))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -180,6 +204,16 @@ pub struct RunArgs {
     /// k8s backend: the worker the satellites are pinned to.
     #[arg(long, default_value = "w-01")]
     node: String,
+    /// Split the constellation over these workers (comma-separated, two or more): whole
+    /// planes each, the ISLs between workers VXLAN (`emulate plan --nodes` shows the split).
+    /// netns backend: WORKER names, each emulated as a namespace on a shared fabric. k8s
+    /// backend: WORKER=ADDRESS, the node's address (the remote of its crossing ISLs).
+    #[arg(long, value_delimiter = ',', value_name = "WORKER,…")]
+    nodes: Vec<String>,
+    /// k8s backend with --nodes: the MTU of the network between the workers; the ISLs get at
+    /// most this less 70 (VXLAN over IPv6). Required with several --nodes.
+    #[arg(long)]
+    underlay_mtu: Option<u32>,
     /// k8s backend: namespace of the constellation.
     #[arg(long, default_value = "constellation")]
     namespace: String,
@@ -222,7 +256,7 @@ pub struct ShellArgs {
     #[arg(long, default_value_t = 25.0)]
     elevation_mask: f64,
     /// The per-node address block the satellites' /64s come from.
-    #[arg(long, default_value = "fd00:5a7::/48")]
+    #[arg(long, default_value = metal6_cluster::DEFAULT_BLOCK)]
     block: ipnet::Ipv6Net,
 }
 
@@ -239,6 +273,11 @@ pub struct PlanArgs {
     /// Sampling step of the events, seconds.
     #[arg(long, default_value_t = 10.0)]
     step: f64,
+    /// Spread the constellation over these workers (comma-separated): print which planes
+    /// each gets, the links that stay local and those that cross, per border, and the most
+    /// crossing links up at once from --at to --until.
+    #[arg(long, value_delimiter = ',', value_name = "WORKER,…")]
+    nodes: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -380,11 +419,27 @@ fn mem_available_kib() -> u64 {
 
 fn run_k8s(a: &RunArgs, format: Format) -> Result<ExitCode> {
     let (topo, addr) = topology(&a.shell)?;
+    let (names, underlay) = named_addresses(&a.nodes)?;
+    let part = partition(&topo, &names)?.filter(|p| p.workers.len() > 1);
+    // One worker given as --nodes is that worker.
+    let node = if names.len() == 1 { names[0].as_str() } else { a.node.as_str() };
+    let underlay_mtu = match (&part, a.underlay_mtu) {
+        (Some(_), None) => bail!(
+            "--nodes over several workers: give --underlay-mtu (the MTU of the network between them; \
+             the ISLs get 70 bytes less for VXLAN)"
+        ),
+        (_, m) => m.unwrap_or(0),
+    };
     let out = a.out.as_ref().context("--backend k8s needs --out DIR")?;
     let e = metal6_cluster::Emulation {
         topology: &topo,
         addressing: &addr,
-        node: &a.node,
+        workers: part.as_ref().map(|partition| metal6_cluster::Workers {
+            partition,
+            underlay: &underlay,
+            underlay_mtu,
+        }),
+        node,
         namespace: &a.namespace,
         mtu: a.mtu,
         frr_image: metal6_cluster::FRR_IMAGE,
@@ -418,9 +473,30 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let sats = topo.shell.count();
     let mut pods = rt.block_on(metal6_emunet::PodLinks::discover(&a.netns_dir, &a.netns_prefix, &addr, sats))?;
-    let (created, kept) = rt.block_on(metal6_emunet::host_veths(&topo, a.mtu, &pods.host_names()))?;
+    let (names, underlay) = named_addresses(&a.nodes)?;
+    let part = partition(&topo, &names)?;
+    let me = match (&part, &a.node_name) {
+        (Some(_), Some(n)) => {
+            Some(names.iter().position(|x| x == n).with_context(|| format!("--node-name {n} is not among --nodes"))?)
+        }
+        _ => None,
+    };
+    let split = part.as_ref().zip(me).map(|(partition, me)| metal6_emunet::workers::Split {
+        partition,
+        me,
+        underlay: &underlay,
+    });
+    let made = rt.block_on(metal6_emunet::host_veths(&topo, a.mtu, &pods.host_names(), split.as_ref()))?;
     let mut err = std::io::stderr();
-    writeln!(err, "emulate agent: {created} ISL veth pairs created, {kept} kept")?;
+    if split.is_some() {
+        writeln!(
+            err,
+            "emulate agent: {} ISL veth pairs and {} crossing VXLAN ends created, {} kept",
+            made.pairs, made.vxlan, made.kept
+        )?;
+    } else {
+        writeln!(err, "emulate agent: {} ISL veth pairs created, {} kept", made.pairs, made.kept)?;
+    }
     if !a.switch && a.once {
         return Ok(ExitCode::SUCCESS);
     }
@@ -446,7 +522,7 @@ fn agent(a: &AgentArgs) -> Result<ExitCode> {
                 if let Some(file) = &a.metrics {
                     let c = metal6_emunet::check::links(&pods.views(), &topo, t).await;
                     let me = metal6_emunet::check::process(std::process::id()).unwrap_or_default();
-                    let text = metal6_emunet::check::prometheus(&c, &me, &metal6_emunet::check::kernel());
+                    let text = metal6_emunet::check::prometheus(&c, r.unsettled, &me, &metal6_emunet::check::kernel());
                     let tmp = file.with_extension("prom.tmp");
                     std::fs::write(&tmp, text)
                         .and_then(|()| std::fs::rename(&tmp, file))
@@ -481,14 +557,51 @@ fn draw_now(file: Option<&std::path::Path>, topo: &Topology, t: f64) -> Result<(
     Ok(())
 }
 
+fn partition(topo: &Topology, nodes: &[String]) -> Result<Option<Partition>> {
+    if nodes.is_empty() {
+        return Ok(None);
+    }
+    Partition::new(topo, nodes.to_vec()).map(Some).map_err(|e| anyhow::anyhow!("--nodes: {e}"))
+}
+
+fn write_partition(out: &mut impl Write, p: &PartitionPlan, until: f64) -> Result<()> {
+    let rows: Vec<Vec<String>> = p
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.worker.clone(),
+                format!("{}–{}", w.planes.start, w.planes.end.saturating_sub(1)),
+                w.satellites.to_string(),
+                w.local_links.to_string(),
+            ]
+        })
+        .collect();
+    output::write_table(out, &["WORKER", "PLANES", "SATELLITES", "LOCAL ISLS"], &rows)?;
+    writeln!(out, "{} ISLs local, {} crossing (VXLAN):", p.local_links, p.crossing_links)?;
+    for (a, b, n) in &p.per_border {
+        writeln!(out, "  {a} ↔ {b}: {n}")?;
+    }
+    writeln!(
+        out,
+        "most crossing ISLs up at once until t = {until} s: {} (at t = {} s)",
+        p.worst_crossing_up, p.worst_at
+    )?;
+    Ok(())
+}
+
 fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
     let (topo, addr) = topology(&a.shell)?;
+    let part = partition(&topo, &a.nodes)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let mut err = std::io::stderr();
+        if let Some(p) = &part {
+            write_partition(&mut err, &p.plan(&topo, a.at, a.at + a.duration, a.step.max(1.0)), a.at + a.duration)?;
+        }
         let mem0 = mem_available_kib();
         let t0 = std::time::Instant::now();
-        let mut emu = metal6_emunet::Emulation::create(&topo, &addr, a.at).await?;
+        let mut emu = metal6_emunet::Emulation::create_on(&topo, &addr, a.at, part.as_ref()).await?;
         let create_s = t0.elapsed().as_secs_f64();
         let mem_mib = mem0.saturating_sub(mem_available_kib()) / 1024;
         writeln!(
@@ -517,6 +630,26 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         } else {
             None
         };
+        let t1 = std::time::Instant::now();
+        let n = emu.set_all(&topo, false).await?;
+        emu.set_all(&topo, true).await?;
+        let update_s = t1.elapsed().as_secs_f64() / 2.0;
+        writeln!(err, "emulate: one full link-state update ({n} ISLs, {} interface ends) in {update_s:.3} s", 2 * n)?;
+        // With emulated workers: each worker's share alone, as its agent would switch it while
+        // the others switch theirs (here one after the other, on the one kernel).
+        let mut per_worker = vec![];
+        for w in 0..part.as_ref().map_or(0, |p| p.workers.len()) {
+            let t = std::time::Instant::now();
+            let ends = emu.set_all_worker(&topo, false, w).await?;
+            emu.set_all_worker(&topo, true, w).await?;
+            let s = t.elapsed().as_secs_f64() / 2.0;
+            writeln!(err, "emulate: worker {}: its {ends} ISL ends in {s:.3} s", a.nodes[w])?;
+            per_worker.push(s);
+        }
+        let update_worker_s =
+            per_worker.iter().copied().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        // The measured round left every ISL up: back to the model at the start.
+        emu.set_to(&topo, a.at).await?;
         // While it runs, `emulate check --workdir` finds it through its state file.
         let mut state = None;
         if a.duration > 0.0 {
@@ -528,11 +661,6 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
             st.settled(&wd, a.at)?;
             state = Some((st, wd));
         }
-        let t1 = std::time::Instant::now();
-        let n = emu.set_all(&topo, false).await?;
-        emu.set_all(&topo, true).await?;
-        let update_s = t1.elapsed().as_secs_f64() / 2.0;
-        writeln!(err, "emulate: one full link-state update ({n} ISLs, {} interface ends) in {update_s:.3} s", 2 * n)?;
         let mut t = a.at;
         let mut applied = 0usize;
         let wall = std::time::Instant::now();
@@ -541,6 +669,7 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
             let next = (t + a.step).min(a.at + a.duration);
             let ev: Vec<_> = topo.events(t, next, a.step).into_iter().filter(|e| e.t > t).collect();
             if let Some((st, wd)) = state.as_mut() {
+                metal6_emunet::soak::RunState::wait_for_readers(wd).await;
                 st.switching(wd)?;
             }
             applied += emu.apply(&ev).await?;
@@ -559,15 +688,18 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
             }
         }
         if let Some((_, wd)) = &state {
-            let _ = std::fs::remove_file(metal6_emunet::soak::RunState::path(wd));
+            metal6_emunet::soak::RunState::remove(wd);
         }
         drop(frr);
+        let crossing = emu.timings.crossing;
         let t2 = std::time::Instant::now();
         drop(emu);
         let teardown_s = t2.elapsed().as_secs_f64();
         let report = serde_json::json!({"satellites": topo.shell.count(), "create_s": create_s, "update_s": update_s,
             "teardown_s": teardown_s, "memory_mib": mem_mib, "netem": netem, "delay_update_s": delay_update_s,
-            "events_applied": applied});
+            "events_applied": applied, "workers": a.nodes.len().max(1), "crossing": crossing,
+            "update_per_worker_s": update_worker_s,
+            "per_border": part.as_ref().map(|p| p.plan(&topo, a.at, a.at, 1.0).per_border)});
         let mut out = std::io::stdout().lock();
         match format {
             Format::Table => writeln!(
@@ -613,6 +745,7 @@ fn soak(a: &SoakArgs, format: Format) -> Result<ExitCode> {
         max_slab_growth_mib: a.max_slab_growth_mib,
         max_fd_growth: a.max_fd_growth,
         workdir: a.workdir.clone(),
+        kernel_before: metal6_emunet::check::kernel(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = rt.block_on(async {
@@ -772,6 +905,8 @@ pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
                 })
                 .collect();
             let events = a.until.map(|u| topo.events(a.at, u, a.step)).unwrap_or_default();
+            let until = a.until.unwrap_or(a.at);
+            let part = partition(&topo, &a.nodes)?.map(|p| p.plan(&topo, a.at, until, a.step));
             let mut out = std::io::stdout().lock();
             match format {
                 Format::Table => {
@@ -803,8 +938,15 @@ pub fn run(cmd: &EmulateCmd, format: Format) -> Result<ExitCode> {
                         let ups = events.iter().filter(|e| e.up).count();
                         writeln!(out, "{} link events ({} up, {} down)", events.len(), ups, events.len() - ups)?;
                     }
+                    if let Some(p) = &part {
+                        write_partition(&mut out, p, until)?;
+                    }
                 }
-                f => output::write_data(&mut out, f, &serde_json::json!({"links": links, "events": events}))?,
+                f => output::write_data(
+                    &mut out,
+                    f,
+                    &serde_json::json!({"links": links, "events": events, "partition": part}),
+                )?,
             }
         }
     }

@@ -318,6 +318,7 @@ fn cni_configs_run_on_the_debian_plugins() {
     let e = metal6_cluster::Emulation {
         topology: &topo,
         addressing: &addressing,
+        workers: None,
         node: "w-01",
         namespace: "constellation",
         mtu: 9000,
@@ -632,4 +633,182 @@ fn the_certificate_key_is_random_kept_and_only_in_control_plane_files() {
     std::fs::set_permissions(a.path().join("certificate.key"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = render(a.path(), &["--ca-cert-hash", CA_HASH]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("readable by others"));
+}
+
+/// `cluster render --emulation --emulation-nodes`: the split from the inventory — each
+/// worker's node address is the remote of its crossing ISLs, the site MTU less 70 every ISL's.
+#[test]
+fn cluster_render_splits_the_constellation_over_inventory_workers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut args: Vec<&str> = GOLDEN_ARGS.to_vec();
+    args.extend(["--emulation-nodes", "w-01,w-02,w-03"]);
+    let out = render(tmp.path(), &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sats = std::fs::read_to_string(tmp.path().join("emulation/satellites.yaml")).expect("satellites");
+    for w in ["w-01", "w-02", "w-03"] {
+        assert_eq!(sats.matches(&format!("nodeName: {w}\n")).count(), 3, "a plane of three on {w}");
+    }
+    let agent = std::fs::read_to_string(tmp.path().join("emulation/link-agent.yaml")).expect("agent");
+    let (inv, _) = metal6_inventory::load(&root().join("inventory/example-dell.yaml")).expect("inventory");
+    let addr = |n: &str| {
+        let p = metal6_inventory::plan::node_plan(&inv, inv.node(n).expect("node"));
+        p.address.split('/').next().unwrap_or_default().to_owned()
+    };
+    let list = format!("w-01={},w-02={},w-03={}", addr("w-01"), addr("w-02"), addr("w-03"));
+    assert!(agent.contains(&list) && agent.contains("\"--mtu\",\"8930\""), "{agent}");
+    // `workers`: all twenty of the inventory's, over a shell of twenty planes.
+    let mut all: Vec<&str> = GOLDEN_ARGS.iter().map(|a| if *a == "3x3" { "20x3" } else { *a }).collect();
+    all.extend(["--emulation-nodes", "workers"]);
+    let out = render(tmp.path(), &all);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sats = std::fs::read_to_string(tmp.path().join("emulation/satellites.yaml")).expect("satellites");
+    assert!((1..=20).all(|i| sats.matches(&format!("nodeName: w-{i:02}\n")).count() == 3), "a plane each");
+    // A worker the inventory does not have is refused by name.
+    let mut bad: Vec<&str> = GOLDEN_ARGS.to_vec();
+    bad.extend(["--emulation-nodes", "w-01,w-99"]);
+    let out = render(tmp.path(), &bad);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no node `w-99`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A constellation split over two workers on Kubernetes (issue #21), as rendered and run:
+/// `emulate run --backend k8s --nodes` pins each plane range's pods to its worker, labels the
+/// NADs with it and gives every ISL the underlay MTU less VXLAN's 70 bytes; the link agent,
+/// run with its DaemonSet's own command line on two "nodes" (namespaces joined by an underlay
+/// link), makes each node's share — local veth pairs, and its end of each crossing ISL as a
+/// VXLAN to the other node — and host-device moves a crossing ISL's two ends into two pods on
+/// the two nodes, which then ping each other through the tunnel; the agent switches that ISL
+/// dormant and up again at the model's instants, and the ping follows.
+#[test]
+fn a_split_constellation_crosses_workers_over_vxlan() {
+    require_netns!();
+    if !Path::new("/usr/lib/cni/host-device").exists() {
+        assert!(std::env::var_os("CI").is_none(), "containernetworking-plugins missing: `make deps` installs it");
+        eprintln!("SKIP: /usr/lib/cni missing (run `make deps`)");
+        return;
+    }
+    use metal6_emulation::addressing::Addressing;
+    use metal6_emulation::geometry::{Shell, ShellKind};
+    use metal6_emulation::topology::Topology;
+    // 4 × 3 at 2,000 km, 80°: cross-plane links go down near the poles; planes 0–1 on n1,
+    // 2–3 on n2.
+    let shell = Shell {
+        kind: ShellKind::Delta,
+        planes: 4,
+        per_plane: 3,
+        phasing: 1,
+        altitude_km: 2000.0,
+        inclination_deg: 80.0,
+    };
+    let topo = Topology::new(shell, vec![]);
+    // A block of its own: the other agent test's pods (same prefix, same process) are not ours.
+    let addressing = Addressing::new("fd00:5a8::/48".parse().expect("block"), 12, 0).expect("addressing");
+    let (n1, n2) = (Netns::new(), Netns::new());
+    let nodes = format!("{}=fd00:77::1,{}=fd00:77::2", n1.name, n2.name);
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(common::metal6())
+        .args(["emulate", "run", "--backend", "k8s", "--shell", "4x3", "--altitude-km", "2000", "--inclination", "80"])
+        .args(["--phasing", "1", "--mtu", "9000", "--underlay-mtu", "9000", "--block", "fd00:5a8::/48"])
+        .args(["--nodes", &nodes, "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sats = std::fs::read_to_string(dir.path().join("satellites.yaml")).expect("satellites");
+    assert_eq!(sats.matches(&format!("nodeName: {}", n1.name)).count(), 6, "planes 0–1");
+    assert_eq!(sats.matches(&format!("nodeName: {}", n2.name)).count(), 6, "planes 2–3");
+    let nads = std::fs::read_to_string(dir.path().join("nads.yaml")).expect("nads");
+    assert_eq!(nads.matches(&format!("metal6.io/worker: \"{}\"", n1.name)).count(), 24, "4 ISL ends × 6 satellites");
+    // Every ISL, local or crossing, gets 9000 − 70; the ground segment's bridge keeps 9000.
+    assert_eq!(nads.matches("\\\"mtu\\\":8930").count(), 48, "12 satellites × 4 ISL ends");
+    assert_eq!(nads.matches("\\\"mtu\\\":9000").count(), 1, "the ground segment's bridge is local: 9000");
+    let agent = std::fs::read_to_string(dir.path().join("link-agent.yaml")).expect("agent");
+    assert!(agent.contains("fieldPath: spec.nodeName") && agent.contains("operator: In"), "{agent}");
+    let line = agent.lines().find(|l| l.trim_start().starts_with("command:")).expect("command");
+    let command: Vec<String> =
+        serde_json::from_str(line.trim_start().trim_start_matches("command:").trim()).expect("JSON command");
+    // The underlay: the two nodes on one link.
+    let (u1, u2) = (format!("u{}", std::process::id() % 10_000), format!("v{}", std::process::id() % 10_000));
+    n1.exec(&format!("ip link add {u1} mtu 9000 type veth peer name {u2} mtu 9000 netns {}", n2.name));
+    for (n, dev, a) in [(&n1, &u1, "fd00:77::1"), (&n2, &u2, "fd00:77::2")] {
+        n.exec(&format!("ip link set lo up && ip -6 addr add {a}/64 dev {dev} nodad && ip link set {dev} up"));
+    }
+    // Each node's agent, with the DaemonSet's command and its own node name.
+    for n in [&n1, &n2] {
+        let args: Vec<String> = command[1..].iter().map(|a| a.replace("$(NODE_NAME)", &n.name)).collect();
+        let run = n.try_exec(&format!("{} {} --once", common::metal6().display(), args.join(" ")));
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        // 6 intra-plane + 3 cross-plane local pairs, and 6 crossing ends (border and seam).
+        assert!(
+            String::from_utf8_lossy(&run.stderr).contains("9 ISL veth pairs and 6 crossing VXLAN ends created"),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let vx = String::from_utf8_lossy(&n1.exec("ip -d -o link show type vxlan").stdout).into_owned();
+    assert_eq!(vx.lines().count(), 6, "{vx}");
+    assert!(vx.lines().all(|l| l.contains("remote fd00:77::2") && l.contains("mtu 8930")), "{vx}");
+    // The crossing ISL from sat 3 (plane 1, slot 0, on n1) to sat 6 (plane 2, slot 0, on n2).
+    let part =
+        metal6_emulation::partition::Partition::new(&topo, vec![n1.name.clone(), n2.name.clone()]).expect("split");
+    let c = part.crossing(&topo).into_iter().find(|c| (c.a, c.b) == (3, 6)).expect("3 → 6 crosses");
+    assert!(
+        vx.contains(&format!("{}: ", metal6_cluster::device_name(3, 2))) && vx.contains(&format!("vxlan id {}", c.vni))
+    );
+    let underlay = ["fd00:77::1".parse().expect("ip"), "fd00:77::2".parse().expect("ip")];
+    let e = metal6_cluster::Emulation {
+        topology: &topo,
+        addressing: &addressing,
+        workers: Some(metal6_cluster::Workers { partition: &part, underlay: &underlay, underlay_mtu: 9000 }),
+        node: "",
+        namespace: "constellation",
+        mtu: 9000,
+        frr_image: metal6_cluster::FRR_IMAGE,
+        agent_image: metal6_cluster::AGENT_IMAGE,
+    };
+    let (p3, p6) = (Netns::new(), Netns::new());
+    let none = json!({});
+    cni(&n1, "ADD", &p3, "isl2", &metal6_cluster::isl_config(&e, 3, 2), &none);
+    cni(&n2, "ADD", &p6, "isl3", &metal6_cluster::isl_config(&e, 6, 3), &none);
+    let (a3, a6) = (addressing.interface(3, 2), addressing.interface(6, 3));
+    assert!(addrs(&p3, "isl2").contains(&format!("{a3}/128")), "{}", addrs(&p3, "isl2"));
+    // As the satellite pods' sysctls say (satellites.yaml): no forwarding over a linkdown route.
+    for p in [&p3, &p6] {
+        p.exec("sysctl -qw net.ipv6.conf.all.ignore_routes_with_linkdown=1");
+    }
+    p3.exec(&format!("ip -6 route add {a6}/128 dev isl2"));
+    p6.exec(&format!("ip -6 route add {a3}/128 dev isl3"));
+    assert!(ping(&p3, &a6.to_string()), "ISL ping across the workers {a3} -> {a6}");
+    // The agent switches the crossing ISL as the model says: dormant near the pole, then up.
+    let is_up = |t: f64| {
+        topo.links_at(t).iter().any(|l| matches!(l.a, metal6_emulation::topology::End::Sat { sat: 3, iface: 2 }))
+    };
+    let times: Vec<f64> = (0..400).map(|i| f64::from(i) * 60.0).collect();
+    let t_down = times.iter().copied().find(|t| !is_up(*t)).expect("3 → 6 goes down");
+    let t_up = times.iter().copied().find(|t| *t > t_down && is_up(*t)).expect("and up again");
+    let switch = |t: f64| {
+        let args: Vec<String> = command[1..].iter().map(|a| a.replace("$(NODE_NAME)", &n1.name)).collect();
+        let o = n1.try_exec(&format!(
+            "{} {} --switch --once --netns-prefix m6t-{}- --at {t}",
+            common::metal6().display(),
+            args.join(" "),
+            std::process::id()
+        ));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let report = switch(t_down);
+    assert!(report.contains("2 pods") && report.contains("0 not ready"), "{report}");
+    for (p, dev) in [(&p3, "isl2"), (&p6, "isl3")] {
+        let st = String::from_utf8_lossy(&p.exec(&format!("ip link show {dev}")).stdout).into_owned();
+        assert!(st.contains("state DORMANT"), "{dev} at t={t_down}: {st}");
+    }
+    assert!(!ping(&p3, &a6.to_string()), "no traffic over a dormant crossing ISL");
+    switch(t_up);
+    assert!(String::from_utf8_lossy(&p3.exec("ip link show isl2").stdout).contains("state UP"));
+    assert!(ping(&p3, &a6.to_string()), "the crossing ISL carries traffic again at t={t_up}");
 }

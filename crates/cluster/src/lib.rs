@@ -35,12 +35,49 @@ pub use metal6_emulation::topology::SATS_PER_GROUND_SEGMENT;
 pub struct Emulation<'a> {
     pub topology: &'a Topology,
     pub addressing: &'a Addressing,
-    /// The worker the satellites run on.
+    /// The worker the satellites run on (without `workers`).
     pub node: &'a str,
+    /// Split over several workers instead: whole planes per worker, crossing ISLs VXLAN.
+    pub workers: Option<Workers<'a>>,
     pub namespace: &'a str,
     pub mtu: u32,
     pub frr_image: &'a str,
     pub agent_image: &'a str,
+}
+
+/// A constellation over several workers: the split, each worker's node address (the remote
+/// of the VXLAN ends the other workers make for it) and the underlay's MTU (the ISLs get it
+/// less the VXLAN overhead, local ones too, so that a satellite sees one kind of link).
+#[derive(Debug, Clone, Copy)]
+pub struct Workers<'a> {
+    pub partition: &'a metal6_emulation::partition::Partition,
+    pub underlay: &'a [Ipv6Addr],
+    pub underlay_mtu: u32,
+}
+
+impl Emulation<'_> {
+    /// The worker satellite `sat` is pinned to.
+    pub fn node_of(&self, sat: u32) -> &str {
+        match &self.workers {
+            Some(w) => &w.partition.workers[w.partition.worker_of(sat)],
+            None => self.node,
+        }
+    }
+
+    /// The MTU of every ISL.
+    pub fn isl_mtu(&self) -> u32 {
+        match &self.workers {
+            Some(w) => self.mtu.min(w.underlay_mtu.saturating_sub(metal6_emulation::partition::VXLAN6_OVERHEAD)),
+            None => self.mtu,
+        }
+    }
+
+    fn where_(&self) -> String {
+        match &self.workers {
+            Some(w) => format!("{} (split by planes)", w.partition.workers.join(", ")),
+            None => self.node.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +120,8 @@ pub enum RenderError {
     PodSubnetFull { node: String, index: u64, count: u128, mask: u8, subnet: Ipv6Net },
     #[error("no node `{0}` for the emulation")]
     NoSuchNode(String),
+    #[error("ISL MTU {mtu} (the underlay's {underlay} less 70 for VXLAN): IPv6 needs at least 1280")]
+    IslMtu { mtu: u32, underlay: u32 },
     #[error("rendering {template}")]
     Template {
         template: &'static str,
@@ -167,6 +206,8 @@ struct Multus<'a> {
 struct Nad {
     name: String,
     owner: String,
+    /// The worker whose pod uses it (split constellations only).
+    worker: String,
     config: String,
 }
 
@@ -174,7 +215,7 @@ struct Nad {
 #[template(path = "cluster/nads.yaml", escape = "none")]
 struct Nads<'a> {
     shell: String,
-    node: &'a str,
+    node: String,
     count: u32,
     block: String,
     namespace: &'a str,
@@ -284,8 +325,9 @@ pub fn render(inv: &Inventory, opts: &Options<'_>) -> Result<(Vec<File>, Vec<Str
         secret: false,
     });
     if let Some(e) = &opts.emulation {
-        if inv.node(e.node).is_none() {
-            return Err(RenderError::NoSuchNode(e.node.to_owned()));
+        let names = e.workers.map_or_else(|| vec![e.node.to_owned()], |w| w.partition.workers.clone());
+        if let Some(n) = names.iter().find(|n| inv.node(n).is_none()) {
+            return Err(RenderError::NoSuchNode(n.clone()));
         }
         files.extend(constellation(e)?);
     }
@@ -367,7 +409,7 @@ pub fn isl_config(e: &Emulation<'_>, sat: u32, iface: u8) -> Value {
                 "device": device_name(sat, iface),
                 "ipam": {"type": "static", "addresses": [{"address": format!("{}/128", e.addressing.interface(sat, iface))}]}
             },
-            tuning(e.mtu)
+            tuning(e.isl_mtu())
         ]
     })
 }
@@ -426,6 +468,7 @@ struct Sat {
     name: String,
     index: u32,
     plane: u32,
+    node: String,
     frr_conf: String,
     networks: String,
 }
@@ -434,7 +477,7 @@ struct Sat {
 #[template(path = "cluster/satellites.yaml", escape = "none")]
 struct Sats<'a> {
     shell: String,
-    node: &'a str,
+    node: String,
     count: u32,
     namespace: &'a str,
     frr_image: &'a str,
@@ -445,7 +488,9 @@ struct Sats<'a> {
 #[template(path = "cluster/link-agent.yaml", escape = "none")]
 struct Agent<'a> {
     shell: String,
-    node: &'a str,
+    node: String,
+    /// Split: the workers the DaemonSet runs on (empty: `node` alone).
+    nodes: Vec<String>,
     namespace: &'a str,
     agent_image: &'a str,
     command: Vec<String>,
@@ -453,12 +498,20 @@ struct Agent<'a> {
     tle: String,
 }
 
+/// The satellites' address block `metal6 emulate` uses unless told otherwise (`--block`).
+pub const DEFAULT_BLOCK: &str = "fd00:5a7::/48";
+
 /// Where the link agent finds the TLEs of a constellation given by them.
 pub const TLE_DIR: &str = "/etc/metal6";
 
 /// The Kubernetes backend of the emulation: the NADs, one FRR pod (and its config) per
 /// satellite, and the node's link agent.
 pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
+    if let Some(w) = &e.workers
+        && e.isl_mtu() < 1280
+    {
+        return Err(RenderError::IslMtu { mtu: e.isl_mtu(), underlay: w.underlay_mtu });
+    }
     let s = &e.topology.shell;
     let shell = format!("{}x{}", s.planes, s.per_plane);
     let sats = (0..s.count())
@@ -468,6 +521,7 @@ pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
                 name: format!("sat-{i:05}"),
                 index: i,
                 plane: e.topology.plane_slot(i).0,
+                node: e.node_of(i).to_owned(),
                 frr_conf: format!(
                     "interface lo\n ipv6 address {loopback}/128\n!\n{}",
                     metal6_emulation::routing::isisd_conf(e.topology, i)
@@ -479,7 +533,7 @@ pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
     let satellites = tmpl(
         &Sats {
             shell: shell.clone(),
-            node: e.node,
+            node: e.where_(),
             count: s.count(),
             namespace: e.namespace,
             frr_image: e.frr_image,
@@ -501,9 +555,21 @@ pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
             ("--phasing", s.phasing.to_string()),
         ],
     };
-    for (flag, v) in orbit.into_iter().chain([("--mtu", e.mtu.to_string())]) {
+    for (flag, v) in orbit.into_iter().chain([("--mtu", e.isl_mtu().to_string())]) {
         command.push(flag.into());
         command.push(v);
+    }
+    // The agent finds its pods by their addresses: it must know the block they come from.
+    if e.addressing.block().to_string() != DEFAULT_BLOCK {
+        command.extend(["--block".into(), e.addressing.block().to_string()]);
+    }
+    let mut nodes = vec![];
+    if let Some(w) = &e.workers {
+        // The same split on every worker: the names in order, each with its node address;
+        // the pod's own node name comes from the downward API (NODE_NAME).
+        let list: Vec<String> = w.partition.workers.iter().zip(w.underlay).map(|(n, a)| format!("{n}={a}")).collect();
+        command.extend(["--nodes".into(), list.join(","), "--node-name".into(), "$(NODE_NAME)".into()]);
+        nodes = w.partition.workers.clone();
     }
     if s.kind == metal6_emulation::ShellKind::Star && e.topology.tle.is_none() {
         command.push("--star".into());
@@ -515,7 +581,7 @@ pub fn constellation(e: &Emulation<'_>) -> Result<Vec<File>, RenderError> {
         .map(|c| c.to_3le().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))
         .unwrap_or_default();
     let agent = tmpl(
-        &Agent { shell, node: e.node, namespace: e.namespace, agent_image: e.agent_image, command, tle },
+        &Agent { shell, node: e.where_(), nodes, namespace: e.namespace, agent_image: e.agent_image, command, tle },
         "link-agent.yaml",
     )?;
     Ok(vec![
@@ -533,6 +599,7 @@ fn nads(e: &Emulation<'_>) -> Result<String, RenderError> {
         list.push(Nad {
             name: config["name"].as_str().unwrap_or_default().to_owned(),
             owner: format!("sat-{sat:05}"),
+            worker: if e.workers.is_some() { e.node_of(sat).to_owned() } else { String::new() },
             config: config.to_string(),
         });
     }
@@ -541,6 +608,7 @@ fn nads(e: &Emulation<'_>) -> Result<String, RenderError> {
         list.push(Nad {
             name: format!("gsl-seg{seg}"),
             owner: format!("ground-segment-{seg}"),
+            worker: String::new(),
             config: config.to_string(),
         });
     }
@@ -548,7 +616,7 @@ fn nads(e: &Emulation<'_>) -> Result<String, RenderError> {
     tmpl(
         &Nads {
             shell: format!("{}x{}", s.planes, s.per_plane),
-            node: e.node,
+            node: e.where_(),
             count,
             block: e.addressing.block().to_string(),
             namespace: e.namespace,

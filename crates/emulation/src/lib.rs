@@ -12,6 +12,7 @@ pub mod addressing;
 pub mod draw;
 pub mod expect;
 pub mod geometry;
+pub mod partition;
 pub mod routing;
 pub mod tle;
 pub mod topology;

@@ -86,7 +86,8 @@ fn describe(s: Option<&EndState>) -> String {
         Some(EndState { admin_up: false, .. }) => "administratively down".into(),
         Some(EndState { oper: Some(State::Up), .. }) => "up".into(),
         Some(EndState { oper: Some(State::Dormant), .. }) => "dormant".into(),
-        Some(EndState { oper, .. }) => format!("{oper:?}").to_lowercase(),
+        Some(EndState { oper: Some(s), .. }) => format!("{s:?}").to_lowercase(),
+        Some(EndState { oper: None, .. }) => "without an operational state".into(),
     }
 }
 
@@ -189,13 +190,17 @@ impl RoutingCheck {
 
 /// A router's up adjacencies, from its isisd's vty.
 async fn adjacencies(vty_dir: &Path) -> Result<usize> {
-    let out = tokio::process::Command::new("vtysh")
+    let cmd = tokio::process::Command::new("vtysh")
         .arg("--vty_socket")
         .arg(vty_dir)
         .args(["-d", "isisd", "-c", "show isis neighbor json"])
         .stdin(std::process::Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // A hung daemon must not hang the check: ten seconds, then it counts as not answering.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), cmd)
         .await
+        .context("vtysh did not answer in 10 s")?
         .context("running vtysh (Debian's frr package)")?;
     anyhow::ensure!(out.status.success(), "vtysh: {}", String::from_utf8_lossy(&out.stderr).trim());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("vtysh's JSON")?;
@@ -226,11 +231,13 @@ pub async fn routing(
             let (sat, h) = (v.sat, v.handle.clone());
             let vty = frr_dir.join(format!("sat{sat}"));
             async move {
-                let adj = adjacencies(&vty).await.with_context(|| format!("sat {sat}'s isisd"))?;
+                let adj = adjacencies(&vty).await.map_err(|e| (sat, e.context("its isisd")))?;
                 let msg = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new().build();
                 let mut routes = h.route().get(msg).execute();
                 let mut reach = BTreeSet::new();
-                while let Some(r) = routes.try_next().await.context("dumping routes")? {
+                while let Some(r) =
+                    routes.try_next().await.map_err(|e| (sat, anyhow::Error::from(e).context("dumping routes")))?
+                {
                     if r.header.protocol != RouteProtocol::Isis || r.header.destination_prefix_length != 128 {
                         continue;
                     }
@@ -242,7 +249,7 @@ pub async fn routing(
                         }
                     }
                 }
-                Ok::<_, anyhow::Error>((sat, adj, reach))
+                Ok::<_, (u32, anyhow::Error)>((sat, adj, reach))
             }
         })
         .collect();
@@ -261,7 +268,18 @@ pub async fn routing(
         results.extend(futures_util::future::join_all(batch).await);
     }
     for r in results {
-        let (sat, adj, reach) = r?;
+        // A router that does not answer (not started yet, dead, hung) is not as the model.
+        let (sat, adj, reach) = match r {
+            Ok(x) => x,
+            Err((sat, e)) => {
+                out.wrong += 1;
+                if out.examples.len() < EXAMPLES {
+                    let (p, s) = topo.plane_slot(sat);
+                    out.examples.push(format!("sat-{p}-{s}: {e:#}"));
+                }
+                continue;
+            }
+        };
         out.adjacencies += adj;
         out.routes += reach.len();
         let (wa, wr) =
@@ -400,7 +418,7 @@ pub fn frr_pids(dir: &Path, routers: &BTreeSet<u32>) -> Vec<u32> {
 
 /// The link agent's numbers in Prometheus' text exposition format: what `emulate check`
 /// reports, for node-exporter's textfile collector.
-pub fn prometheus(c: &LinkCheck, agent: &ProcUse, k: &KernelUse) -> String {
+pub fn prometheus(c: &LinkCheck, not_ready: usize, agent: &ProcUse, k: &KernelUse) -> String {
     let mut o = String::new();
     let mut g = |name: &str, help: &str, v: f64| {
         o.push_str(&format!("# HELP metal6_emulation_{name} {help}\n# TYPE metal6_emulation_{name} gauge\n"));
@@ -409,6 +427,11 @@ pub fn prometheus(c: &LinkCheck, agent: &ProcUse, k: &KernelUse) -> String {
     g("model_time_seconds", "Constellation time the links were compared at.", c.t);
     g("isl_ends", "ISL ends in this node's satellite pods.", c.ends as f64);
     g("isl_ends_up", "Of them, up in the model.", c.ends_up as f64);
+    g(
+        "ends_not_ready",
+        "Ends left for the next round (carrier just came up, or the peer pod not started): counted in the mismatches too.",
+        not_ready as f64,
+    );
     g("link_mismatches", "ISL ends whose kernel state differs from the model.", c.mismatches as f64);
     g("neighbours", "IPv6 neighbour entries in the satellite pods.", c.neighbours as f64);
     g("neighbours_max", "Most IPv6 neighbour entries in one pod.", c.neighbours_max as f64);

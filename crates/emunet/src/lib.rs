@@ -19,6 +19,7 @@ pub mod frr;
 pub mod netem;
 pub mod netns;
 pub mod soak;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,7 +30,7 @@ use futures_util::future::join_all;
 use metal6_emulation::topology::{End, LinkEvent, LinkKind};
 use metal6_emulation::{Addressing, Topology};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, State};
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
 use serde::Serialize;
 
 pub use netns::Netns;
@@ -50,6 +51,10 @@ pub struct Emulation {
     pub segments: Vec<Netns>,
     /// Ground links up now: satellite → station.
     ground: BTreeMap<u32, u32>,
+    /// With several emulated workers: their namespaces and fabric, and which satellite is on
+    /// which (`workers`).
+    pub fabric: Option<workers::Fabric>,
+    pub partition: Option<metal6_emulation::partition::Partition>,
     pub timings: Timings,
 }
 
@@ -62,6 +67,8 @@ pub struct Timings {
     pub links_s: f64,
     pub addresses_s: f64,
     pub interfaces: usize,
+    /// ISLs between workers (VXLAN), when there are several.
+    pub crossing: usize,
 }
 
 /// A veth created in `a`'s namespace (name `an`, index `ai`) with its peer in `b`'s, down:
@@ -89,7 +96,20 @@ impl Emulation {
     /// Creates the namespaces, every ISL of the grid (up or down as at `t`) and the ground
     /// links up at `t`, and the addresses. Call inside a tokio runtime.
     pub async fn create(topo: &Topology, addr: &Addressing, t: f64) -> Result<Emulation> {
+        Self::create_on(topo, addr, t, None).await
+    }
+
+    /// [`Emulation::create`] over the workers of `partition` (with two or more, each an
+    /// emulated worker on a shared fabric; ISLs between them VXLAN: [`workers`]).
+    pub async fn create_on(
+        topo: &Topology,
+        addr: &Addressing,
+        t: f64,
+        partition: Option<&metal6_emulation::partition::Partition>,
+    ) -> Result<Emulation> {
         netns::remove_dead();
+        let partition = partition.filter(|p| p.workers.len() > 1).cloned();
+        let nworkers = partition.as_ref().map_or(0, |p| p.workers.len());
         let started = Instant::now();
         let n = topo.shell.count();
         let rt = tokio::runtime::Handle::current();
@@ -98,15 +118,27 @@ impl Emulation {
         let pid = format!("{}-{}", std::process::id(), RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         let pid2 = pid.clone();
         let nseg = n.div_ceil(SEGMENT_PORTS);
-        let (sats, segments) = tokio::task::spawn_blocking(move || -> Result<(Vec<Netns>, Vec<Netns>)> {
+        type Made = (Vec<Netns>, Vec<Netns>, Option<workers::Fabric>);
+        let (sats, segments, fabric) = tokio::task::spawn_blocking(move || -> Result<Made> {
             let _g = rt.enter();
             let sats = (0..n).map(|i| Netns::create(&format!("m6e{pid}-{i}"))).collect::<Result<Vec<_>>>()?;
             let segs = (0..nseg).map(|k| Netns::create(&format!("m6e{pid}-seg{k}"))).collect::<Result<Vec<_>>>()?;
-            Ok((sats, segs))
+            let fabric = (nworkers > 1).then(|| workers::Fabric::create(&format!("m6e{pid}"), nworkers)).transpose()?;
+            Ok((sats, segs, fabric))
         })
         .await??;
-        let mut emu =
-            Emulation { sats, stations: vec![], segments, ground: BTreeMap::new(), timings: Timings::default() };
+        if let Some(f) = &fabric {
+            f.wire().await?;
+        }
+        let mut emu = Emulation {
+            sats,
+            stations: vec![],
+            segments,
+            ground: BTreeMap::new(),
+            fabric,
+            partition,
+            timings: Timings::default(),
+        };
         emu.timings.namespaces_s = started.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
@@ -119,18 +151,39 @@ impl Emulation {
                 _ => None,
             })
             .collect();
-        let mut reqs = vec![];
-        for (kind, a, b) in topo.grid() {
+        let mut reqs: Vec<std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>> = vec![];
+        let crossing: BTreeMap<u32, metal6_emulation::partition::Crossing> = match (&emu.partition, &emu.fabric) {
+            (Some(p), Some(_)) => p.crossing(topo).into_iter().map(|c| (c.link, c)).collect(),
+            _ => BTreeMap::new(),
+        };
+        emu.timings.crossing = crossing.len();
+        for (i, (kind, a, b)) in topo.grid().into_iter().enumerate() {
             let (ia, ib) = kind.ifaces();
-            let msg = veth_msg(
-                Addressing::iface_name(ia),
-                IFINDEX_BASE + u32::from(ia),
-                Addressing::iface_name(ib),
-                IFINDEX_BASE + u32::from(ib),
-                &emu.sats[b as usize],
-            );
+            let (an, ai) = (Addressing::iface_name(ia), IFINDEX_BASE + u32::from(ia));
+            let (bn, bi) = (Addressing::iface_name(ib), IFINDEX_BASE + u32::from(ib));
+            let link = u32::try_from(i).unwrap_or(u32::MAX);
+            if let (Some(&c), Some(f)) = (crossing.get(&link), &emu.fabric) {
+                // Each end made by its own worker, into its satellite.
+                for (w, peer, name, idx, sat) in
+                    [(c.worker_a, c.worker_b, an, ai, a), (c.worker_b, c.worker_a, bn, bi, b)]
+                {
+                    let msg = workers::vxlan_end(&c, w, peer, name, idx, &emu.sats[sat as usize]);
+                    let h = f.workers[w].handle.clone();
+                    reqs.push(Box::pin(async move {
+                        h.link()
+                            .add(msg)
+                            .execute()
+                            .await
+                            .with_context(|| format!("crossing ISL {a}-{b} (VNI {})", c.vni))
+                    }));
+                }
+                continue;
+            }
+            let msg = veth_msg(an, ai, bn, bi, &emu.sats[b as usize]);
             let h = emu.sats[a as usize].handle.clone();
-            reqs.push(async move { h.link().add(msg).execute().await.with_context(|| format!("ISL {a}-{b}")) });
+            reqs.push(Box::pin(
+                async move { h.link().add(msg).execute().await.with_context(|| format!("ISL {a}-{b}")) },
+            ));
         }
         for r in in_batches(reqs).await {
             r?;
@@ -145,6 +198,20 @@ impl Emulation {
         }
         for r in in_batches(ups).await {
             r.context("bringing ISLs up")?;
+        }
+        // A VXLAN device has no carrier events: it stays in operational state "unknown" until
+        // told otherwise. Through dormant to up, as a switched link goes, it is "up" like a veth.
+        for want in [State::Dormant, State::Up] {
+            let mut reqs: Vec<Req> = vec![];
+            for c in crossing.values() {
+                let (ia, ib) = c.kind.ifaces();
+                for (sat, iface) in [(c.a, ia), (c.b, ib)] {
+                    reqs.push(oper_state(emu.sats[sat as usize].handle.clone(), IFINDEX_BASE + u32::from(iface), want));
+                }
+            }
+            for r in in_batches(reqs).await {
+                r.context("bringing crossing ISLs up")?;
+            }
         }
         emu.settle(topo).await?;
         let mut downs: Vec<Req> = vec![];
@@ -259,8 +326,9 @@ impl Emulation {
     }
 
     async fn ground_down(&mut self, sat: u32) -> Result<()> {
-        if self.ground.remove(&sat).is_some() {
+        if self.ground.contains_key(&sat) {
             self.set_admin(sat, 4, false).await?;
+            self.ground.remove(&sat);
         }
         Ok(())
     }
@@ -326,7 +394,11 @@ impl Emulation {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                anyhow::bail!("ISL ends not operationally up 30 s after they were brought up");
+                anyhow::bail!(
+                    "ISL ends not operationally up 30 s after they were brought up (when dmesg shows `percpu: \
+                     allocation failed`, the kernel was still freeing an earlier emulation's namespaces: start \
+                     again in a minute)"
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -343,20 +415,76 @@ impl Emulation {
                 n += 1;
             }
         }
+        // Every change is attempted, the ground links too, even after one fails: the first
+        // error is returned once all were tried.
+        let mut first: Option<anyhow::Error> = None;
         for r in in_batches(reqs).await {
-            r?;
+            if let Err(e) = r {
+                first.get_or_insert(e.into());
+            }
         }
         for e in events.iter().filter(|e| e.kind == LinkKind::Ground) {
             if let (End::Sat { sat, .. }, End::Station { station }) = (e.a, e.b) {
-                if e.up {
-                    self.ground_down(sat).await?;
-                    self.ground_up(sat, station).await?;
+                let r = if e.up {
+                    match self.ground_down(sat).await {
+                        Ok(()) => self.ground_up(sat, station).await,
+                        Err(e) => Err(e),
+                    }
                 } else if self.ground.get(&sat) == Some(&station) {
-                    self.ground_down(sat).await?;
+                    self.ground_down(sat).await
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = r {
+                    first.get_or_insert(e);
                 }
             }
         }
-        Ok(n)
+        first.map_or(Ok(n), Err)
+    }
+
+    /// Puts every link as the model has it at `t`, whatever was done before: every ISL end
+    /// administratively up and operationally up or dormant, every `gsl0` up exactly for the
+    /// satellites with a ground link (set on each, not only on those thought changed). After a
+    /// benchmark round or a failed step. Tries everything; returns the first error.
+    pub async fn set_to(&mut self, topo: &Topology, t: f64) -> Result<()> {
+        let want = metal6_emulation::expect::Expected::at(topo, t);
+        let mut first: Option<anyhow::Error> = None;
+        let mut admin: Vec<Req> = vec![];
+        let mut oper: Vec<Req> = vec![];
+        for (kind, a, b) in topo.grid() {
+            let (ia, ib) = kind.ifaces();
+            admin.push(Box::pin(self.set_admin(a, ia, true)));
+            admin.push(Box::pin(self.set_admin(b, ib, true)));
+            let up = want.isl.get(&(a, ia)).copied().unwrap_or(false);
+            oper.extend(self.set_link((a, ia), (b, ib), up));
+        }
+        for batch in [admin, oper] {
+            for r in in_batches(batch).await {
+                if let Err(e) = r {
+                    first.get_or_insert(anyhow::Error::from(e).context("setting the links as the model has them"));
+                }
+            }
+        }
+        let stations: BTreeMap<u32, u32> = topo
+            .links_at(t)
+            .into_iter()
+            .filter_map(|l| match (l.a, l.b) {
+                (End::Sat { sat, .. }, End::Station { station }) => Some((sat, station)),
+                _ => None,
+            })
+            .collect();
+        let mut ground: Vec<Req> = vec![];
+        for sat in 0..u32::try_from(self.sats.len()).unwrap_or(u32::MAX) {
+            ground.push(Box::pin(self.set_admin(sat, 4, stations.contains_key(&sat))));
+        }
+        for r in in_batches(ground).await {
+            if let Err(e) = r {
+                first.get_or_insert(anyhow::Error::from(e).context("setting the ground links"));
+            }
+        }
+        self.ground = stations;
+        first.map_or(Ok(()), Err)
     }
 
     /// Sets every ISL's delay (both ends' netem qdisc) to its propagation delay at `t`; links
@@ -394,6 +522,30 @@ impl Emulation {
         }
         Ok(n)
     }
+
+    /// [`Emulation::set_all`] for one emulated worker's share: the ISL ends of its
+    /// satellites (of a crossing link, its own end; the other worker sets the other) — what
+    /// each worker's link agent does, in parallel with the others', on real workers. Returns
+    /// the number of ends.
+    pub async fn set_all_worker(&self, topo: &Topology, up: bool, worker: usize) -> Result<usize> {
+        let Some(p) = &self.partition else { return self.set_all(topo, up).await.map(|n| 2 * n) };
+        let want = if up { State::Up } else { State::Dormant };
+        let mut reqs: Vec<Req> = vec![];
+        for (kind, a, b) in topo.grid() {
+            let (ia, ib) = kind.ifaces();
+            for (sat, iface) in [(a, ia), (b, ib)] {
+                if p.worker_of(sat) == worker {
+                    let h = self.sats[sat as usize].handle.clone();
+                    reqs.push(oper_state(h, IFINDEX_BASE + u32::from(iface), want));
+                }
+            }
+        }
+        let n = reqs.len();
+        for r in in_batches(reqs).await {
+            r?;
+        }
+        Ok(n)
+    }
 }
 
 /// The Kubernetes backend's node agent: every ISL of the grid as a veth pair in the *current*
@@ -403,11 +555,16 @@ impl Emulation {
 /// kept (the agent restarts without disturbing running pods), and so are pairs with an end in a
 /// pod already (`in_pods`: host names of ends found there — with both ends in pods the host
 /// shows neither, and a new pair would take the name DEL hands back). Returns (created, kept).
+///
+/// With `split` (a constellation over several workers) only this worker's share: the pairs
+/// with both ends here, and for each crossing ISL with an end here, that end alone as a VXLAN
+/// device to the other worker's underlay address (VNI from the partition), named the same.
 pub async fn host_veths(
     topo: &Topology,
     mtu: u32,
     in_pods: &std::collections::HashSet<String>,
-) -> Result<(usize, usize)> {
+    split: Option<&workers::Split<'_>>,
+) -> Result<HostLinks> {
     let (conn, handle, _) = rtnetlink::new_connection().context("rtnetlink socket")?;
     let conn_task = tokio::spawn(conn);
     let mut existing = std::collections::HashSet::new();
@@ -425,9 +582,36 @@ pub async fn host_veths(
     }
     let mut reqs: Vec<Req> = Vec::new();
     let mut kept = 0;
+    let mut vxlan = 0;
+    let crossing: BTreeMap<(u32, u32), metal6_emulation::partition::Crossing> =
+        split.map(|x| x.partition.crossing(topo).into_iter().map(|c| ((c.a, c.b), c)).collect()).unwrap_or_default();
     for (kind, a, b) in topo.grid() {
         let (ia, ib) = kind.ifaces();
         let (an, bn) = (Addressing::host_device_name(a, ia), Addressing::host_device_name(b, ib));
+        if let Some(x) = split {
+            let (wa, wb) = (x.partition.worker_of(a), x.partition.worker_of(b));
+            if wa != x.me && wb != x.me {
+                continue;
+            }
+            if let Some(c) = crossing.get(&(a, b)) {
+                let (name, peer) = if wa == x.me { (&an, wb) } else { (&bn, wa) };
+                if existing.contains(name) || in_pods.contains(name) {
+                    kept += 1;
+                    continue;
+                }
+                let msg = LinkVxlan::new(name, c.vni)
+                    .local6(x.underlay[x.me])
+                    .remote6(x.underlay[peer])
+                    .port(workers::VXLAN_PORT)
+                    .learning(false)
+                    .mtu(mtu)
+                    .build();
+                let h = handle.clone();
+                reqs.push(Box::pin(async move { h.link().add(msg).execute().await }));
+                vxlan += 1;
+                continue;
+            }
+        }
         // An end may sit in its pod already (host-device moved it): the pair exists then.
         if [&an, &bn].iter().any(|n| existing.contains(*n) || in_pods.contains(*n)) {
             kept += 1;
@@ -441,10 +625,21 @@ pub async fn host_veths(
     }
     let created = reqs.len();
     for r in in_batches(reqs).await {
-        r.context("creating a veth pair")?;
+        r.context("creating an ISL end (veth pair or VXLAN)")?;
     }
     conn_task.abort();
-    Ok((created, kept))
+    Ok(HostLinks { pairs: created - vxlan, vxlan, kept })
+}
+
+/// What [`host_veths`] did on the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostLinks {
+    /// veth pairs created (both ends of a local ISL).
+    pub pairs: usize,
+    /// VXLAN ends created (this worker's end of a crossing ISL).
+    pub vxlan: usize,
+    /// ISLs that were there already (an end on the node or in a pod).
+    pub kept: usize,
 }
 
 /// Satellite pods on a Kubernetes node, found by their network namespaces and identified by
@@ -594,7 +789,8 @@ impl PodLinks {
                 here = true;
                 match seen.get(&sat).and_then(|m| m.get(&idx)) {
                     Some((_, Some(s))) if *s == want => {}
-                    Some((true, Some(State::Up | State::Dormant))) => {
+                    // A VXLAN end (a crossing ISL) has no carrier events: "unknown" until set.
+                    Some((true, Some(State::Up | State::Dormant | State::Unknown))) => {
                         reqs.push(oper_state(h, idx, want));
                         out.changed += 1;
                     }

@@ -101,6 +101,61 @@ impl RunState {
         self.t = t;
         self.write(workdir)
     }
+
+    /// The run is over: its state and hold files go.
+    pub fn remove(workdir: &Path) {
+        let _ = std::fs::remove_file(Self::path(workdir));
+        let _ = std::fs::remove_file(Self::hold_path(workdir));
+    }
+
+    fn hold_path(workdir: &Path) -> PathBuf {
+        workdir.join("check.hold")
+    }
+
+    /// The run side: before switching, waits while a reader (`emulate check`) holds the
+    /// emulation still (an exclusive `flock` on `check.hold`, which the kernel drops when the
+    /// reader exits, however it exits) — at most 60 s. Returns how long it waited (the soak
+    /// moves its schedule by it).
+    pub async fn wait_for_readers(workdir: &Path) -> Duration {
+        let start = Instant::now();
+        let Ok(mut file) = std::fs::File::open(Self::hold_path(workdir)) else { return start.elapsed() };
+        while start.elapsed() < Duration::from_secs(60) {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                // Nobody holds it: let go at once and switch.
+                Ok(_unlocked_on_drop) => break,
+                Err((f, _)) => file = f,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start.elapsed()
+    }
+}
+
+/// A reader's hold on a running emulation: while it is held the run does not switch links
+/// (it finishes the step it is in). An exclusive `flock` on `WORKDIR/check.hold`, released on
+/// drop or when the process ends; two readers take turns.
+#[derive(Debug)]
+pub struct Hold(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl Hold {
+    pub async fn take(workdir: &Path) -> Result<Hold> {
+        let p = RunState::hold_path(workdir);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        let start = Instant::now();
+        loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => return Ok(Hold(l)),
+                Err((f, _)) if start.elapsed() < Duration::from_secs(60) => file = f,
+                Err((_, e)) => anyhow::bail!("{} stayed locked for 60 s (another check?): {e}", p.display()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// `metal6 emulate check`: a running emulation looked at from outside.
@@ -153,7 +208,11 @@ pub async fn check_running(workdir: &Path, topo: &Topology, addr: &Addressing) -
     })
     .await??;
     let views = check::views_of(handles);
-    for _ in 0..20 {
+    // Hold the run still (it finishes the step it is in), then wait for a settled state.
+    let _hold = Hold::take(workdir).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut changed = 0;
+    while Instant::now() < deadline && changed < 20 {
         let before = RunState::read(workdir)?;
         if before.seq % 2 == 1 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -162,6 +221,7 @@ pub async fn check_running(workdir: &Path, topo: &Topology, addr: &Addressing) -
         let links = check::links(&views, topo, before.t).await;
         let after = RunState::read(workdir)?;
         if after.seq != before.seq {
+            changed += 1;
             continue;
         }
         let routers: BTreeSet<u32> = before.routers.iter().copied().collect();
@@ -185,7 +245,7 @@ pub async fn check_running(workdir: &Path, topo: &Topology, addr: &Addressing) -
             kernel: check::kernel(),
         });
     }
-    anyhow::bail!("the run switched links during each of 20 looks; try again (or run it slower)")
+    anyhow::bail!("the run did not hold still for a look within 60 s (is it stuck switching?)")
 }
 
 /// The soak's settings; the bounds are what the summary states and the verdict applies.
@@ -211,6 +271,9 @@ pub struct SoakConfig {
     pub max_slab_growth_mib: f64,
     pub max_fd_growth: u64,
     pub workdir: PathBuf,
+    /// The kernel before the constellation was built: the neighbour table's "full" counter
+    /// is compared with this, so overflows while it was built count too.
+    pub kernel_before: KernelUse,
 }
 
 /// One sample of what could grow.
@@ -266,6 +329,9 @@ pub struct SoakReport {
     pub mismatch_examples: Vec<String>,
     /// The most entries the kernel's IPv6 neighbour table held at any step.
     pub neighbours_max: usize,
+    /// Neighbour allocations the kernel refused because the table was full, from before the
+    /// constellation was built to the end.
+    pub neighbour_table_fulls: u64,
     pub netlink_errors: usize,
     pub netlink_error_examples: Vec<String>,
     pub routing_checks: u64,
@@ -364,7 +430,8 @@ pub async fn run(
         None
     } else {
         std::fs::create_dir_all(&frr_dir)?;
-        Some(frr::start_on(emu, topo, &frr_dir, &cfg.routers)?)
+        // Starting waits for each zebra's socket: off the async workers.
+        Some(tokio::task::block_in_place(|| frr::start_on(emu, topo, &frr_dir, &cfg.routers))?)
     };
     let frr_pids = routers_frr.as_ref().map(frr::Frr::pids).unwrap_or_default();
     let mut state = RunState::new(emu, cfg.at, &cfg.routers, routers_frr.as_ref().map(|_| frr_dir.as_path()));
@@ -392,6 +459,7 @@ pub async fn run(
         link_mismatches: 0,
         mismatch_examples: vec![],
         neighbours_max: 0,
+        neighbour_table_fulls: 0,
         netlink_errors: 0,
         netlink_error_examples: vec![],
         routing_checks: 0,
@@ -449,6 +517,13 @@ pub async fn run(
                 kernel: check::kernel(),
                 ..Sample::default()
             };
+            if let Some(r) = routers_frr.as_mut()
+                && let Some(d) = r.dead()
+            {
+                report.frr_dead = Some(d.clone());
+                failures.push(d);
+                break;
+            }
             if routers_frr.is_some() {
                 let (r, secs) =
                     check::routing_settled(&views, &frr_dir, topo, addr, &cfg.routers, t, cfg.settle).await?;
@@ -486,13 +561,6 @@ pub async fn run(
             ));
             next_sample = (elapsed / cfg.check_every).floor() * cfg.check_every + cfg.check_every;
             paused += began.elapsed().as_secs_f64();
-            if let Some(r) = routers_frr.as_mut()
-                && let Some(d) = r.dead()
-            {
-                report.frr_dead = Some(d.clone());
-                failures.push(d);
-                break;
-            }
             if elapsed >= cfg.duration {
                 break;
             }
@@ -500,6 +568,7 @@ pub async fn run(
         // One step: the events between t and t + step, then the kernel against the model.
         let next = t + cfg.step;
         let ev: Vec<_> = topo.events(t, next, cfg.step).into_iter().filter(|e| e.t > t).collect();
+        paused += RunState::wait_for_readers(&workdir).await.as_secs_f64();
         state.switching(&workdir)?;
         match emu.apply(&ev).await {
             Ok(n) => report.isls_switched += n,
@@ -507,6 +576,13 @@ pub async fn run(
                 report.netlink_errors += 1;
                 if report.netlink_error_examples.len() < 10 {
                     report.netlink_error_examples.push(format!("t={next:.0}: {e:#}"));
+                }
+                // Whatever failed, the next steps start again from the model.
+                if let Err(e) = emu.set_to(topo, next).await {
+                    report.netlink_errors += 1;
+                    if report.netlink_error_examples.len() < 10 {
+                        report.netlink_error_examples.push(format!("t={next:.0}: putting the links back: {e:#}"));
+                    }
                 }
             }
         }
@@ -553,7 +629,7 @@ pub async fn run(
         report.frr_pss_kib_per_router = report.samples.last().map_or(0.0, |s| s.frr.pss_kib as f64) / n;
     }
     drop(routers_frr.take());
-    let _ = std::fs::remove_file(RunState::path(&workdir));
+    RunState::remove(&workdir);
 
     let after: Vec<&Sample> = report.samples.iter().filter(|s| s.at_s >= cfg.warmup).collect();
     let after = if after.len() >= 2 { after } else { report.samples.iter().collect() };
@@ -575,8 +651,18 @@ pub async fn run(
         trend("kernel slab", "MiB", &after, |s| mib(s.kernel.slab_kib), Some(cfg.max_slab_growth_mib)),
         trend("neighbour table", "entries", &after, |s| s.kernel.neigh_entries as f64, None),
         trend("neighbour forced GC", "runs", &after, |s| s.kernel.neigh_forced_gc as f64, None),
-        trend("neighbour table full", "times", &after, |s| s.kernel.neigh_table_fulls as f64, Some(0.0)),
     ];
+    let fulls = report
+        .samples
+        .last()
+        .map_or(0, |s| s.kernel.neigh_table_fulls)
+        .saturating_sub(cfg.kernel_before.neigh_table_fulls);
+    report.neighbour_table_fulls = fulls;
+    if fulls > 0 {
+        failures.push(format!(
+            "the IPv6 neighbour table was full {fulls} times since the constellation was built (\"neighbour table overflow\": raise gc_thresh3)"
+        ));
+    }
     for tr in report.trends.iter().filter(|t| !t.ok) {
         failures.push(format!(
             "{} grew {:.1} {} above its baseline (bound {:.1})",
@@ -680,7 +766,7 @@ impl SoakReport {
         let _ = writeln!(o, "shell {}; created in {:.1} s", self.shell, self.create_s);
         let _ = writeln!(
             o,
-            "steps {} ({} ISL switches; {} late, worst lag {:.1} s); link checks {}: mismatches {}; netlink errors {}",
+            "steps {} ({} ISL switches; {} over a step behind schedule, worst lag {:.1} s); link checks {}: mismatches {}; netlink errors {}",
             self.steps,
             self.isls_switched,
             self.steps_late,
@@ -723,8 +809,8 @@ impl SoakReport {
         if let Some(k) = self.samples.last().map(|s| s.kernel) {
             let _ = writeln!(
                 o,
-                "IPv6 neighbour table: at most {} entries (gc_thresh2 {}, gc_thresh3 {})",
-                self.neighbours_max, k.neigh_gc_thresh2, k.neigh_gc_thresh3
+                "IPv6 neighbour table: at most {} entries (gc_thresh2 {}, gc_thresh3 {}), full {} times",
+                self.neighbours_max, k.neigh_gc_thresh2, k.neigh_gc_thresh3, self.neighbour_table_fulls
             );
         }
         let _ = writeln!(o, "at 4,000 satellites: {}", self.at_4000);

@@ -185,8 +185,11 @@ async fn frr_isis_converges_and_reroutes_around_a_failed_link() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A directory for one test's FRR (tests run at once: each its own).
 fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("m6e-frr-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("m6e-frr-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&d).expect("dir");
     d
 }
@@ -220,4 +223,103 @@ async fn a_ground_station_reaches_the_satellite_it_sees() {
         .output()
         .expect("ping");
     assert!(ping.status.success(), "station → satellite {sat}: {}", String::from_utf8_lossy(&ping.stdout));
+}
+
+/// Global addresses of every satellite's interfaces: (satellite, interface, address).
+fn global_addresses(emu: &Emulation) -> std::collections::BTreeSet<(usize, String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, ns) in emu.sats.iter().enumerate() {
+        for l in ip(&ns.name, "-6 -o addr show scope global").lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(dev), Some(a)) = (w.get(1), w.get(3)) {
+                out.insert((i, (*dev).to_owned(), (*a).to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Issue #21's proof on one machine: the 6 × 6 shell over two emulated workers. Planes 0–2
+/// on w-01, 3–5 on w-02; the twelve cross-plane ISLs between them (the border and the seam)
+/// are VXLAN over the fabric, the rest veth pairs. The satellites get the same addresses as in
+/// the one-worker run, FRR IS-IS converges across the fabric, and a crossing ISL switched
+/// dormant makes the route leave it and come back to it when it is up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_over_two_emulated_workers_routes_across_the_fabric() {
+    if skip_unless_root() {
+        return;
+    }
+    if !std::path::Path::new(metal6_emunet::frr::ISISD).exists() {
+        assert!(std::env::var_os("CI").is_none(), "frr is not installed: `make deps` installs it");
+        eprintln!("SKIP: frr is not installed");
+        return;
+    }
+    let (topo, addr) = small();
+    let one = Emulation::create(&topo, &addr, 0.0).await.expect("one worker");
+    let addresses_one = global_addresses(&one);
+    assert_eq!(addresses_one.len(), 36 * 6, "five interfaces and the loopback a satellite");
+    drop(one);
+
+    let part = metal6_emulation::partition::Partition::new(&topo, vec!["w-01".into(), "w-02".into()]).expect("split");
+    let crossing = part.crossing(&topo);
+    assert_eq!(crossing.len(), 12);
+    let mut emu = Emulation::create_on(&topo, &addr, 0.0, Some(&part)).await.expect("two workers");
+    assert_eq!(emu.timings.crossing, 12);
+    assert_eq!(global_addresses(&emu), addresses_one, "the same addresses as on one worker");
+    // The crossing ends are VXLAN devices with the link's VNI, to the other worker's underlay;
+    // the local ones veth.
+    let c = crossing.iter().find(|c| c.a == topo.sat(2, 0)).expect("plane 2 slot 0 crosses to plane 3");
+    let (na, nb) = (emu.sats[c.a as usize].name.clone(), emu.sats[c.b as usize].name.clone());
+    let dev = ip(&na, "-d link show isl2");
+    assert!(dev.contains(&format!("vxlan id {}", c.vni)) && dev.contains("remote fd00:6d:fab::2"), "{dev}");
+    assert!(dev.contains("mtu 1500") && dev.contains("state UP"), "{dev}");
+    assert!(ip(&na, "-d link show isl0").contains("veth"), "intra-plane links stay veth");
+    // A ping across the crossing ISL itself, link-local to link-local, before any routing.
+    let peer = link_local(&nb, "isl3");
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &na, "ping", "-6", "-c", "2", "-W", "2", &format!("{peer}%isl2")])
+        .output()
+        .expect("ping");
+    assert!(ping.status.success(), "ping over the VXLAN: {}", String::from_utf8_lossy(&ping.stdout));
+
+    let dir = tempfile_dir();
+    let mut frr = metal6_emunet::frr::start(&emu, &topo, &addr, &dir).expect("frr");
+    let ns: Vec<String> = emu.sats.iter().map(|n| n.name.clone()).collect();
+    let started = std::time::Instant::now();
+    wait_until("IS-IS to converge on 36 satellites over two workers", 120, || {
+        if let Some(d) = frr.dead() {
+            panic!("{d}");
+        }
+        ns.iter().all(|n| isis_routes(n).iter().filter(|(d, _)| d.ends_with(":ffff")).count() >= 35).then_some(())
+    });
+    eprintln!("IS-IS converged across the fabric in {:.1} s", started.elapsed().as_secs_f64());
+    let target = addr.loopback(c.b).to_string();
+    let via = |n: &str| isis_routes(n).into_iter().find(|(d, _)| *d == target).map(|(_, dev)| dev);
+    assert_eq!(via(&na), Some(vec!["isl2".to_owned()]), "its neighbour across the border: over the VXLAN");
+    let ev = metal6_emulation::LinkEvent {
+        t: 1.0,
+        up: false,
+        kind: c.kind,
+        a: metal6_emulation::topology::End::Sat { sat: c.a, iface: 2 },
+        b: metal6_emulation::topology::End::Sat { sat: c.b, iface: 3 },
+    };
+    emu.apply(std::slice::from_ref(&ev)).await.expect("crossing link down");
+    assert!(ip(&na, "link show isl2").contains("state DORMANT"));
+    let dev = wait_until("the route to leave the dormant crossing ISL", 60, || {
+        via(&na).filter(|d| !d.is_empty() && !d.iter().any(|x| x == "isl2"))
+    });
+    eprintln!("rerouted via {dev:?}");
+    emu.apply(&[metal6_emulation::LinkEvent { t: 2.0, up: true, ..ev }]).await.expect("crossing link up");
+    wait_until("the route to return to the crossing ISL", 60, || via(&na).filter(|d| d == &vec!["isl2".to_owned()]));
+    drop(frr);
+    let names: Vec<String> = emu.sats.iter().map(|n| n.name.clone()).collect();
+    drop(emu);
+    let left = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().expect("list").stdout)
+        .into_owned();
+    let prefix = names[0].strip_suffix('0').unwrap_or(&names[0]).to_owned();
+    for gone in ["fabric", "w0", "w1"] {
+        assert!(!left.contains(&format!("{prefix}{gone}")), "{gone} left: {left}");
+    }
+    assert!(names.iter().all(|n| !left.contains(n.as_str())), "left: {left}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
