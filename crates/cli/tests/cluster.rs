@@ -293,27 +293,33 @@ fn ping(ns: &Netns, target: &str) -> bool {
     ns.try_exec(&format!("ping -6 -c 2 -i 0.2 -W 2 {target}")).status.success()
 }
 
+/// Debian's CNI plugins are installed (else the test is skipped, and in CI fails).
+fn cni_plugins() -> bool {
+    if Path::new("/usr/lib/cni/host-device").exists() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "containernetworking-plugins missing: `make deps` installs it");
+    eprintln!("SKIP: /usr/lib/cni missing (run `make deps`)");
+    false
+}
+
+/// A Walker-delta shell at 2,000 km and 80° (phasing 1): cross-plane links go down near the poles.
+fn polar_shell(planes: u32, per_plane: u32) -> metal6_emulation::topology::Topology {
+    use metal6_emulation::geometry::{Shell, ShellKind};
+    let shell =
+        Shell { kind: ShellKind::Delta, planes, per_plane, phasing: 1, altitude_km: 2000.0, inclination_deg: 80.0 };
+    metal6_emulation::topology::Topology::new(shell, vec![])
+}
+
 #[test]
 fn cni_configs_run_on_the_debian_plugins() {
     require_netns!();
-    if !Path::new("/usr/lib/cni/host-device").exists() {
-        assert!(std::env::var_os("CI").is_none(), "containernetworking-plugins missing: `make deps` installs it");
-        eprintln!("SKIP: /usr/lib/cni missing (run `make deps`)");
+    if !cni_plugins() {
         return;
     }
     use metal6_emulation::addressing::Addressing;
-    use metal6_emulation::geometry::{Shell, ShellKind};
-    use metal6_emulation::topology::Topology;
-    let shell = Shell {
-        kind: ShellKind::Delta,
-        planes: 3,
-        per_plane: 3,
-        phasing: 1,
-        altitude_km: 2000.0,
-        inclination_deg: 80.0,
-        // 80°: the inter-plane links cross the polar cut-off, so they go down and up.
-    };
-    let topo = Topology::new(shell, vec![]);
+    // 80°: the inter-plane links cross the polar cut-off, so they go down and up.
+    let topo = polar_shell(3, 3);
     let addressing = Addressing::new("fd00:5a7::/48".parse().expect("block"), 9, 0).expect("addressing");
     let e = metal6_cluster::Emulation {
         topology: &topo,
@@ -686,25 +692,13 @@ fn cluster_render_splits_the_constellation_over_inventory_workers() {
 #[test]
 fn a_split_constellation_crosses_workers_over_vxlan() {
     require_netns!();
-    if !Path::new("/usr/lib/cni/host-device").exists() {
-        assert!(std::env::var_os("CI").is_none(), "containernetworking-plugins missing: `make deps` installs it");
-        eprintln!("SKIP: /usr/lib/cni missing (run `make deps`)");
+    if !cni_plugins() {
         return;
     }
     use metal6_emulation::addressing::Addressing;
-    use metal6_emulation::geometry::{Shell, ShellKind};
-    use metal6_emulation::topology::Topology;
     // 4 × 3 at 2,000 km, 80°: cross-plane links go down near the poles; planes 0–1 on n1,
     // 2–3 on n2.
-    let shell = Shell {
-        kind: ShellKind::Delta,
-        planes: 4,
-        per_plane: 3,
-        phasing: 1,
-        altitude_km: 2000.0,
-        inclination_deg: 80.0,
-    };
-    let topo = Topology::new(shell, vec![]);
+    let topo = polar_shell(4, 3);
     // A block of its own: the other agent test's pods (same prefix, same process) are not ours.
     let addressing = Addressing::new("fd00:5a8::/48".parse().expect("block"), 12, 0).expect("addressing");
     let (n1, n2) = (Netns::new(), Netns::new());

@@ -139,9 +139,7 @@ async fn frr_isis_converges_and_reroutes_around_a_failed_link() {
     if skip_unless_root() {
         return;
     }
-    if !std::path::Path::new(metal6_emunet::frr::ISISD).exists() {
-        assert!(std::env::var_os("CI").is_none(), "frr is not installed: `make deps` installs it");
-        eprintln!("SKIP: frr is not installed");
+    if !frr_installed() {
         return;
     }
     let (topo, addr) = small();
@@ -183,6 +181,16 @@ async fn frr_isis_converges_and_reroutes_around_a_failed_link() {
     drop(frr);
     drop(emu);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Debian's FRR is installed (else the test is skipped, and in CI fails).
+fn frr_installed() -> bool {
+    if std::path::Path::new(metal6_emunet::frr::ISISD).exists() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "frr is not installed: `make deps` installs it");
+    eprintln!("SKIP: frr is not installed");
+    false
 }
 
 /// A directory for one test's FRR (tests run at once: each its own).
@@ -249,9 +257,7 @@ async fn a_shell_over_two_emulated_workers_routes_across_the_fabric() {
     if skip_unless_root() {
         return;
     }
-    if !std::path::Path::new(metal6_emunet::frr::ISISD).exists() {
-        assert!(std::env::var_os("CI").is_none(), "frr is not installed: `make deps` installs it");
-        eprintln!("SKIP: frr is not installed");
+    if !frr_installed() {
         return;
     }
     let (topo, addr) = small();
