@@ -66,12 +66,43 @@ fn frr_installed() -> bool {
     false
 }
 
+/// The kernel's IPv6 neighbour table is one for the whole machine, and the tests before this
+/// one leave entries in it: with the kernel's defaults (gc_thresh2 = 512) the table alone can
+/// fail the soak. As `make soak-emulation` does, the soak runs on a host tuned as a dense-pods
+/// worker: the profile's three thresholds raised (never lowered) while it runs, put back after.
+struct DenseNeighbours(Vec<(String, String)>);
+
+impl DenseNeighbours {
+    fn raise() -> DenseNeighbours {
+        let mut old = vec![];
+        for (k, want) in [("gc_thresh1", 8192u64), ("gc_thresh2", 32768), ("gc_thresh3", 65536)] {
+            let f = format!("/proc/sys/net/ipv6/neigh/default/{k}");
+            let have = std::fs::read_to_string(&f).expect("a sysctl").trim().to_owned();
+            if have.parse::<u64>().is_ok_and(|h| h < want) {
+                std::fs::write(&f, want.to_string()).expect("raising it (root)");
+                old.push((f, have));
+            }
+        }
+        DenseNeighbours(old)
+    }
+}
+
+impl Drop for DenseNeighbours {
+    fn drop(&mut self) {
+        // gc_thresh3 first back down, so that each value stays above the one before it.
+        for (f, v) in self.0.iter().rev() {
+            let _ = std::fs::write(f, v);
+        }
+    }
+}
+
 #[test]
 fn a_short_soak_holds_and_check_agrees_from_outside() {
     require_netns!();
     if !frr_installed() {
         return;
     }
+    let _tuned = DenseNeighbours::raise();
     let dir = tempfile::tempdir().expect("tempdir");
     let (work, report) = (dir.path().join("work"), dir.path().join("report.json"));
     let mut child = soak(
