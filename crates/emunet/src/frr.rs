@@ -35,6 +35,11 @@ impl Drop for Frr {
         }
         for c in &mut self.children {
             let _ = c.wait();
+            // Each daemon keeps a directory of its own under /var/tmp/frr (`DAEMON.PID`) that a
+            // killed one leaves behind: without this every run left a hundred of them.
+            for d in ["zebra", "isisd"] {
+                let _ = std::fs::remove_dir_all(format!("/var/tmp/frr/{d}.{}", c.id()));
+            }
         }
     }
 }
