@@ -648,8 +648,11 @@ fn run_netns(a: &RunArgs, format: Format) -> Result<ExitCode> {
         }
         let update_worker_s =
             per_worker.iter().copied().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-        // The measured round left every ISL up: back to the model at the start.
-        emu.set_to(&topo, a.at).await?;
+        // The measured round left every ISL up: back to the model at the start, for a run that
+        // goes on (a build-and-report run tears down next).
+        if a.duration > 0.0 {
+            emu.set_to(&topo, a.at).await?;
+        }
         // While it runs, `emulate check --workdir` finds it through its state file.
         let mut state = None;
         if a.duration > 0.0 {

@@ -502,6 +502,9 @@ pub async fn run(
     // Time spent waiting for routing to settle: the schedule moves by it (the model stands
     // still while the routers catch up), so a check never makes the steps after it late.
     let mut paused = 0.0;
+    // Neighbour entries in the satellites' namespaces as of the last link check (every step
+    // has one at its instant; this is the one at the start): a sample reuses it.
+    let mut neighbours = check::links(&views, topo, t).await.neighbours;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let elapsed = start.elapsed().as_secs_f64();
@@ -541,8 +544,7 @@ pub async fn run(
                 }
                 last_routing = r;
             }
-            let lc = check::links(&views, topo, t).await;
-            s.neighbours = lc.neighbours;
+            s.neighbours = neighbours;
             report.samples.push(s);
             progress(&format!(
                 "soak: {:>5.0} s, t={t:.0}: {} ISLs switched, {} mismatches, routing {}, metal6 {} MiB / {} fds, FRR {} MiB PSS, slab {} MiB",
@@ -593,6 +595,7 @@ pub async fn run(
         report.link_checks += 1;
         report.link_mismatches += lc.mismatches;
         report.netlink_errors += lc.netlink_errors;
+        neighbours = lc.neighbours;
         // The neighbour table is the kernel's, at every step: it fills in bursts as links come up.
         report.neighbours_max = report.neighbours_max.max(check::kernel().neigh_entries as usize);
         for e in lc.examples {
