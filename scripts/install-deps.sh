@@ -44,6 +44,9 @@ APT_PACKAGES=(
   python3-venv      # the venv for pip-installed peers
   # Cluster stage (metal6 cluster render): the rendered CNI configs are executed by these.
   containernetworking-plugins  # bridge, host-device, host-local, static, tuning, portmap
+  # Several servers on one state (--state postgres://): the tests start their own server in a
+  # private data directory, never the packaged service.
+  postgresql
 )
 
 # Peers only the benchmarks need (`make bench`): installed when BENCH=1.
@@ -115,6 +118,8 @@ done
 for f in "${REQUIRED_FILES[@]}"; do
   [[ -e $f ]] || absent+=("file $f")
 done
+# PostgreSQL's server binaries live under a versioned directory, not on PATH.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || absent+=("file /usr/lib/postgresql/*/bin/initdb")
 if ((${#absent[@]})); then
   echo "install-deps: installed, but still missing: ${absent[*]}" >&2
   exit 1

@@ -5,6 +5,7 @@
 mod apply_cmd;
 mod bmc_cmd;
 mod cluster_cmd;
+mod db_cmd;
 mod doctor_cmd;
 mod emulate_cmd;
 mod image_cmd;
@@ -67,6 +68,10 @@ pub enum Command {
     /// DHCPv6 diagnostics.
     #[command(subcommand)]
     Dhcp6(Dhcp6Cmd),
+    /// The PostgreSQL database several servers share (`--state postgres://…`): schema
+    /// migrations and status.
+    #[command(subcommand)]
+    Db(db_cmd::DbCmd),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => apply_cmd::apply(args, cli.output),
         Command::Doctor(args) => doctor_cmd::run(args, cli.output),
         Command::Dhcp6(Dhcp6Cmd::Probe(args)) => probe_cmd::run(args),
+        Command::Db(cmd) => db_cmd::run(cmd, cli.output),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "metal6", &mut std::io::stdout());

@@ -60,6 +60,23 @@ pub struct ServeArgs {
     /// The dashboard password, by reference: `env:NAME` or `file:PATH` (never the value).
     #[arg(long, requires = "dashboard_user", value_name = "REF")]
     dashboard_password: Option<String>,
+    #[command(flatten)]
+    state: crate::db_cmd::StateDbArgs,
+    /// This server's name in the shared state (written with every binding and event; keep it
+    /// across restarts). Default: the host name and the state directory.
+    #[arg(long, requires = "url", value_name = "NAME")]
+    server_name: Option<String>,
+    /// Make this server's inventory the generation every server sharing the state serves
+    /// (servers running another one refuse the nodes they describe differently).
+    #[arg(long, requires = "url")]
+    publish_inventory: bool,
+}
+
+/// `HOST:STATE_DIR`: stable across restarts, distinct for two servers on one host.
+fn default_server_name(state_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    format!("{}:{}", host.trim(), dir.display())
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
@@ -104,6 +121,11 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             },
             ..Default::default()
         },
+        shared: args.state.config()?.map(|db| metal6_netboot::shared::SharedState {
+            db,
+            server: args.server_name.clone().unwrap_or_else(|| default_server_name(&args.state_dir)),
+            publish_inventory: args.publish_inventory,
+        }),
     };
     log_panics();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

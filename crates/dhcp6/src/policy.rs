@@ -132,6 +132,9 @@ pub enum Silence {
     CannotJudge,
     /// A Relay-Forward from a source that is not one of `site.dhcp.trusted_relays`.
     UntrustedRelay,
+    /// A node this server's inventory describes differently from the generation the servers
+    /// sharing one state database serve (`Engine::refuse`).
+    InventoryMismatch,
 }
 
 /// Something worth a line in the node's timeline.
@@ -197,13 +200,24 @@ pub struct Engine {
     domain_list: Vec<u8>,
     /// Last (DUID, stage) seen per node, to log identity changes once.
     last_identity: HashMap<usize, (Vec<u8>, Option<u32>, Stage)>,
+    /// Nodes not to answer for (indexes into the inventory's nodes).
+    refused: std::collections::HashSet<usize>,
 }
 
 impl Engine {
     pub fn new(inv: Inventory, cfg: Config) -> Self {
         let id = Identifier::new(&inv);
         let domain_list = wire::encode_domain_list(&[&inv.site.domain]);
-        Engine { inv, id, cfg, domain_list, last_identity: HashMap::new() }
+        Engine { inv, id, cfg, domain_list, last_identity: HashMap::new(), refused: Default::default() }
+    }
+
+    /// Stops answering for the named nodes (replacing any earlier list): several servers share
+    /// one state and another inventory generation describes these nodes differently, so an
+    /// answer from this one could contradict theirs. Names not in this inventory are ignored
+    /// (a node only the other generation has is unknown here anyway).
+    pub fn refuse(&mut self, names: &[String]) {
+        self.refused =
+            self.inv.nodes.iter().enumerate().filter(|(_, n)| names.contains(&n.name)).map(|(i, _)| i).collect();
     }
 
     pub fn inventory(&self) -> &Inventory {
@@ -253,6 +267,11 @@ impl Engine {
         let stage = stage_of(m);
         let mut events = Vec::new();
         let node = self.id.identify(&clues);
+        if let Some((idx, _)) = node
+            && self.refused.contains(&idx)
+        {
+            return silent(Silence::InventoryMismatch);
+        }
         if let Some((idx, via)) = node {
             let first_iaid = m.ia_nas().next().map(|ia| ia.iaid);
             self.note_identity(idx, via, duid.as_ref(), first_iaid, stage, &mut events);

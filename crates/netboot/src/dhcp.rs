@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::events::EventStore;
 use crate::leases::Journal;
+use crate::shared::{Follow, SharedLeases};
 use crate::stats::{Stats, bump};
 
 pub const SERVER_PORT: u16 = 547;
@@ -36,7 +37,7 @@ pub const SERVER_PORT: u16 = 547;
 pub const LINGER: Duration = Duration::from_millis(1);
 /// Changes in one batch at most; also the capacity of the queue to the writer (a full queue
 /// stops the receive loop, and the socket buffer holds what arrives meanwhile).
-const MAX_BATCH: usize = 1024;
+pub(crate) const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 4096;
 /// The longest an idle receive loop sleeps before it looks at the cancellation token.
 const IDLE_WAKE: Duration = Duration::from_millis(200);
@@ -117,12 +118,29 @@ impl RateLimiter {
     }
 }
 
-/// A reply waiting for its bindings to be durable.
-struct Pending {
-    changes: Vec<Change>,
-    bytes: Vec<u8>,
-    dest: SocketAddr,
-    kind: &'static str,
+/// A reply waiting for its bindings (and, on a shared state, its events) to be durable.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) changes: Vec<Change>,
+    /// Events to store with the changes (shared state only; the journal's server keeps events
+    /// in its own log).
+    pub(crate) events: Vec<metal6_db::leases::EventRow>,
+    /// The reply and where it goes (`None`: only events to store).
+    pub(crate) reply: Option<(Vec<u8>, SocketAddr, &'static str)>,
+    /// A Renew or Rebind that keeps every binding it touches at the address it already had:
+    /// what a degraded shared server may still answer.
+    pub(crate) renewal: bool,
+}
+
+/// Where acknowledged bindings are made durable. Built once at start: the size difference
+/// between the variants costs nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Store {
+    /// This host's lease journal (`leases`).
+    Journal(Journal),
+    /// A PostgreSQL database shared with other servers (`shared`).
+    Shared(SharedLeases),
 }
 
 #[allow(missing_debug_implementations)] // holds sockets and the engine; nothing useful to print
@@ -131,14 +149,18 @@ pub struct DhcpService {
     pub socket: UdpSocket,
     pub engine: Engine,
     pub bindings: Bindings,
-    /// Taken by the journal writer when the service starts.
-    pub journal: Option<Journal>,
+    /// Taken by the writer when the service starts.
+    pub store: Option<Store>,
     pub events: Arc<EventStore>,
     pub stats: Arc<Stats>,
     pub ifindex: u32,
     pub limiter: RateLimiter,
     /// DUIDs of unknown clients already logged at info level.
     pub unknown_seen: std::collections::HashSet<Vec<u8>>,
+    /// Events-only items for the shared store's writer, from the message just handled.
+    pub(crate) outbox: Vec<Pending>,
+    /// Events go to the shared store with the Replies (set by `run` for a shared store).
+    pub(crate) shared: bool,
 }
 
 fn unix_now() -> u64 {
@@ -174,19 +196,40 @@ impl DhcpService {
     /// would block, `epoll_wait`, the `recvfrom` again) plus a task wake-up.
     pub fn run(mut self, cancel: CancellationToken) -> Result<(), crate::ServeError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(QUEUE);
-        let Some(journal) = self.journal.take() else {
-            warn!("DHCPv6 service started without a lease journal");
+        let Some(store) = self.store.take() else {
+            warn!("DHCPv6 service started without a lease store");
             return Ok(());
         };
         let failed = |reason: String| crate::ServeError::ServiceFailed { service: "DHCPv6", reason };
         let reply_socket =
-            self.socket.try_clone().map_err(|e| failed(format!("no socket for the journal writer: {e}")))?;
-        let writer = spawn_writer(journal, rx, reply_socket, self.stats.clone())
-            .map_err(|e| failed(format!("no thread for the journal writer: {e}")))?;
+            self.socket.try_clone().map_err(|e| failed(format!("no socket for the lease writer: {e}")))?;
+        // What other servers wrote, and what the database refused: applied between messages.
+        let (follow_tx, follow_rx) = std::sync::mpsc::sync_channel::<Follow>(64);
+        let mut follower = None;
+        let writer = match store {
+            Store::Journal(journal) => spawn_writer(journal, rx, reply_socket, self.stats.clone()),
+            Store::Shared(leases) => {
+                self.shared = true;
+                self.engine.refuse(&leases.refused);
+                let f = leases.follower(self.events.clone(), self.stats.clone());
+                follower = Some(
+                    f.spawn(follow_tx.clone(), cancel.clone())
+                        .map_err(|e| failed(format!("no thread for the state follower: {e}")))?,
+                );
+                crate::shared::spawn_writer(leases, rx, reply_socket, self.stats.clone(), follow_tx)
+            }
+        }
+        .map_err(|e| failed(format!("no thread for the lease writer: {e}")))?;
         let mut buf = vec![0u8; 65536];
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         let mut result = Ok(());
         while !cancel.is_cancelled() {
+            while let Ok(f) = follow_rx.try_recv() {
+                match f {
+                    Follow::Changes(changes) => changes.iter().for_each(|c| self.bindings.apply(c)),
+                    Follow::Refuse(names) => self.engine.refuse(&names),
+                }
+            }
             if Instant::now() >= next_prune {
                 next_prune = Instant::now() + PRUNE_EVERY;
                 let gone = self.bindings.prune_expired(unix_now());
@@ -207,14 +250,19 @@ impl DhcpService {
                 }
             };
             let SocketAddr::V6(from) = from else { continue };
-            let Some(p) = self.handle(&buf[..n], from) else { continue };
+            let ready = self.handle(&buf[..n], from);
+            if self.outbox.drain(..).any(|p| tx.send(p).is_err()) {
+                result = Err(failed("the lease writer stopped; no lease can be acknowledged".into()));
+                break;
+            }
+            let Some(p) = ready else { continue };
             match p {
                 Ready::Now(bytes, dest, kind) => self.send(&bytes, dest, kind),
                 // A full queue blocks here (the pending change is applied in memory already: it
                 // must be made durable, never dropped); the socket buffer holds what arrives.
                 Ready::AfterCommit(pending) => {
                     if tx.send(pending).is_err() {
-                        result = Err(failed("the lease journal writer stopped; no lease can be acknowledged".into()));
+                        result = Err(failed("the lease writer stopped; no lease can be acknowledged".into()));
                         break;
                     }
                 }
@@ -222,6 +270,9 @@ impl DhcpService {
         }
         drop(tx);
         let _ = writer.join();
+        if let Some(f) = follower {
+            let _ = f.join();
+        }
         self.stats.update(|s| s.leases = self.bindings.len() as u64);
         result
     }
@@ -260,12 +311,26 @@ impl DhcpService {
             return None;
         }
         let inc = Incoming { msg: &client, relays: &hops, source: *from.ip(), now: unix_now() };
+        // What the IAs of a Renew or Rebind held before: a degraded shared server answers it
+        // only when nothing moves.
+        let before: Option<Vec<(u32, Option<Ipv6Addr>)>> = matches!(client.msg_type, MsgType::Renew | MsgType::Rebind)
+            .then(|| {
+                client
+                    .ia_nas()
+                    .map(|ia| {
+                        let key = metal6_dhcp6::bindings::BindingKey { duid: duid.to_vec(), iaid: ia.iaid };
+                        (ia.iaid, self.bindings.get(&key).filter(|b| b.expires > inc.now).map(|b| b.addr))
+                    })
+                    .collect()
+            });
+        let origin = (duid.to_vec(), client.xid, u8::from(client.msg_type));
         let span =
             tracing::debug_span!("dhcpv6", xid = %hex3(client.xid), msg = type_name(client.msg_type), src = %from.ip());
         let _g = span.enter();
         match self.engine.handle(&inc, &mut self.bindings) {
             Outcome::Silent { why, events } => {
-                self.record(&events);
+                let rows = self.record(&events, &origin);
+                self.events_only(rows);
                 let reason =
                     serde_json::to_value(why).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                 if why == Silence::UnknownClient && self.first_sighting(duid) {
@@ -283,7 +348,7 @@ impl DhcpService {
                 None
             }
             Outcome::Reply { reply, changes, events } => {
-                self.record(&events);
+                let rows = self.record(&events, &origin);
                 let kind = type_name(reply.msg_type);
                 let relayed = !hops.is_empty();
                 let bytes = relay::wrap(reply, &hops).encode();
@@ -296,9 +361,23 @@ impl DhcpService {
                     SocketAddr::V6(SocketAddrV6::new(*from.ip(), from.port(), 0, scope))
                 };
                 if changes.is_empty() {
+                    self.events_only(rows);
                     Some(Ready::Now(bytes, dest, kind))
                 } else {
-                    Some(Ready::AfterCommit(Pending { changes, bytes, dest, kind }))
+                    let renewal = before.is_some_and(|before| {
+                        changes.iter().all(|c| match c {
+                            Change::Upsert(b) => {
+                                before.iter().any(|(iaid, a)| *iaid == b.key.iaid && *a == Some(b.addr))
+                            }
+                            Change::Remove(_) => false,
+                        })
+                    });
+                    Some(Ready::AfterCommit(Pending {
+                        changes,
+                        events: rows,
+                        reply: Some((bytes, dest, kind)),
+                        renewal,
+                    }))
                 }
             }
         }
@@ -313,10 +392,29 @@ impl DhcpService {
         self.unknown_seen.insert(duid.to_vec())
     }
 
-    fn record(&mut self, events: &[Event]) {
+    /// Logs and stores the events locally; on a shared store, returns them with ids made
+    /// from the message they came from (`origin`: client DUID, xid, message type), the same on
+    /// every server that saw it and for every retransmission.
+    fn record(&mut self, events: &[Event], origin: &(Vec<u8>, [u8; 3], u8)) -> Vec<metal6_db::leases::EventRow> {
+        let mut rows = Vec::new();
         for e in events {
             info!(event = ?e, "node event");
-            self.events.record("dhcpv6", e);
+            let Some(stored) = self.events.record("dhcpv6", e) else { continue };
+            if !self.shared {
+                continue;
+            }
+            let Ok(plain) = serde_json::to_value(e) else { continue };
+            let node = stored.get("node").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+            let ts_ms = stored.get("ts_ms").and_then(serde_json::Value::as_u64).unwrap_or_default();
+            let id = metal6_db::leases::dhcp_event_id(&origin.0, origin.1, origin.2, &plain);
+            rows.push(metal6_db::leases::EventRow { id, node, ts_ms, body: stored });
+        }
+        rows
+    }
+
+    fn events_only(&mut self, rows: Vec<metal6_db::leases::EventRow>) {
+        if !rows.is_empty() {
+            self.outbox.push(Pending { changes: Vec::new(), events: rows, reply: None, renewal: false });
         }
     }
 }
@@ -359,8 +457,9 @@ fn spawn_writer(
                 Ok(()) => {
                     let (mut sent, mut failed) = (Vec::<&'static str>::new(), 0u64);
                     for p in batch.drain(..) {
-                        match socket.send_to(&p.bytes, p.dest) {
-                            Ok(_) => sent.push(p.kind),
+                        let Some((bytes, dest, kind)) = &p.reply else { continue };
+                        match socket.send_to(bytes, *dest) {
+                            Ok(_) => sent.push(kind),
                             Err(_) => failed += 1,
                         }
                     }

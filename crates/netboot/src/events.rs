@@ -172,15 +172,17 @@ impl EventStore {
         Ok((EventStore { inner: Mutex::new(inner), feed }, report))
     }
 
-    /// Records an event (any serializable object with a `node` field) from `source`.
-    pub fn record<E: Serialize>(&self, source: &str, event: &E) {
-        let Ok(Value::Object(fields)) = serde_json::to_value(event) else { return };
-        self.record_fields(source, fields);
+    /// Records an event (any serializable object with a `node` field) from `source`; returns
+    /// the event as stored.
+    pub fn record<E: Serialize>(&self, source: &str, event: &E) -> Option<Value> {
+        let Ok(Value::Object(fields)) = serde_json::to_value(event) else { return None };
+        self.record_fields(source, fields)
     }
 
     /// Records `fields` as an event from `source`. The time and source are the server's:
-    /// fields of those names in `fields` are dropped.
-    pub fn record_fields(&self, source: &str, mut fields: Map<String, Value>) {
+    /// fields of those names in `fields` are dropped. Returns the event as stored (`None`
+    /// when it names no node).
+    pub fn record_fields(&self, source: &str, mut fields: Map<String, Value>) -> Option<Value> {
         for f in SERVER_FIELDS {
             fields.remove(f);
         }
@@ -189,8 +191,19 @@ impl EventStore {
         obj.insert("source".into(), source.into());
         obj.extend(fields);
         let v = Value::Object(obj);
+        self.store(&v);
+        v.get("node").is_some_and(Value::is_string).then_some(v)
+    }
+
+    /// Takes in an event another server recorded (from the shared state database), with its
+    /// own time and source.
+    pub fn ingest(&self, v: &Value) {
+        self.store(v);
+    }
+
+    fn store(&self, v: &Value) {
         let Some(node) = v.get("node").and_then(Value::as_str).map(str::to_owned) else { return };
-        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        let mut line = serde_json::to_vec(v).unwrap_or_default();
         line.push(b'\n');
         // A panic elsewhere while holding the lock must not silence every timeline after it.
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -198,7 +211,7 @@ impl EventStore {
             Ok(()) => inner.size += line.len() as u64,
             Err(e) => tracing::warn!(error = %e, "cannot append node event"),
         }
-        push(&mut inner.by_node, node, &v);
+        push(&mut inner.by_node, node, v);
         if inner.size >= inner.compact_at {
             inner.compact_or_back_off();
         }

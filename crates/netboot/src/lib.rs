@@ -12,6 +12,7 @@ pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod ra;
+pub mod shared;
 pub mod stats;
 pub mod tftp;
 pub mod tokens;
@@ -46,6 +47,9 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// What the dashboard at `/` shows beyond the server's events, and who may see it.
     pub dashboard: http::dashboard::Dashboard,
+    /// Bindings and node events in a PostgreSQL database shared with other servers, instead
+    /// of the lease journal (`--state postgres://…`).
+    pub shared: Option<shared::SharedState>,
 }
 
 /// Where the HTTPS certificate chain (leaf first) and its private key are.
@@ -95,6 +99,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Journal(#[from] leases::JournalError),
+    #[error("the shared state")]
+    Shared(#[from] metal6_db::DbError),
     #[error("cannot open the event log in {dir}")]
     Events {
         dir: PathBuf,
@@ -222,30 +228,20 @@ pub async fn serve(
     }
     let stats = Arc::new(stats::Stats::default());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (journal, bindings, report) = leases::Journal::open(&opts.state_dir, now)?;
-    info!(
-        records = report.records,
-        live = report.live,
-        expired = report.expired,
-        torn = report.torn,
-        "lease journal loaded"
-    );
-    if let Some(copy) = &report.quarantined {
-        tracing::error!(
-            lines = ?report.corrupt,
-            copy = %copy.display(),
-            "the lease journal had damaged lines (not a crash's torn tail): the file was copied \
-             aside before compaction; inspect the copy for bindings that may be lost"
-        );
-    }
-    if let Some(why) = &report.quarantine_failed {
-        tracing::error!(
-            lines = ?report.corrupt,
-            error = %why,
-            "the lease journal has damaged lines and could not be copied aside: it is kept as it \
-             is, not compacted; free space and restart to quarantine it"
-        );
-    }
+    let (store, bindings) = match opts.shared.clone() {
+        Some(state) => {
+            // rust-postgres' blocking client runs a runtime of its own: not on a runtime thread.
+            let inv2 = inv.clone();
+            let (leases, bindings) = tokio::task::spawn_blocking(move || shared::open(state, &inv2, now))
+                .await
+                .map_err(|e| ServeError::ServiceFailed { service: "shared state", reason: e.to_string() })??;
+            (dhcp::Store::Shared(leases), bindings)
+        }
+        None => {
+            let (journal, bindings) = open_journal(&opts.state_dir, now)?;
+            (dhcp::Store::Journal(journal), bindings)
+        }
+    };
     let (events, ev_report) = events::EventStore::open(&opts.state_dir)
         .map_err(|source| ServeError::Events { dir: opts.state_dir.clone(), source })?;
     if let Some(copy) = &ev_report.quarantined {
@@ -354,12 +350,14 @@ pub async fn serve(
         socket,
         engine,
         bindings,
-        journal: Some(journal),
+        store: Some(store),
         events,
         stats: stats.clone(),
         ifindex,
         limiter: dhcp::RateLimiter::new(64, 32, 100_000),
         unknown_seen: std::collections::HashSet::new(),
+        outbox: Vec::new(),
+        shared: false,
     };
     let failure: Arc<std::sync::Mutex<Option<ServeError>>> = Arc::default();
     {
@@ -414,6 +412,35 @@ pub async fn serve(
         Some(e) => Err(e),
         None => Ok(snap),
     }
+}
+
+/// The lease journal, with what loading it found logged.
+fn open_journal(dir: &Path, now: u64) -> Result<(leases::Journal, metal6_dhcp6::bindings::Bindings), ServeError> {
+    let (journal, bindings, report) = leases::Journal::open(dir, now)?;
+    info!(
+        records = report.records,
+        live = report.live,
+        expired = report.expired,
+        torn = report.torn,
+        "lease journal loaded"
+    );
+    if let Some(copy) = &report.quarantined {
+        tracing::error!(
+            lines = ?report.corrupt,
+            copy = %copy.display(),
+            "the lease journal had damaged lines (not a crash's torn tail): the file was copied \
+             aside before compaction; inspect the copy for bindings that may be lost"
+        );
+    }
+    if let Some(why) = &report.quarantine_failed {
+        tracing::error!(
+            lines = ?report.corrupt,
+            error = %why,
+            "the lease journal has damaged lines and could not be copied aside: it is kept as it \
+             is, not compacted; free space and restart to quarantine it"
+        );
+    }
+    Ok((journal, bindings))
 }
 
 /// After shutdown is asked for, services get this long to drain (HTTP transfers get 5 s of

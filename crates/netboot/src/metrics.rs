@@ -61,6 +61,36 @@ pub fn render(state: &HttpState) -> String {
         each(&s.dropped),
     );
     f.scalar("metal6_dhcpv6_leases", "gauge", "Bindings in the lease table.", s.leases);
+    f.scalar(
+        "metal6_state_db_degraded",
+        "gauge",
+        "1 while the shared state database cannot be reached (only renewals of known bindings are answered).",
+        u64::from(s.db.degraded),
+    );
+    f.scalar(
+        "metal6_state_db_degraded_replies_total",
+        "counter",
+        "Renewals answered while the state database was unreachable.",
+        s.db.degraded_replies,
+    );
+    f.scalar(
+        "metal6_state_db_deferred",
+        "gauge",
+        "Renewals answered while degraded, not yet written to the state database.",
+        s.db.deferred,
+    );
+    f.scalar(
+        "metal6_state_db_conflicts_total",
+        "counter",
+        "Replies withheld because the state database holds another binding for the IA or address.",
+        s.db.conflicts,
+    );
+    f.scalar(
+        "metal6_state_db_refused_nodes",
+        "gauge",
+        "Nodes refused because the current inventory generation describes them differently.",
+        s.db.refused_nodes,
+    );
     f.scalar("metal6_ra_sent_total", "counter", "Router Advertisements sent.", s.ra_sent);
     f.scalar("metal6_http_requests_total", "counter", "HTTP requests.", load(&c.requests));
     f.labelled(

@@ -34,6 +34,26 @@ pub struct Snapshot {
     /// does not trust our certificate), `failed` (anything else: timeout, garbage, no shared
     /// cipher).
     pub tls: BTreeMap<String, u64>,
+    /// The shared state database (`--state postgres://…`); all zero with the lease journal.
+    pub db: DbStats,
+}
+
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct DbStats {
+    /// The database cannot be reached: only renewals of known bindings are answered.
+    pub degraded: bool,
+    /// Renewals answered while degraded.
+    pub degraded_replies: u64,
+    /// Of those, waiting to be written.
+    pub deferred: u64,
+    /// Events dropped while degraded because too many waited.
+    pub events_lost: u64,
+    /// Replies withheld because the database holds another binding.
+    pub conflicts: u64,
+    /// Changes other servers wrote, taken in.
+    pub followed: u64,
+    /// Nodes refused because another inventory generation describes them differently.
+    pub refused_nodes: u64,
 }
 
 /// Shared counters. A std Mutex: every critical section is a map increment, never held across

@@ -238,10 +238,18 @@ impl Server {
         let mut args = vec!["serve", "-i", &inv, "--interface", interface, "--state-dir", &st];
         args.extend_from_slice(extra);
         let child = ns.spawn(&metal6(), &args, &log);
-        let s = Server { child, state, log };
-        wait_for("metal6 serve to listen", Duration::from_secs(20), || {
-            std::fs::read_to_string(&s.log).ok().filter(|l| l.contains("DHCPv6 listening")).map(|_| ())
-        });
+        let mut s = Server { child, state, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !s.log_text().contains("DHCPv6 listening") {
+            let exited = s.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "metal6 serve did not start listening ({}):\n{}",
+                exited.map_or_else(|| "timed out after 20 s".to_owned(), |st| st.to_string()),
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         s
     }
 

@@ -1,0 +1,150 @@
+//! The schema, as numbered migrations applied in order, each in its own transaction.
+//!
+//! `metal6_schema` records which are applied. Migrating takes a transaction-scoped advisory
+//! lock, so several servers starting at once apply each migration exactly once. A database
+//! newer than this binary is refused rather than written with an older idea of the tables.
+
+use postgres::Client;
+
+use crate::{DbError, query};
+
+/// Arbitrary, fixed: the advisory lock key every metal6 takes to migrate.
+const MIGRATION_LOCK: i64 = 0x6d65_7461_6c36_0001;
+
+/// (version, what it adds, SQL). Append only: a released migration never changes.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "bindings, removals, node events, inventory generations",
+    r"
+    CREATE SEQUENCE metal6_change_seq;
+    -- One row per (DUID, IAID), as the servers' binding tables. Every write takes a new seq
+    -- from metal6_change_seq, so a server can follow what the others wrote (seq > its cursor).
+    CREATE TABLE bindings (
+        duid     bytea  NOT NULL,
+        iaid     bigint NOT NULL,
+        addr     inet   NOT NULL,
+        -- Inventory node, NULL for a pool binding.
+        node     text,
+        -- Unix seconds: the end of the valid lifetime.
+        expires  bigint NOT NULL,
+        -- Which server wrote it last (its --server-name).
+        server   text   NOT NULL,
+        seq      bigint NOT NULL,
+        PRIMARY KEY (duid, iaid)
+    );
+    -- A pool address belongs to one client: the database, not a read-then-write, says so.
+    CREATE UNIQUE INDEX bindings_pool_addr ON bindings (addr) WHERE node IS NULL;
+    CREATE INDEX bindings_seq ON bindings (seq);
+    -- Releases, declines and evictions, for the servers that follow the table.
+    CREATE TABLE binding_removals (
+        seq   bigint PRIMARY KEY,
+        duid  bytea  NOT NULL,
+        iaid  bigint NOT NULL,
+        server text  NOT NULL,
+        at    timestamptz NOT NULL DEFAULT now()
+    );
+    -- Node events. The id is made where the event happened (a hash of the client's message
+    -- for DHCPv6), so a retransmission, a retried write or a second server seeing the same
+    -- message stores it once.
+    CREATE TABLE node_events (
+        id      text   PRIMARY KEY,
+        seq     bigint NOT NULL,
+        node    text   NOT NULL,
+        ts_ms   bigint NOT NULL,
+        server  text   NOT NULL,
+        body    jsonb  NOT NULL
+    );
+    CREATE INDEX node_events_seq ON node_events (seq);
+    CREATE INDEX node_events_node ON node_events (node, seq);
+    -- Which inventory the servers serve: the newest generation wins; a server with another
+    -- one refuses the nodes it disagrees on.
+    CREATE TABLE inventory_generations (
+        generation   bigserial PRIMARY KEY,
+        sha256       text   NOT NULL,
+        -- Node name -> SHA-256 of what the servers derive from that node.
+        nodes        jsonb  NOT NULL,
+        site_sha256  text   NOT NULL,
+        published_by text   NOT NULL,
+        published_at timestamptz NOT NULL DEFAULT now()
+    );
+    ",
+)];
+
+/// The schema version this binary reads and writes.
+pub fn known() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// What `metal6 db status` prints.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub version: i32,
+    pub known: i32,
+    /// Migrations this binary would apply.
+    pub pending: Vec<i32>,
+}
+
+fn ensure_table(c: &mut Client) -> Result<(), DbError> {
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS metal6_schema (
+             version    integer PRIMARY KEY,
+             what       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .map_err(query("creating the schema table"))
+}
+
+fn version(c: &mut impl postgres::GenericClient) -> Result<i32, DbError> {
+    let row = c
+        .query_one("SELECT coalesce(max(version), 0) FROM metal6_schema", &[])
+        .map_err(query("reading the schema version"))?;
+    Ok(row.get(0))
+}
+
+pub fn status(c: &mut Client) -> Result<Status, DbError> {
+    let exists: bool = c
+        .query_one("SELECT to_regclass('metal6_schema') IS NOT NULL", &[])
+        .map_err(query("looking for the schema table"))?
+        .get(0);
+    let v = if exists { version(c)? } else { 0 };
+    let pending = MIGRATIONS.iter().map(|m| m.0).filter(|n| *n > v).collect();
+    Ok(Status { version: v, known: known(), pending })
+}
+
+/// Applies what is missing; returns the versions applied (empty when up to date).
+pub fn migrate(c: &mut Client) -> Result<Vec<i32>, DbError> {
+    ensure_table(c)?;
+    let mut applied = Vec::new();
+    for (n, what, sql) in MIGRATIONS {
+        let mut tx = c.transaction().map_err(query("starting a migration"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(query("taking the migration lock"))?;
+        let v = version(&mut tx)?;
+        if v > known() {
+            return Err(DbError::SchemaTooNew { found: v, known: known() });
+        }
+        if *n <= v {
+            continue;
+        }
+        tx.batch_execute(sql).map_err(query("applying a migration"))?;
+        tx.execute("INSERT INTO metal6_schema (version, what) VALUES ($1, $2)", &[n, what])
+            .map_err(query("recording a migration"))?;
+        tx.commit().map_err(query("committing a migration"))?;
+        tracing::info!(version = n, what, "state database migrated");
+        applied.push(*n);
+    }
+    Ok(applied)
+}
+
+/// Refuses a database whose schema is not this binary's.
+pub fn check(c: &mut Client) -> Result<(), DbError> {
+    let s = status(c)?;
+    if s.version > s.known {
+        return Err(DbError::SchemaTooNew { found: s.version, known: s.known });
+    }
+    if s.version < s.known {
+        return Err(DbError::SchemaTooOld { found: s.version, known: s.known });
+    }
+    Ok(())
+}
