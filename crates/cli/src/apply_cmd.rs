@@ -32,6 +32,18 @@ pub struct Common {
     server: Option<String>,
     #[command(flatten)]
     bmc: BmcAccess,
+    /// Node records in this PostgreSQL database instead of `orchestrator.db`, so several
+    /// apply workers (on one host or several) drive one fleet: each node is claimed by one.
+    #[command(flatten)]
+    state: crate::db_cmd::StateDbArgs,
+    /// This worker's name in the node claims (keep it across restarts). Default: the host
+    /// name and the state directory.
+    #[arg(long, requires = "url", value_name = "NAME")]
+    worker_name: Option<String>,
+    /// A worker's claim on a node lapses this long after its last renewal (renewed every
+    /// third of it while the worker runs); then another worker takes the node over.
+    #[arg(long, requires = "url", default_value = "30s", value_name = "DURATION")]
+    claim_lease: String,
 }
 
 /// How plan, apply and doctor reach the BMCs.
@@ -202,10 +214,25 @@ fn setup(
     } else {
         None
     };
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&c.state_dir.join("orchestrator.db"))
-            .with_context(|| format!("opening the orchestrator database in {}", c.state_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = match c.state.config()? {
+        Some(db) => {
+            let owner = c.worker_name.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let dir = std::fs::canonicalize(&c.state_dir).unwrap_or_else(|_| c.state_dir.clone());
+                format!("{}:{}", host.trim(), dir.display())
+            });
+            let lease = duration(&c.claim_lease)?.max(Duration::from_secs(1));
+            let target = db.target().to_owned();
+            Arc::new(
+                metal6_orchestrator::PgStore::open(db, &owner, lease)
+                    .with_context(|| format!("opening the shared state {target}"))?,
+            )
+        }
+        None => Arc::new(
+            SqliteStore::open(&c.state_dir.join("orchestrator.db"))
+                .with_context(|| format!("opening the orchestrator database in {}", c.state_dir.display()))?,
+        ),
+    };
     let server = match &c.server {
         Some(s) if s.ends_with('/') => s.clone(),
         Some(s) => format!("{s}/"),

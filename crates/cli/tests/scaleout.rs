@@ -492,9 +492,15 @@ fn a_server_with_another_inventory_refuses_the_nodes_it_disagrees_on() {
     let out = db(&["-o", "json", "db", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(out.status.success(), "{status}");
-    assert_eq!((status["version"].clone(), status["inventory_generation"]["generation"].clone()), (1.into(), 2.into()));
+    assert_eq!(
+        (status["version"].clone(), status["inventory_generation"]["generation"].clone()),
+        (metal6_db::migrate::known().into(), 2.into())
+    );
     let out = db(&["db", "migrate"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already at schema version 1"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("already at schema version {}", metal6_db::migrate::known()))
+    );
     // A password on the command line is refused before anything connects.
     let out = std::process::Command::new(common::metal6())
         .args(["db", "status", "--state", "postgres://metal6:secret@db.invalid/metal6"])
@@ -502,4 +508,80 @@ fn a_server_with_another_inventory_refuses_the_nodes_it_disagrees_on() {
         .expect("metal6 db");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("by reference") && !err.contains("secret@"), "{err}");
+}
+
+/// Two `metal6 apply` workers on one PostgreSQL drive a simulated fleet (tests/lab/fleet_sim.py,
+/// the Dell-job simulator, through a real serve); one is killed with SIGKILL while nodes are
+/// in flight. The other takes its nodes over once their claims lapse, every node ends `ready`,
+/// and no node is powered on or installed twice (the simulator counts both).
+#[test]
+fn two_apply_workers_share_a_fleet_and_one_takes_over_when_the_other_dies() {
+    require_netns!();
+    require_tool!("curl");
+    require_tool!("python3");
+    let Some(pg) = pg() else { return };
+    let fleet = common::fleet::Fleet::start_with(8, 4, 50, false, 4.0);
+    let (url, pw) = (pg.url(), pg.password_ref());
+    let args = |name: &str| {
+        vec![
+            "--parallel".to_owned(),
+            "8".into(),
+            "--installs".into(),
+            "8".into(),
+            "--poll".into(),
+            "200ms".into(),
+            "--skip-doctor".into(),
+            "--state".into(),
+            url.clone(),
+            "--state-password".into(),
+            pw.clone(),
+            "--worker-name".into(),
+            name.into(),
+            "--claim-lease".into(),
+            "3s".into(),
+        ]
+    };
+    let spawn = |name: &str| {
+        let dir = fleet.dir.path().join(name);
+        let log = std::fs::File::create(fleet.dir.path().join(format!("{name}.log"))).expect("log");
+        let a = args(name);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        fleet
+            .apply_cmd_in(&dir, &a)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("apply")
+    };
+    let mut wa = spawn("wa");
+    let mut wb = spawn("wb");
+    let owned = |who: &str| -> usize {
+        let out = pg.psql(
+            "metal6",
+            &format!("SELECT count(*) FROM apply_nodes WHERE owner = '{who}' AND record->'state'->>'state' <> 'done'"),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    // Kill wa while it drives nodes and some install.
+    wait_for("wa to drive nodes while installs run", Duration::from_secs(60), || {
+        (owned("wa") > 0 && fleet.serve.events().iter().any(|e| e["phase"] == "writing-image")).then_some(())
+    });
+    let held = owned("wa");
+    let _ = wa.kill();
+    let _ = wa.wait();
+    let done = wait_for("wb to finish", Duration::from_secs(120), || wb.try_wait().ok().flatten());
+    let log = std::fs::read_to_string(fleet.dir.path().join("wb.log")).unwrap_or_default();
+    assert!(done.success() && log.contains("ready: 8/8"), "wb ({done}):\n{log}");
+    let q = |sql: &str| String::from_utf8_lossy(&pg.psql("metal6", sql).stdout).trim().to_owned();
+    assert_eq!(q("SELECT count(*) FROM apply_nodes WHERE record->'state'->>'state' = 'done'"), "8");
+    let takeovers: usize =
+        q("SELECT count(*) FROM apply_history WHERE entry->>'kind' = 'takeover'").parse().unwrap_or(0);
+    assert!(takeovers >= held, "{held} nodes held by wa at its death, {takeovers} taken over");
+    for b in fleet.bmcs() {
+        for (id, s) in b["systems"].as_object().expect("systems") {
+            assert_eq!((s["power_ons"].as_u64(), s["installs_done"].as_u64()), (Some(1), Some(1)), "system {id}: {s}");
+        }
+    }
+    eprintln!("wa held {held} nodes when killed; {takeovers} taken over by wb");
 }

@@ -12,10 +12,11 @@ use crate::{DbError, query};
 const MIGRATION_LOCK: i64 = 0x6d65_7461_6c36_0001;
 
 /// (version, what it adds, SQL). Append only: a released migration never changes.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "bindings, removals, node events, inventory generations",
-    r"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "bindings, removals, node events, inventory generations",
+        r"
     CREATE SEQUENCE metal6_change_seq;
     -- One row per (DUID, IAID), as the servers' binding tables. Every write takes a new seq
     -- from metal6_change_seq, so a server can follow what the others wrote (seq > its cursor).
@@ -68,7 +69,34 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
         published_at timestamptz NOT NULL DEFAULT now()
     );
     ",
-)];
+    ),
+    (
+        2,
+        "apply's node records and history, with claims",
+        r"
+    -- One record per node, as in apply's SQLite store, plus who drives it: a worker claims a
+    -- node until claim_until (the database's clock, so workers' clocks do not matter) and
+    -- renews the claim while it lives; a lapsed claim may be taken by another worker.
+    CREATE TABLE apply_nodes (
+        node        text PRIMARY KEY,
+        generation  bigint NOT NULL,
+        record      jsonb  NOT NULL,
+        updated_ms  bigint NOT NULL,
+        owner       text,
+        claim_until timestamptz NOT NULL DEFAULT now(),
+        -- How many times the node changed hands.
+        claims      bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE apply_history (
+        id     bigserial PRIMARY KEY,
+        node   text   NOT NULL,
+        ts_ms  bigint NOT NULL,
+        entry  jsonb  NOT NULL
+    );
+    CREATE INDEX apply_history_node ON apply_history (node, id);
+    ",
+    ),
+];
 
 /// The schema version this binary reads and writes.
 pub fn known() -> i32 {
@@ -84,15 +112,20 @@ pub struct Status {
     pub pending: Vec<i32>,
 }
 
+/// `CREATE TABLE IF NOT EXISTS` is not safe against itself (two servers starting at once hit
+/// a unique violation in the catalog): under the migration lock.
 fn ensure_table(c: &mut Client) -> Result<(), DbError> {
-    c.batch_execute(
+    let mut tx = c.transaction().map_err(query("starting to create the schema table"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(query("taking the migration lock"))?;
+    tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS metal6_schema (
              version    integer PRIMARY KEY,
              what       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
          )",
     )
-    .map_err(query("creating the schema table"))
+    .map_err(query("creating the schema table"))?;
+    tx.commit().map_err(query("creating the schema table"))
 }
 
 fn version(c: &mut impl postgres::GenericClient) -> Result<i32, DbError> {

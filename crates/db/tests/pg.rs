@@ -133,3 +133,24 @@ fn an_event_is_stored_once_however_often_it_is_written() {
     leases::commit(&mut b, &sb, "srv-b", 1, std::slice::from_ref(&item)).expect("commit");
     assert_eq!(leases::events_of(&mut a, "n1").expect("events").len(), 1);
 }
+
+/// Servers and workers starting at once all migrate: each migration runs once and none fails
+/// (CREATE TABLE IF NOT EXISTS alone raced in the catalog: two apply workers saw it).
+#[test]
+fn concurrent_migrations_apply_once_and_none_fails() {
+    let Some(pg) = pg() else { return };
+    let cfg = DbConfig::parse(&pg.url(), Some(pg.password_ref().parse().expect("ref"))).expect("url");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (cfg, barrier) = (cfg.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut c = cfg.connect().expect("connect");
+                barrier.wait();
+                migrate::migrate(&mut c).map(|v| v.len()).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let applied: Vec<usize> = threads.into_iter().map(|t| t.join().expect("thread").expect("migrate")).collect();
+    assert_eq!(applied.iter().sum::<usize>(), migrate::MIGRATIONS.len(), "{applied:?}");
+}

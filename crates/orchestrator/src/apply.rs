@@ -232,10 +232,17 @@ impl Apply {
         for name in &nodes {
             let rec = match self.store.load(name)? {
                 Some(r) => r,
-                None => self.store.commit(
+                None => match self.store.commit(
                     &NodeRecord::new(name, now_ms()),
                     &[History::new(now_ms(), "apply", "transition", "selected by apply: pending")],
-                )?,
+                ) {
+                    Ok(r) => r,
+                    // Another worker on a shared store recorded it first.
+                    Err(StoreError::Conflict { .. }) => {
+                        self.store.load(name)?.unwrap_or_else(|| NodeRecord::new(name, now_ms()))
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             self.show(&rec);
             let me = Arc::clone(self);
@@ -265,7 +272,39 @@ impl Apply {
         }
     }
 
+    /// Drives a node while this worker holds its claim (several workers on a shared store:
+    /// one drives each node; one waits while another's claim is live and takes the node over
+    /// when it lapses), then gives the claim up.
     async fn drive(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            let Some(rec) = self.store.load(name)? else { return Ok(()) };
+            if rec.state.is_final() {
+                return Ok(());
+            }
+            match self.store.claim(name)? {
+                crate::store::Claim::Held => break,
+                crate::store::Claim::Other { owner, for_ms } => {
+                    let mut r = rec.clone();
+                    r.wait = Some(format!(
+                        "driven by {owner}; taken over if its claim lapses (live for {} s)",
+                        for_ms / 1000
+                    ));
+                    self.show(&r);
+                    self.sleep(self.opts.poll.max(Duration::from_millis(500))).await;
+                }
+            }
+        }
+        let r = self.drive_claimed(name).await;
+        if let Err(e) = self.store.release(name) {
+            warn!(node = name, "cannot release the claim: {e}");
+        }
+        r
+    }
+
+    async fn drive_claimed(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
         let Some(node) = self.inv.node(name).cloned() else { return Ok(()) };
         let mut d = Driver { verify_power: true, install_permit: None, failures_seen: HashSet::new(), queued: false };
         // A node that needs nothing never takes a slot.
@@ -951,20 +990,34 @@ impl Apply {
         let now = now_ms();
         for p in plans {
             let rec = self.store.load(&p.node)?;
-            if let Some(why) = p.actions.iter().find(|a| a.step == "reinstall") {
-                if let Some(rec) = rec {
-                    let next = rec.enter(State::Pending, now);
-                    self.store.commit(
-                        &next,
-                        &[History::new(now, "apply", "transition", format!("reinstall: {}", why.why))],
-                    )?;
+            let written = if let Some(why) = p.actions.iter().find(|a| a.step == "reinstall") {
+                match rec {
+                    Some(rec) => {
+                        let next = rec.enter(State::Pending, now);
+                        self.store
+                            .commit(
+                                &next,
+                                &[History::new(now, "apply", "transition", format!("reinstall: {}", why.why))],
+                            )
+                            .map(|_| ())
+                    }
+                    None => Ok(()),
                 }
             } else if p.nothing_to_do() && rec.is_none() {
                 let next = NodeRecord::new(&p.node, now).enter(State::Done { ready_ms: now }, now);
-                self.store.commit(
-                    &next,
-                    &[History::new(now, "apply", "transition", "found ready with the current image: done")],
-                )?;
+                self.store
+                    .commit(
+                        &next,
+                        &[History::new(now, "apply", "transition", "found ready with the current image: done")],
+                    )
+                    .map(|_| ())
+            } else {
+                Ok(())
+            };
+            match written {
+                // Another worker on a shared store wrote or drives it: its record stands.
+                Ok(()) | Err(StoreError::Conflict { .. } | StoreError::NotOwner { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -2,7 +2,8 @@
 //! to installed and ready, through their BMCs, with one persisted state machine per node.
 //!
 //! - [`machine`]: the states, the evidence rules and the timeout policy — pure, no I/O.
-//! - [`store`]: durable records and history behind the [`store::Store`] trait (SQLite here).
+//! - [`store`]: durable records and history behind the [`store::Store`] trait (SQLite here),
+//!   and [`store_pg`]: the same on PostgreSQL with claims, for several apply workers.
 //! - [`apply`]: the drivers (one task per node), the limits, BMC calls and evidence reads.
 //! - [`firmware`]: the firmware step, one component at a time (the update task kept, polled).
 //! - [`bios`]: the BIOS step as persisted sub-states (a Dell job id kept, polled on resume).
@@ -21,8 +22,10 @@ pub mod firmware;
 pub mod machine;
 pub mod plan;
 pub mod store;
+pub mod store_pg;
 
 pub use apply::{Apply, Options, Row};
 pub use machine::{NodeRecord, Policy, State, Step};
 pub use plan::{NodePlan, SavedPlan};
-pub use store::{History, SqliteStore, Store};
+pub use store::{Claim, History, SqliteStore, Store};
+pub use store_pg::PgStore;

@@ -55,6 +55,11 @@ pub enum StoreError {
     Conflict { node: String, stored: u64, based_on: u64 },
     #[error("state database schema {found} is newer than this metal6 understands ({SCHEMA_VERSION})")]
     TooNew { found: i64 },
+    /// Another worker holds the node's claim: this one must not write it.
+    #[error("{node} is driven by {owner} (its claim is live): this worker may not write it")]
+    NotOwner { node: String, owner: String },
+    #[error("shared state: {0}")]
+    Shared(String),
     #[error("{0}")]
     Io(String),
 }
@@ -69,6 +74,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn record(&self, node: &str, entry: &History) -> Result<(), StoreError>;
     /// A node's history, oldest first.
     fn history(&self, node: &str) -> Result<Vec<History>, StoreError>;
+    /// Takes (or keeps) this worker's claim on a recorded node, so that of several apply
+    /// workers on one shared store only one drives it. One host's store has one apply (the
+    /// state-dir lock): always held.
+    fn claim(&self, _node: &str) -> Result<Claim, StoreError> {
+        Ok(Claim::Held)
+    }
+    /// Gives the claim up (the node is finished, parked, or this worker stops).
+    fn release(&self, _node: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Who drives a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker, until its claim lapses (kept alive while it runs).
+    Held,
+    /// Another worker, whose claim is live for `for_ms` more.
+    Other { owner: String, for_ms: u64 },
 }
 
 /// SQLite in WAL mode with `synchronous = FULL`: a commit returns only once it is on disk, so

@@ -173,6 +173,11 @@ impl Fleet {
     }
 
     pub fn apply_cmd(&self, args: &[&str]) -> Command {
+        self.apply_cmd_in(&self.dir.path().join("state"), args)
+    }
+
+    /// `metal6 apply` on the fleet with its own state directory (another worker).
+    pub fn apply_cmd_in(&self, state_dir: &Path, args: &[&str]) -> Command {
         let d = self.dir.path();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns.name])
@@ -181,7 +186,7 @@ impl Fleet {
             .arg("-i")
             .arg(d.join("fleet.yaml"))
             .arg("--state-dir")
-            .arg(d.join("state"))
+            .arg(state_dir)
             .arg("--ca-file")
             .arg(d.join("ca.pem"))
             .args(args)
