@@ -21,6 +21,9 @@ SERVER_CRATES := metal6-netboot
 FORBIDDEN_IN_SERVER := metal6-redfish
 CLIENT_CRATES := metal6-redfish metal6-orchestrator metal6-doctor
 FORBIDDEN_IN_CLIENT := metal6-netboot metal6-emunet
+# The shared state (PostgreSQL) sits below both serve and apply: it knows neither.
+SHARED_STATE_CRATES := metal6-db
+FORBIDDEN_IN_SHARED_STATE := metal6-netboot metal6-orchestrator metal6-redfish
 
 .PHONY: help
 help: ## List the targets
@@ -62,6 +65,7 @@ deps-rule: ## Check the dependency rule: pure crates pull in no runtime or netwo
 	$(call no_deps,$(NO_RUNTIME_CRATES),$(FORBIDDEN_IN_NO_RUNTIME))
 	$(call no_deps,$(SERVER_CRATES),$(FORBIDDEN_IN_SERVER))
 	$(call no_deps,$(CLIENT_CRATES),$(FORBIDDEN_IN_CLIENT))
+	$(call no_deps,$(SHARED_STATE_CRATES),$(FORBIDDEN_IN_SHARED_STATE))
 
 .PHONY: unit
 unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)

@@ -23,6 +23,14 @@
 # its CSV, not synced), defaults otherwise; multi-threaded: enable-multi-threading with its
 # default pool and queue sizes. metal6 as shipped: every Reply leaves only after its lease is
 # fdatasynced.
+#
+# On PostgreSQL (Debian's 15, one private server for the run, started by this script in its work
+# dir, Unix socket only, fsync and synchronous_commit on, pinned to CPU 0 with the DHCP server,
+# every step on a fresh database): metal6-pg is `serve --state postgres://` (a Reply after its
+# transaction commits), kea-pg is Kea's PostgreSQL lease backend (`kea-admin db-init pgsql`),
+# same pool; metal6-pg2 is two `serve --state` sharing that database, both on the client's link
+# (a bridge: every Solicit reaches both, as a relay forwarding to every server makes it), both
+# on CPU 0. Their CPU column counts the DHCP server process(es) only, not PostgreSQL.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -30,17 +38,19 @@ cd "$(dirname "$0")/.."
 STEP=${STEP:-10}
 CLIENTS=${CLIENTS:-60000}
 RATES=${RATES:-2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000 36000 40000 44000 48000}
-SERVERS=${SERVERS:-metal6 kea kea-mt}
+# Servers on PostgreSQL start lower: a database round trip per exchange.
+PG_RATES=${PG_RATES:-250 500 1000 1500 2000 3000 4000 5000 6000 8000 10000 12000 16000 20000}
+SERVERS=${SERVERS:-metal6 kea kea-mt metal6-pg kea-pg metal6-pg2}
 MODES=${MODES:-direct relayed}
 BISECT=${BISECT:-2}
 RETRY=${RETRY:-1}
 TAG="m6b-$$"
 WORK=$(mktemp -d /tmp/metal6-bench-dhcp.XXXXXX)
-SRV="$TAG-srv"; CLI="$TAG-cli"
+SRV="$TAG-srv"; SRV2="$TAG-srv2"; CLI="$TAG-cli"
 RMEM_DEFAULT=$(sysctl -n net.core.rmem_default)
 
 teardown_link() {
-  for ns in "$SRV" "$CLI"; do
+  for ns in "$SRV" "$SRV2" "$CLI"; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
@@ -48,6 +58,7 @@ teardown_link() {
 cleanup() {
   sysctl -qw net.core.rmem_default="$RMEM_DEFAULT"
   teardown_link
+  pg_stop
   [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,13 +74,52 @@ done
 cargo build -q --release --locked -p metal6-cli
 M6="$PWD/target/release/metal6"
 
+# The private PostgreSQL, when a server on it is benchmarked.
+PGDIR="$WORK/pg"
+PGBIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
+PG_RUNNING=0
+pg_start() {
+  [[ -x $PGBIN/initdb ]] || { echo "bench: PostgreSQL is not installed (make deps)" >&2; exit 1; }
+  chmod 711 "$WORK"; mkdir -p "$PGDIR"; chown postgres:postgres "$PGDIR"
+  runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U metal6 --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
+  printf "listen_addresses = ''\nunix_socket_directories = '%s'\nfsync = on\nsynchronous_commit = on\n" "$PGDIR" \
+    >>"$PGDIR/data/postgresql.conf"
+  taskset -c 0 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w start >/dev/null
+  PG_RUNNING=1
+}
+pg_stop() {
+  ((PG_RUNNING)) && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null 2>&1
+  PG_RUNNING=0
+  return 0
+}
+fresh_db() {
+  PGOPTIONS=--client-min-messages=warning "$PGBIN/psql" -X -q -h "$PGDIR" -U metal6 -d postgres \
+    -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench" >/dev/null
+}
+[[ " $SERVERS " == *" metal6-pg"* || " $SERVERS " == *" kea-pg "* ]] && pg_start
+PG_URL="postgres://metal6@/bench?host=$PGDIR&sslmode=disable"
+
 setup_link() {
+  local servers=${1:-1}
   ip netns add "$SRV"; ip netns add "$CLI"
-  for ns in "$SRV" "$CLI"; do
+  ((servers == 2)) && ip netns add "$SRV2"
+  for ns in "$SRV" "$CLI" $( ((servers == 2)) && echo "$SRV2"); do
     ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
     ip netns exec "$ns" ip link set lo up
   done
-  ip link add m6s0 netns "$SRV" type veth peer name m6c0 netns "$CLI"
+  if ((servers == 2)); then
+    # The client's link is a bridge with both servers on it.
+    ip netns exec "$CLI" ip link add m6c0 type bridge
+    ip netns exec "$CLI" ip link set m6c0 address 02:6d:00:00:00:99
+    ip link add m6s0 netns "$SRV" type veth peer name m6p1 netns "$CLI"
+    ip link add m6s0 netns "$SRV2" type veth peer name m6p2 netns "$CLI"
+    for p in m6p1 m6p2; do ip netns exec "$CLI" ip link set "$p" master m6c0 up; done
+    ip netns exec "$SRV2" ip link set m6s0 address 02:6d:00:00:00:a2
+    ip netns exec "$SRV2" ip link set m6s0 up
+    ip netns exec "$SRV2" ip -6 addr add fd00:6d:1::2/64 dev m6s0 nodad
+  else
+    ip link add m6s0 netns "$SRV" type veth peer name m6c0 netns "$CLI"
+  fi
   # A MAC outside the inventory: perfdhcp's clients are unknown and served from the pool.
   ip netns exec "$CLI" ip link set m6c0 address 02:6d:00:00:00:99
   ip netns exec "$SRV" ip link set m6s0 up
@@ -92,6 +142,40 @@ start_server() {
     metal6)
       ip netns exec "$SRV" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
         --state-dir "$WORK/state" --no-ra >"$WORK/server.log" 2>&1 & disown
+      ;;
+    metal6-pg | metal6-pg2)
+      fresh_db
+      ip netns exec "$SRV" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
+        --state-dir "$WORK/state" --no-ra --no-http --no-tftp --state "$PG_URL" --server-name bench-1 \
+        >"$WORK/server.log" 2>&1 & disown
+      if [[ $server == metal6-pg2 ]]; then
+        # After the first has migrated and published: the second starts on a ready database.
+        for _ in $(seq 100); do grep -q "DHCPv6 listening" "$WORK/server.log" && break; sleep 0.1; done
+        mkdir -p "$WORK/state2"
+        ip netns exec "$SRV2" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
+          --state-dir "$WORK/state2" --no-ra --no-http --no-tftp --state "$PG_URL" --server-name bench-2 \
+          >"$WORK/server2.log" 2>&1 & disown
+        for _ in $(seq 100); do grep -q "DHCPv6 listening" "$WORK/server2.log" 2>/dev/null && break; sleep 0.1; done
+      fi
+      ;;
+    kea-pg)
+      fresh_db
+      kea-admin db-init pgsql -u metal6 -n bench -h "$PGDIR" >"$WORK/kea-admin.log" 2>&1 \
+        || { echo "bench: kea-admin db-init failed" >&2; cat "$WORK/kea-admin.log" >&2; exit 1; }
+      cat >"$WORK/state/kea-dhcp6.conf" <<JSON
+{ "Dhcp6": {
+    "data-directory": "$WORK/state",
+    "server-id": { "type": "LL", "persist": false },
+    "interfaces-config": { "interfaces": [ "m6s0/fd00:6d:1::1" ] },
+    "lease-database": { "type": "postgresql", "name": "bench", "host": "$PGDIR", "user": "metal6" },
+    "preferred-lifetime": 3600, "valid-lifetime": 7200, "renew-timer": 1800, "rebind-timer": 2880,
+    "subnet6": [ { "id": 1, "subnet": "fd00:6d:1::/64", "interface": "m6s0",
+                   "pools": [ { "pool": "fd00:6d:1::1:0 - fd00:6d:1::1:ffff" } ] } ],
+    "loggers": [ { "name": "kea-dhcp6", "severity": "WARN", "output_options": [ { "output": "$WORK/state/kea.log" } ] } ]
+} }
+JSON
+      KEA_LOCKFILE_DIR="$WORK/state" KEA_PIDFILE_DIR="$WORK/state" \
+        ip netns exec "$SRV" taskset -c 0 kea-dhcp6 -c "$WORK/state/kea-dhcp6.conf" >"$WORK/server.log" 2>&1 & disown
       ;;
     kea | kea-mt)
       local mt=false; [[ $server == kea-mt ]] && mt=true
@@ -128,7 +212,7 @@ rcvbuf_errors() { ip netns exec "$1" awk '$1 == "Udp6RcvbufErrors" { print $2 }'
 step() {
   local server=$1 mode=$2 rate=$3 relay=() c0 c1 out
   [[ $mode == relayed ]] && relay=(-A 1)
-  setup_link
+  setup_link "$( [[ $server == metal6-pg2 ]] && echo 2 || echo 1)"
   start_server "$server"
   c0=$(cpu_of "$SERVER_PID")
   sysctl -qw net.core.rmem_default=4194304
@@ -175,8 +259,9 @@ try_step() {
 }
 
 ramp() {
-  local server=$1 mode=$2 lo=0 lo_rate=0 hi=0 offered completed drops cpu srv gen
-  for rate in $RATES; do
+  local server=$1 mode=$2 lo=0 lo_rate=0 hi=0 offered completed drops cpu srv gen rates=$RATES
+  [[ $server == *-pg* ]] && rates=$PG_RATES
+  for rate in $rates; do
     try_step "$server" "$mode" "$rate"
     read -r offered completed drops cpu srv gen <<<"$STEP_RESULT"
     (( offered > GEN_CEILING )) && GEN_CEILING=$offered
@@ -205,6 +290,7 @@ ramp() {
 }
 
 echo "bench-dhcp: perfdhcp -6, ${STEP} s steps, ${CLIENTS} distinct clients, pool of 65,536; rates: $RATES"
+echo "  (on PostgreSQL: $PG_RATES)"
 for mode in $MODES; do
   for server in $SERVERS; do ramp "$server" "$mode"; done
 done
@@ -218,7 +304,7 @@ clean_cell() {
 best_kea() {
   local best=0 v
   for s in $SERVERS; do
-    [[ $s == kea* ]] || continue
+    [[ $s == kea || $s == kea-mt ]] || continue
     v=${CLEAN[$s,$1]:-0}; (( v > best )) && best=$v
   done
   echo "$best"
@@ -240,6 +326,20 @@ for mode in $MODES; do
   printf '%-52s %10s %10s %8s\n' "clean rate (0 % drops), $mode" "$m" "$k" "$(ratio "$m" "$k")"
 done
 printf '%-52s %10s\n' "generator ceiling (most perfdhcp offered, /s)" "$GEN_CEILING"
+if [[ " $SERVERS " == *" metal6-pg "* && " $SERVERS " == *" kea-pg "* ]]; then
+  printf '\n%-52s %10s %10s %8s\n' "" "metal6-pg" "kea-pg" "ratio"
+  for mode in $MODES; do
+    m=${CLEAN[metal6-pg,$mode]:-0}; k=${CLEAN[kea-pg,$mode]:-0}
+    printf '%-52s %10s %10s %8s\n' "clean rate on PostgreSQL (0 % drops), $mode" "$m" "$k" "$(ratio "$m" "$k")"
+  done
+fi
+if [[ " $SERVERS " == *" metal6-pg "* && " $SERVERS " == *" metal6-pg2 "* ]]; then
+  printf '\n%-52s %10s %10s %8s\n' "" "2 servers" "1 server" "ratio"
+  for mode in $MODES; do
+    two=${CLEAN[metal6-pg2,$mode]:-0}; one=${CLEAN[metal6-pg,$mode]:-0}
+    printf '%-52s %10s %10s %8s\n' "clean rate on one PostgreSQL (0 % drops), $mode" "$two" "$one" "$(ratio "$two" "$one")"
+  done
+fi
 
 # Cost per exchange: at the highest ramp rate metal6 and a Kea both completed cleanly (direct),
 # against the Kea that spent the least CPU there.
@@ -249,7 +349,7 @@ best_rate=0 best_m=0 best_k=0 best_name=-
 for rate in $RATES; do
   m=$(eff metal6 "$rate"); (( m > 0 )) || continue
   k=0 kname=-
-  for s in $SERVERS; do [[ $s == kea* ]] || continue; v=$(eff "$s" "$rate"); (( v > k )) && { k=$v; kname=$s; }; done
+  for s in $SERVERS; do [[ $s == kea || $s == kea-mt ]] || continue; v=$(eff "$s" "$rate"); (( v > k )) && { k=$v; kname=$s; }; done
   (( k > 0 )) && { best_rate=$rate; best_m=$m; best_k=$k; best_name=$kname; }
 done
 if (( best_rate > 0 )); then
@@ -258,4 +358,5 @@ if (( best_rate > 0 )); then
 fi
 printf '%-52s %10s %10s\n' "durability before a Reply" "fdatasync" "none (memfile appends)"
 echo "targets: metal6 clean up to the generator's ceiling; clean rate >= 2x the best Kea where the"
-echo "generator can offer that much; exchanges per server CPU-second >= 2x Kea."
+echo "generator can offer that much; exchanges per server CPU-second >= 2x Kea; on PostgreSQL,"
+echo "metal6 >= 2x Kea, and two servers >= one."

@@ -455,7 +455,7 @@ fn a_server_with_another_inventory_refuses_the_nodes_it_disagrees_on() {
     wait_for("srv-b to count the refusal", Duration::from_secs(5), || {
         (b.stats()["dropped"]["inventory-mismatch"].as_u64().unwrap_or(0) > 0).then_some(())
     });
-    assert_eq!(b.stats()["db"]["refused_nodes"], 0, "set at start, counted by the follower only on a change");
+    assert_eq!(b.stats()["db"]["refused_nodes"], 1);
     assert!(
         !b.events().iter().any(|e| e["kind"] == "leased" && e["source"] == "dhcpv6" && e["addr"] == "fd00:6d:2::bad")
     );
@@ -584,4 +584,99 @@ fn two_apply_workers_share_a_fleet_and_one_takes_over_when_the_other_dies() {
         }
     }
     eprintln!("wa held {held} nodes when killed; {takeovers} taken over by wb");
+}
+
+/// TLS to the database is verified by default: against a PostgreSQL with TLS on `[::1]`
+/// (loopback), `metal6 db status` connects when the server's certificate chains to
+/// `sslrootcert` and names the host, and refuses when it chains to another CA; plain text over
+/// TCP is refused before anything connects.
+#[test]
+fn tls_to_the_database_is_verified() {
+    let dir = tempfile::tempdir().expect("tmp");
+    common::tls_ca_and_leaf(dir.path(), &["::1"]);
+    let port = std::net::TcpListener::bind("[::1]:0").expect("a free port").local_addr().expect("addr").port();
+    let files = metal6_db::testpg::TlsFiles { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") };
+    let Some(pg) = TestPg::start_tls(&files, port) else {
+        assert!(std::env::var_os("CI").is_none(), "PostgreSQL is not installed: `make deps` should have installed it");
+        eprintln!("SKIP: PostgreSQL is not installed (run `make deps`)");
+        return;
+    };
+    let status = |ca: &str| {
+        let url = format!("postgres://metal6@[::1]:{port}/metal6?sslrootcert={}", dir.path().join(ca).display());
+        std::process::Command::new(common::metal6())
+            .args(["db", "status", "--state", &url, "--state-password", &pg.password_ref()])
+            .output()
+            .expect("metal6 db status")
+    };
+    let ok = status("ca.pem");
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("schema version 0"),
+        "verified TLS: {}\n{}",
+        String::from_utf8_lossy(&ok.stderr),
+        pg.log()
+    );
+    let bad = status("other-ca.pem");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("cannot connect") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let plain = std::process::Command::new(common::metal6())
+        .args(["db", "status", "--state", &format!("postgres://metal6@[::1]:{port}/metal6?sslmode=disable")])
+        .output()
+        .expect("metal6 db status");
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && err.contains("only for a Unix-socket host"), "{err}");
+}
+
+/// A node's own reports (HTTP) on a shared state: 202 only once committed, a retried report
+/// (same id, as the installer sends it) stored once, the other server's timeline has it, and
+/// while the database is down the node is told to retry (503) instead of being told "recorded".
+#[test]
+fn node_reports_are_committed_shared_and_stored_once() {
+    require_netns!();
+    require_tool!("curl");
+    let Some(pg) = pg() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let inv = inventory(dir.path());
+    let (a_ns, b_ns) = (Netns::new(), Netns::new());
+    let (url, pw) = (pg.url(), pg.password_ref());
+    let mut servers = Vec::new();
+    for (ns, name) in [(&a_ns, "srv-a"), (&b_ns, "srv-b")] {
+        // The boot server's address and the node's, on this namespace's own loopback.
+        ns.exec("ip link add m6s0 type veth peer name m6s1 && ip link set m6s0 up && ip link set m6s1 up && ip -6 addr add fd00:6d:1::1/128 dev lo nodad && ip -6 addr add fd00:6d:2::100/128 dev lo nodad");
+        let args = ["--no-ra", "--no-tftp", "--state", &url, "--state-password", &pw, "--server-name", name];
+        let s = Server::start(ns, &inv, "m6s0", &args);
+        wait_for("HTTP to listen", Duration::from_secs(10), || s.log_text().contains("HTTP listening").then_some(()));
+        servers.push(s);
+    }
+    let post = |ns: &Netns, id: &str| -> String {
+        let body = format!(r#"{{"kind":"progress","phase":"writing-image","percent":50,"id":"{id}"}}"#);
+        let out = ns.try_exec(&format!(
+            "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --interface fd00:6d:2::100 -X POST \
+             -H 'content-type: application/json' -d '{body}' 'http://[fd00:6d:1::1]/v1/nodes/pool-node-1/events'"
+        ));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // The installer's retry of a report whose answer it lost: the same id, twice.
+    assert_eq!(post(&a_ns, "r1"), "202");
+    assert_eq!(post(&a_ns, "r1"), "202");
+    let count = |id: &str| {
+        let out = pg.psql("metal6", &format!("SELECT count(*) FROM node_events WHERE id = 'node-pool-node-1-{id}'"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(count("r1"), "1");
+    let reports = |s: &Server| s.events().iter().filter(|e| e["kind"] == "progress" && e["id"] == "r1").count();
+    assert_eq!(reports(&servers[0]), 1, "stored once locally too");
+    wait_for("srv-b to follow the report", Duration::from_secs(5), || (reports(&servers[1]) == 1).then_some(()));
+    // The database down: the node is told to retry, not that its report is recorded.
+    pg.stop_server("fast");
+    assert_eq!(post(&a_ns, "r2"), "503");
+    pg.start_server();
+    let code = wait_for("the report to be taken again", Duration::from_secs(20), || {
+        let c = post(&a_ns, "r2");
+        (c == "202").then_some(c)
+    });
+    assert_eq!(code, "202");
+    assert_eq!(count("r2"), "1");
 }

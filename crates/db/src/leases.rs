@@ -11,9 +11,11 @@
 //!   answered from what the database holds).
 //! - One transaction per batch, one savepoint per Reply: a conflict costs that Reply only.
 //! - Events carry an id made at their source; `ON CONFLICT DO NOTHING` keeps one of each.
-//! - Every write takes a number from one sequence, so a server can follow what the others
-//!   wrote ([`changes_since`]). Numbers are taken before commit, so a reader re-reads a short
-//!   window below its cursor; the mirror this feeds is a cache, never the authority.
+//! - Every write records its transaction and takes a number from one sequence, so a server can
+//!   follow what the others wrote ([`changes_since`]) in (transaction, number) order, reading
+//!   only transactions that ended before any still running began: a transaction that commits
+//!   late is read when it ends, never skipped. The mirror this feeds is a cache, never the
+//!   authority.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -73,7 +75,7 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5, $6, nextval('metal6_change_seq'))
                  ON CONFLICT (duid, iaid) DO UPDATE
                    SET addr = excluded.addr, node = excluded.node, expires = excluded.expires,
-                       server = excluded.server, seq = excluded.seq
+                       server = excluded.server, seq = excluded.seq, tx = excluded.tx
                    WHERE bindings.addr = excluded.addr OR bindings.expires <= $7
                       OR bindings.server = excluded.server
                  RETURNING seq",
@@ -217,8 +219,14 @@ fn holder(tx: &mut Transaction<'_>, st: &Statements, wanted: &Binding) -> Result
     Ok(row.as_ref().and_then(binding_of))
 }
 
-/// Every binding live at `now`, and the sequence number they are current to.
-pub fn load_live(c: &mut Client, now: u64) -> Result<(Vec<Binding>, i64), DbError> {
+/// Where a follower stands: (transaction, sequence number) of the last change it read.
+pub type Cursor = (i64, i64);
+
+/// The horizon of the current snapshot: every transaction below it has ended.
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// Every binding live at `now`, and the cursor they are current to.
+pub fn load_live(c: &mut Client, now: u64) -> Result<(Vec<Binding>, Cursor), DbError> {
     let mut tx = c
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -228,86 +236,107 @@ pub fn load_live(c: &mut Client, now: u64) -> Result<(Vec<Binding>, i64), DbErro
     let rows = tx
         .query("SELECT duid, iaid, addr, node, expires FROM bindings WHERE expires > $1", &[&i64_of(now)])
         .map_err(query("loading bindings"))?;
-    let cursor: i64 = tx
-        .query_one(
-            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM bindings),
-                             (SELECT coalesce(max(seq), 0) FROM binding_removals))",
-            &[],
-        )
-        .map_err(query("reading the change cursor"))?
-        .get(0);
+    // Everything of a transaction below the horizon is in this snapshot; the rest is read by
+    // the follower (again, if it was in the snapshot too: applying a row twice is harmless).
+    let horizon: i64 =
+        tx.query_one(&format!("SELECT {HORIZON}"), &[]).map_err(query("reading the change cursor"))?.get(0);
     tx.commit().map_err(query("ending a read"))?;
-    Ok((rows.iter().filter_map(binding_of).collect(), cursor))
+    Ok((rows.iter().filter_map(binding_of).collect(), (horizon - 1, i64::MAX)))
 }
 
-/// Changes with a sequence number above `after` written by servers other than `server`, in
-/// sequence order (a removal before a later write of the same IA), at most `limit`.
-pub fn changes_since(c: &mut Client, server: &str, after: i64, limit: i64) -> Result<Vec<(i64, Change)>, DbError> {
+/// Changes after `after` written by servers other than `server`, in (transaction, number)
+/// order, from transactions that have all ended, at most `limit`. A removal is left out when
+/// the IA was written again after it (its write, or a later removal, comes instead).
+pub fn changes_since(
+    c: &mut Client,
+    server: &str,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<(Cursor, Change)>, DbError> {
     let rows = c
         .query(
-            "(SELECT seq, duid, iaid, addr, node, expires, false AS removed FROM bindings
-                WHERE seq > $1 AND server <> $2)
-             UNION ALL
-             (SELECT seq, duid, iaid, NULL::inet, NULL::text, 0::bigint, true FROM binding_removals
-                WHERE seq > $1 AND server <> $2)
-             ORDER BY seq LIMIT $3",
-            &[&after, &server, &limit],
+            &format!(
+                "WITH h AS (SELECT {HORIZON} AS xmin)
+                 (SELECT b.tx, b.seq, b.duid, b.iaid, b.addr, b.node, b.expires, false AS removed
+                    FROM bindings b, h
+                    WHERE (b.tx, b.seq) > ($1, $2) AND b.tx < h.xmin AND b.server <> $3)
+                 UNION ALL
+                 (SELECT r.tx, r.seq, r.duid, r.iaid, NULL::inet, NULL::text, 0::bigint, true
+                    FROM binding_removals r, h
+                    WHERE (r.tx, r.seq) > ($1, $2) AND r.tx < h.xmin AND r.server <> $3
+                      AND NOT EXISTS (SELECT 1 FROM bindings b WHERE b.duid = r.duid AND b.iaid = r.iaid
+                                        AND (b.tx, b.seq) > (r.tx, r.seq)))
+                 ORDER BY 1, 2 LIMIT $4"
+            ),
+            &[&after.0, &after.1, &server, &limit],
         )
         .map_err(query("reading changes"))?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let seq: i64 = row.get(0);
-        let Ok(iaid) = u32::try_from(row.get::<_, i64>(2)) else { continue };
-        let key = BindingKey { duid: row.get(1), iaid };
-        if row.get::<_, bool>(6) {
-            out.push((seq, Change::Remove(key)));
+        let at: Cursor = (row.get(0), row.get(1));
+        let Ok(iaid) = u32::try_from(row.get::<_, i64>(3)) else { continue };
+        let key = BindingKey { duid: row.get(2), iaid };
+        if row.get::<_, bool>(7) {
+            out.push((at, Change::Remove(key)));
             continue;
         }
-        let Some(IpAddr::V6(addr)) = row.get::<_, Option<IpAddr>>(3) else { continue };
-        let expires = u64::try_from(row.get::<_, i64>(5)).unwrap_or(0);
-        out.push((seq, Change::Upsert(Binding { key, addr, node: row.get(4), expires })));
+        let Some(IpAddr::V6(addr)) = row.get::<_, Option<IpAddr>>(4) else { continue };
+        let expires = u64::try_from(row.get::<_, i64>(6)).unwrap_or(0);
+        out.push((at, Change::Upsert(Binding { key, addr, node: row.get(5), expires })));
     }
     Ok(out)
 }
 
-/// The highest sequence number written so far (by anyone).
-pub fn max_seq(c: &mut Client) -> Result<i64, DbError> {
-    Ok(c.query_one(
-        "SELECT greatest((SELECT coalesce(max(seq), 0) FROM bindings),
-                         (SELECT coalesce(max(seq), 0) FROM binding_removals),
-                         (SELECT coalesce(max(seq), 0) FROM node_events))",
-        &[],
-    )
-    .map_err(query("reading the change cursor"))?
-    .get(0))
-}
-
-/// Drops removal records older than `days` (followers only need recent ones) and bindings
-/// expired before `now`. Returns how many rows went.
-pub fn prune(c: &mut Client, now: u64, days: i32) -> Result<u64, DbError> {
+/// Bounds the shared tables: removal records older than a day (followers need only recent
+/// ones), bindings expired a day ago, node events older than `event_days`, and all but the
+/// newest 16 inventory generations. Returns how many rows went.
+pub fn prune(c: &mut Client, now: u64, event_days: i64) -> Result<u64, DbError> {
+    let day = 86_400i64;
     let a = c
-        .execute("DELETE FROM binding_removals WHERE at < now() - make_interval(days => $1)", &[&days])
+        .execute("DELETE FROM binding_removals WHERE at < now() - interval '1 day'", &[])
         .map_err(query("pruning removals"))?;
-    let b =
-        c.execute("DELETE FROM bindings WHERE expires <= $1", &[&i64_of(now)]).map_err(query("pruning bindings"))?;
-    Ok(a + b)
+    let b = c
+        .execute("DELETE FROM bindings WHERE expires <= $1", &[&(i64_of(now) - day)])
+        .map_err(query("pruning bindings"))?;
+    let e = c
+        .execute("DELETE FROM node_events WHERE ts_ms < $1", &[&((i64_of(now) - event_days * day) * 1000)])
+        .map_err(query("pruning node events"))?;
+    let g = c
+        .execute(
+            "DELETE FROM inventory_generations WHERE generation <
+               (SELECT coalesce(min(generation), 0) FROM
+                  (SELECT generation FROM inventory_generations ORDER BY generation DESC LIMIT 16) newest)",
+            &[],
+        )
+        .map_err(query("pruning inventory generations"))?;
+    Ok(a + b + e + g)
 }
 
-/// Node events other servers than `server` wrote after `after`, as (seq, id, event), in
-/// sequence order, at most `limit`.
+/// Node events other servers than `server` wrote after `after`, from transactions that have
+/// all ended, as (cursor, id, event), at most `limit`.
 pub fn events_since(
     c: &mut Client,
     server: &str,
-    after: i64,
+    after: Cursor,
     limit: i64,
-) -> Result<Vec<(i64, String, serde_json::Value)>, DbError> {
+) -> Result<Vec<(Cursor, String, serde_json::Value)>, DbError> {
     let rows = c
         .query(
-            "SELECT seq, id, body FROM node_events WHERE seq > $1 AND server <> $2 ORDER BY seq LIMIT $3",
-            &[&after, &server, &limit],
+            &format!(
+                "SELECT tx, seq, id, body FROM node_events
+                 WHERE (tx, seq) > ($1, $2) AND tx < {HORIZON} AND server <> $3
+                 ORDER BY tx, seq LIMIT $4"
+            ),
+            &[&after.0, &after.1, &server, &limit],
         )
         .map_err(query("reading node events"))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2), r.get(3))).collect())
+}
+
+/// Where a new follower of node events starts: after every transaction ended so far.
+pub fn events_cursor(c: &mut Client) -> Result<Cursor, DbError> {
+    let h: i64 = c.query_one(&format!("SELECT {HORIZON}"), &[]).map_err(query("reading the event cursor"))?.get(0);
+    Ok((h - 1, i64::MAX))
 }
 
 /// Node events of `node` in the order the database stored them.

@@ -77,11 +77,25 @@ pub enum DbError {
          before pointing it at this database"
     )]
     SchemaTooNew { found: i32, known: i32 },
-    #[error(
-        "the state database has schema version {found}, this metal6 needs {known}: run `metal6 db migrate` \
-         (or start with --state-migrate)"
-    )]
+    #[error("the state database has schema version {found}, this metal6 needs {known}: run `metal6 db migrate`")]
     SchemaTooOld { found: i32, known: i32 },
+    #[error(
+        "another metal6 connected to the state database uses the name {name}: give each server its own \
+         --server-name (two with one name would overwrite each other's bindings)"
+    )]
+    NameTaken { name: String },
+}
+
+impl DbError {
+    /// A deadlock or serialization failure: the transaction may simply be run again.
+    pub fn is_retryable(&self) -> bool {
+        let DbError::Query { source, .. } = self else { return false };
+        matches!(
+            source.code(),
+            Some(c) if *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        )
+    }
 }
 
 /// Shorthand for a failed statement, named after what it was for.
@@ -156,6 +170,17 @@ impl DbConfig {
             Tls::Disable => postgres::config::SslMode::Disable,
         });
         pg.connect_timeout(CONNECT_TIMEOUT);
+        // A database that goes silent (a partition, a host gone) is noticed in seconds, not
+        // after TCP's retransmissions (~15 min): the servers then go degraded instead of
+        // blocking; a statement that hangs is cut.
+        pg.keepalives(true);
+        pg.keepalives_idle(Duration::from_secs(5));
+        pg.keepalives_interval(Duration::from_secs(2));
+        pg.keepalives_retries(3);
+        pg.tcp_user_timeout(Duration::from_secs(10));
+        if pg.get_options().is_none() {
+            pg.options("-c statement_timeout=15000 -c lock_timeout=10000");
+        }
         if pg.get_application_name().is_none() {
             pg.application_name("metal6");
         }

@@ -18,8 +18,10 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bindings, removals, node events, inventory generations",
         r"
     CREATE SEQUENCE metal6_change_seq;
-    -- One row per (DUID, IAID), as the servers' binding tables. Every write takes a new seq
-    -- from metal6_change_seq, so a server can follow what the others wrote (seq > its cursor).
+    -- One row per (DUID, IAID), as the servers' binding tables. Every write records its
+    -- transaction (tx) and takes a number from metal6_change_seq: a server follows what the
+    -- others wrote in (tx, seq) order, reading only transactions older than every one still
+    -- running (the snapshot's xmin), so a late commit is never skipped.
     CREATE TABLE bindings (
         duid     bytea  NOT NULL,
         iaid     bigint NOT NULL,
@@ -31,19 +33,22 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         -- Which server wrote it last (its --server-name).
         server   text   NOT NULL,
         seq      bigint NOT NULL,
+        tx       bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
         PRIMARY KEY (duid, iaid)
     );
     -- A pool address belongs to one client: the database, not a read-then-write, says so.
     CREATE UNIQUE INDEX bindings_pool_addr ON bindings (addr) WHERE node IS NULL;
-    CREATE INDEX bindings_seq ON bindings (seq);
+    CREATE INDEX bindings_follow ON bindings (tx, seq);
     -- Releases, declines and evictions, for the servers that follow the table.
     CREATE TABLE binding_removals (
         seq   bigint PRIMARY KEY,
         duid  bytea  NOT NULL,
         iaid  bigint NOT NULL,
         server text  NOT NULL,
+        tx    bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
         at    timestamptz NOT NULL DEFAULT now()
     );
+    CREATE INDEX binding_removals_follow ON binding_removals (tx, seq);
     -- Node events. The id is made where the event happened (a hash of the client's message
     -- for DHCPv6), so a retransmission, a retried write or a second server seeing the same
     -- message stores it once.
@@ -53,9 +58,10 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         node    text   NOT NULL,
         ts_ms   bigint NOT NULL,
         server  text   NOT NULL,
-        body    jsonb  NOT NULL
+        body    jsonb  NOT NULL,
+        tx      bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)
     );
-    CREATE INDEX node_events_seq ON node_events (seq);
+    CREATE INDEX node_events_follow ON node_events (tx, seq);
     CREATE INDEX node_events_node ON node_events (node, seq);
     -- Which inventory the servers serve: the newest generation wins; a server with another
     -- one refuses the nodes it disagrees on.

@@ -19,6 +19,15 @@ pub struct TestPg {
     bin: PathBuf,
     /// The file holding the role's password (for `--state-password file:…`).
     pub password_file: PathBuf,
+    /// The port: names the Unix socket, and the TCP port when TLS is on.
+    pub port: u16,
+}
+
+/// A server certificate and key (PEM) for [`TestPg::start_tls`].
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 const PREFIX: &str = "metal6-pg-";
@@ -80,6 +89,16 @@ fn is_root() -> bool {
 impl TestPg {
     /// Initialises and starts a server; `None` when no PostgreSQL is installed.
     pub fn start() -> Option<TestPg> {
+        Self::start_inner(None)
+    }
+
+    /// Also listening on `[::1]:port` (loopback only) with TLS from `tls`; clients must use
+    /// TLS there (`hostssl` only), the Unix socket stays plain.
+    pub fn start_tls(tls: &TlsFiles, port: u16) -> Option<TestPg> {
+        Self::start_inner(Some((tls, port)))
+    }
+
+    fn start_inner(tls: Option<(&TlsFiles, u16)>) -> Option<TestPg> {
         let bin = server_bin()?;
         cleanup_leftovers(&bin);
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir().expect("temporary directory");
@@ -88,7 +107,16 @@ impl TestPg {
         let password_file = dir.path().join("password");
         // Not a real secret: a private server on a socket only root and postgres can reach.
         std::fs::write(&password_file, "metal6-test-password\n").expect("password file");
-        let pg = TestPg { dir, bin, password_file };
+        let port = tls.map_or(5432, |(_, p)| p);
+        let pg = TestPg { dir, bin, password_file, port };
+        if let Some((files, _)) = tls {
+            for (from, to) in [(&files.cert, "server.crt"), (&files.key, "server.key")] {
+                std::fs::copy(from, pg.dir.path().join(to)).expect("copy the TLS files");
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(pg.dir.path().join("server.key"), std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+        }
         if is_root() {
             let ok = Command::new("chown").arg("-R").arg("postgres:postgres").arg(pg.dir.path()).status();
             assert!(ok.is_ok_and(|s| s.success()), "chown the PostgreSQL directory to postgres");
@@ -110,11 +138,25 @@ impl TestPg {
                 "--locale=C",
             ],
         );
-        let conf = format!(
-            "listen_addresses = ''\nunix_socket_directories = '{}'\nport = 5432\nfsync = on\n\
+        let mut conf = format!(
+            "unix_socket_directories = '{}'\nport = {port}\nfsync = on\n\
              synchronous_commit = on\nmax_connections = 50\nshared_buffers = 64MB\n",
             pg.dir.path().display()
         );
+        if tls.is_some() {
+            let d = pg.dir.path().display();
+            conf.push_str(&format!(
+                "listen_addresses = '::1'\nssl = on\nssl_cert_file = '{d}/server.crt'\nssl_key_file = '{d}/server.key'\n"
+            ));
+            // TCP only with TLS: a plain connection over TCP is refused by the server too.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all ::1/128 scram-sha-256\nhostnossl all all all reject\n",
+            )
+            .expect("pg_hba.conf");
+        } else {
+            conf.push_str("listen_addresses = ''\n");
+        }
         append(&data.join("postgresql.conf"), &conf);
         pg.start_server();
         let out = pg.psql("postgres", &format!("CREATE DATABASE {DATABASE} OWNER {USER}"));
@@ -133,7 +175,7 @@ impl TestPg {
 
     /// The state URL: the socket directory as host, no password (it is in [`Self::password_file`]).
     pub fn url(&self) -> String {
-        format!("postgres://{USER}@/{DATABASE}?host={}&port=5432&sslmode=disable", self.dir.path().display())
+        format!("postgres://{USER}@/{DATABASE}?host={}&port={}&sslmode=disable", self.dir.path().display(), self.port)
     }
 
     /// `--state-password` for [`Self::url`].
@@ -192,7 +234,7 @@ impl TestPg {
         Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.dir.path())
-            .args(["-p", "5432", "-U", USER, "-d", db, "-c", sql])
+            .args(["-p", &self.port.to_string(), "-U", USER, "-d", db, "-c", sql])
             .env("PGPASSWORD", password.trim())
             .output()
             .expect("run psql")

@@ -111,7 +111,7 @@ fn two_servers_cannot_bind_one_address_twice_or_move_each_others_bindings() {
     let holders: Vec<_> = live.iter().filter(|x| x.addr == four.addr).collect();
     assert_eq!(holders, vec![&four]);
     // A follower of the table sees the expired holder removed before the new one came.
-    let seen = leases::changes_since(&mut a, "srv-a", 0, 100).expect("changes");
+    let seen = leases::changes_since(&mut a, "srv-a", (0, 0), 100).expect("changes");
     let pos_remove = seen.iter().position(|(_, c)| *c == Change::Remove(one.key.clone())).expect("removal");
     let pos_four = seen.iter().position(|(_, c)| *c == Change::Upsert(four.clone())).expect("upsert");
     assert!(pos_remove < pos_four, "{seen:?}");
@@ -153,4 +153,34 @@ fn concurrent_migrations_apply_once_and_none_fails() {
         .collect();
     let applied: Vec<usize> = threads.into_iter().map(|t| t.join().expect("thread").expect("migrate")).collect();
     assert_eq!(applied.iter().sum::<usize>(), migrate::MIGRATIONS.len(), "{applied:?}");
+}
+
+/// A follower never skips a transaction that commits late: while an earlier transaction is
+/// still open, later ones are not read past it (the window a sequence alone left open).
+#[test]
+fn a_follower_reads_a_late_commit() {
+    let Some(pg) = pg() else { return };
+    let mut a = connect(&pg);
+    migrate::migrate(&mut a).expect("migrate");
+    let (mut slow, mut fast) = (connect(&pg), connect(&pg));
+    let st_fast = Statements::prepare(&mut fast).expect("prepare");
+    let now = 1_000_000;
+    // The slow transaction takes its numbers first and commits last.
+    let mut tx = slow.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO bindings (duid, iaid, addr, node, expires, server, seq)
+         VALUES ('\\x01', 1, 'fd00:6d:1::1:20', NULL, $1, 'srv-b', nextval('metal6_change_seq'))",
+        &[&(now as i64 + 600)],
+    )
+    .expect("insert");
+    let late = pool(2, "fd00:6d:1::1:21", now + 600);
+    assert_eq!(leases::commit(&mut fast, &st_fast, "srv-b", now, &[upsert(&late)]).expect("commit"), vec![Ok(())]);
+    let seen = leases::changes_since(&mut a, "srv-a", (0, 0), 100).expect("changes");
+    assert!(seen.is_empty(), "read past a transaction still open: {seen:?}");
+    tx.commit().expect("commit the slow one");
+    let seen = leases::changes_since(&mut a, "srv-a", (0, 0), 100).expect("changes");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // From the cursor of the last read, nothing comes twice.
+    let again = leases::changes_since(&mut a, "srv-a", seen[1].0, 100).expect("changes");
+    assert!(again.is_empty(), "{again:?}");
 }

@@ -190,7 +190,13 @@ impl Reporter {
         Reporter { agent, url }
     }
 
+    /// Posts `event` with an id of its own (kept across the retries), so a report whose answer
+    /// was lost and that is sent again is one event on the server, and one in a shared state.
     pub fn post(&self, event: &serde_json::Value) -> bool {
+        let mut event = event.clone();
+        if let Some(o) = event.as_object_mut() {
+            o.entry("id").or_insert_with(|| event_id().into());
+        }
         let body = event.to_string();
         for attempt in 1..=3 {
             match self.agent.post(&self.url).header("content-type", "application/json").send(body.as_bytes()) {
@@ -205,6 +211,18 @@ impl Reporter {
         }
         false
     }
+}
+
+/// 16 random hex digits (from the kernel), or the time and a counter when it has none.
+fn event_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+        return b.iter().map(|x| format!("{x:02x}")).collect();
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("t{t:x}-{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 #[cfg(test)]

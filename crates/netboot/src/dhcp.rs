@@ -130,6 +130,9 @@ pub(crate) struct Pending {
     /// A Renew or Rebind that keeps every binding it touches at the address it already had:
     /// what a degraded shared server may still answer.
     pub(crate) renewal: bool,
+    /// What puts the binding table back as it was before this message, if its Reply is
+    /// withheld (shared state only).
+    pub(crate) undo: Vec<Change>,
 }
 
 /// Where acknowledged bindings are made durable. Built once at start: the size difference
@@ -311,18 +314,20 @@ impl DhcpService {
             return None;
         }
         let inc = Incoming { msg: &client, relays: &hops, source: *from.ip(), now: unix_now() };
-        // What the IAs of a Renew or Rebind held before: a degraded shared server answers it
-        // only when nothing moves.
-        let before: Option<Vec<(u32, Option<Ipv6Addr>)>> = matches!(client.msg_type, MsgType::Renew | MsgType::Rebind)
-            .then(|| {
-                client
-                    .ia_nas()
-                    .map(|ia| {
-                        let key = metal6_dhcp6::bindings::BindingKey { duid: duid.to_vec(), iaid: ia.iaid };
-                        (ia.iaid, self.bindings.get(&key).filter(|b| b.expires > inc.now).map(|b| b.addr))
-                    })
-                    .collect()
-            });
+        // What the message's IAs held before it (at most the IAs the engine answers): to put
+        // the table back when its Reply is withheld (the engine applies its changes at once),
+        // and for a degraded shared server, which answers a Renew or Rebind only when nothing
+        // moves. Withheld Replies are undone, so what is held here was committed or is queued.
+        let before: Vec<(metal6_dhcp6::bindings::BindingKey, Option<metal6_dhcp6::bindings::Binding>)> = client
+            .ia_nas()
+            .take(metal6_dhcp6::policy::MAX_IAS_PER_MESSAGE)
+            .map(|ia| {
+                let key = metal6_dhcp6::bindings::BindingKey { duid: duid.to_vec(), iaid: ia.iaid };
+                let held = self.bindings.get(&key).cloned();
+                (key, held)
+            })
+            .collect();
+        let renewing = matches!(client.msg_type, MsgType::Renew | MsgType::Rebind);
         let origin = (duid.to_vec(), client.xid, u8::from(client.msg_type));
         let span =
             tracing::debug_span!("dhcpv6", xid = %hex3(client.xid), msg = type_name(client.msg_type), src = %from.ip());
@@ -364,19 +369,21 @@ impl DhcpService {
                     self.events_only(rows);
                     Some(Ready::Now(bytes, dest, kind))
                 } else {
-                    let renewal = before.is_some_and(|before| {
-                        changes.iter().all(|c| match c {
-                            Change::Upsert(b) => {
-                                before.iter().any(|(iaid, a)| *iaid == b.key.iaid && *a == Some(b.addr))
-                            }
+                    let renewal = renewing
+                        && changes.iter().all(|c| match c {
+                            Change::Upsert(b) => before.iter().any(|(k, held)| {
+                                *k == b.key && held.as_ref().is_some_and(|h| h.addr == b.addr && h.expires > inc.now)
+                            }),
                             Change::Remove(_) => false,
-                        })
-                    });
+                        });
+                    let undo =
+                        before.into_iter().map(|(k, held)| held.map_or(Change::Remove(k), Change::Upsert)).collect();
                     Some(Ready::AfterCommit(Pending {
                         changes,
                         events: rows,
                         reply: Some((bytes, dest, kind)),
                         renewal,
+                        undo,
                     }))
                 }
             }
@@ -414,7 +421,13 @@ impl DhcpService {
 
     fn events_only(&mut self, rows: Vec<metal6_db::leases::EventRow>) {
         if !rows.is_empty() {
-            self.outbox.push(Pending { changes: Vec::new(), events: rows, reply: None, renewal: false });
+            self.outbox.push(Pending {
+                changes: Vec::new(),
+                events: rows,
+                reply: None,
+                renewal: false,
+                undo: Vec::new(),
+            });
         }
     }
 }

@@ -46,7 +46,16 @@ pub struct EventStore {
     inner: Mutex<Inner>,
     /// Every recorded event as its JSON line, for live subscribers.
     feed: tokio::sync::broadcast::Sender<std::sync::Arc<str>>,
+    /// Where events go to be shared with other servers (`shared::spawn_event_sink`), when
+    /// the state is shared. DHCPv6 events do not go here: they are committed with their Reply.
+    sink: std::sync::OnceLock<std::sync::mpsc::SyncSender<SinkItem>>,
 }
+
+/// An event for the shared store, and who waits for its commit (`true`: committed).
+pub type SinkItem = (Value, Option<tokio::sync::oneshot::Sender<bool>>);
+
+/// Event ids remembered per node, to take a retried report once.
+const IDS_PER_NODE: usize = 256;
 
 #[derive(Debug)]
 struct Inner {
@@ -66,6 +75,8 @@ struct Timeline {
     /// The current phase and when it was entered.
     phase: Option<(String, u64)>,
     last_ms: u64,
+    /// Ids of the newest events that carried one (a node's retried report has the same id).
+    ids: VecDeque<Box<str>>,
 }
 
 impl Timeline {
@@ -169,7 +180,12 @@ impl EventStore {
             inner.compact_or_back_off();
         }
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        Ok((EventStore { inner: Mutex::new(inner), feed }, report))
+        Ok((EventStore { inner: Mutex::new(inner), feed, sink: std::sync::OnceLock::new() }, report))
+    }
+
+    /// Shares every event recorded from now on (but DHCPv6's) through `tx`.
+    pub fn share_with(&self, tx: std::sync::mpsc::SyncSender<SinkItem>) {
+        let _ = self.sink.set(tx);
     }
 
     /// Records an event (any serializable object with a `node` field) from `source`; returns
@@ -182,17 +198,34 @@ impl EventStore {
     /// Records `fields` as an event from `source`. The time and source are the server's:
     /// fields of those names in `fields` are dropped. Returns the event as stored (`None`
     /// when it names no node).
-    pub fn record_fields(&self, source: &str, mut fields: Map<String, Value>) -> Option<Value> {
-        for f in SERVER_FIELDS {
-            fields.remove(f);
-        }
-        let mut obj = Map::new();
-        obj.insert("ts_ms".into(), now_ms().into());
-        obj.insert("source".into(), source.into());
-        obj.extend(fields);
-        let v = Value::Object(obj);
+    pub fn record_fields(&self, source: &str, fields: Map<String, Value>) -> Option<Value> {
+        let v = stamp(source, fields);
         self.store(&v);
+        if source != "dhcpv6"
+            && let Some(tx) = self.sink.get()
+        {
+            // Never waits: a full queue loses this copy for the other servers only (counted
+            // by the sink's owner), never the local one.
+            let _ = tx.try_send((v.clone(), None));
+        }
         v.get("node").is_some_and(Value::is_string).then_some(v)
+    }
+
+    /// Records `fields` like [`EventStore::record_fields`]; on a shared state, also returns
+    /// what tells when the shared store committed it (`None`: not shared). A retried report
+    /// (same `id`) is stored once here and once there, and still confirmed.
+    pub fn record_durable(
+        &self,
+        source: &str,
+        fields: Map<String, Value>,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let v = stamp(source, fields);
+        self.store(&v);
+        let sink = self.sink.get()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A full queue: the receiver sees the sender dropped, and the node is told to retry.
+        let _ = sink.try_send((v, Some(tx)));
+        Some(rx)
     }
 
     /// Takes in an event another server recorded (from the shared state database), with its
@@ -207,6 +240,16 @@ impl EventStore {
         line.push(b'\n');
         // A panic elsewhere while holding the lock must not silence every timeline after it.
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = v.get("id").and_then(Value::as_str) {
+            let t = inner.by_node.entry(node.clone()).or_default();
+            if t.ids.iter().any(|x| **x == *id) {
+                return;
+            }
+            if t.ids.len() >= IDS_PER_NODE {
+                t.ids.pop_front();
+            }
+            t.ids.push_back(id.into());
+        }
         match inner.file.write_all(&line) {
             Ok(()) => inner.size += line.len() as u64,
             Err(e) => tracing::warn!(error = %e, "cannot append node event"),
@@ -259,6 +302,18 @@ impl EventStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The event as stored: the server's time and source first (fields of those names dropped).
+fn stamp(source: &str, mut fields: Map<String, Value>) -> Value {
+    for f in SERVER_FIELDS {
+        fields.remove(f);
+    }
+    let mut obj = Map::new();
+    obj.insert("ts_ms".into(), now_ms().into());
+    obj.insert("source".into(), source.into());
+    obj.extend(fields);
+    Value::Object(obj)
 }
 
 fn push(by_node: &mut HashMap<String, Timeline>, node: String, v: &Value) {
@@ -364,6 +419,20 @@ mod tests {
         assert_eq!(std::fs::read(report.quarantined.expect("copy")).expect("read"), original);
         let (_, again) = EventStore::open(dir.path()).expect("reopen");
         assert!(again.corrupt.is_empty(), "the damaged line is gone from the live file");
+    }
+
+    /// The installer retries a report whose answer it did not get: the same id is one event.
+    #[test]
+    fn a_retried_report_is_stored_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (s, _) = EventStore::open(dir.path()).expect("open");
+        for _ in 0..3 {
+            s.record("node", &serde_json::json!({"node": "n1", "kind": "progress", "id": "a1"}));
+        }
+        s.record("node", &serde_json::json!({"node": "n1", "kind": "progress", "id": "a2"}));
+        s.record("node", &serde_json::json!({"node": "n1", "kind": "progress"}));
+        s.record("node", &serde_json::json!({"node": "n1", "kind": "progress"}));
+        assert_eq!(s.timeline("n1").len(), 4);
     }
 
     #[test]

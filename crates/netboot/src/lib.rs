@@ -273,6 +273,12 @@ pub async fn serve(
         info!(interface = %iface, "router advertisements on");
     }
     let events = Arc::new(events);
+    if let Some(state) = opts.shared.clone() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(shared::SINK_QUEUE);
+        shared::spawn_event_sink(state, rx, stats.clone())
+            .map_err(|e| ServeError::ServiceFailed { service: "shared state", reason: e.to_string() })?;
+        events.share_with(tx);
+    }
     let https_port = inv.site.boot_server.https_port;
     match (https_port, &opts.tls, opts.http) {
         (Some(_), None, true) => {

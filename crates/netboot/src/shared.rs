@@ -22,10 +22,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-use metal6_db::leases::{self, EventRow, Generation, Item, Statements};
+use metal6_db::leases::{self, Cursor, EventRow, Generation, Item, Statements};
 use metal6_db::{Client, DbConfig, DbError};
 use metal6_dhcp6::bindings::{Binding, BindingKey, Bindings, Change};
 use metal6_inventory::Inventory;
@@ -40,9 +40,6 @@ use crate::stats::{Stats, bump};
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// How often the follower compares inventory generations.
 const GENERATION_EVERY: Duration = Duration::from_secs(2);
-/// Sequence numbers are taken before commit: the follower re-reads what was written in this
-/// window below its cursor, so a transaction that committed late is not skipped.
-const FOLLOW_WINDOW: Duration = Duration::from_secs(2);
 /// Rows read per poll.
 const FOLLOW_LIMIT: i64 = 20_000;
 /// While the database is unreachable: the writer tries again at most this often.
@@ -63,7 +60,7 @@ pub struct SharedState {
     pub publish_inventory: bool,
 }
 
-/// What the follower hands the receive loop.
+/// What the follower (and the writer) hand the receive loop.
 #[derive(Debug)]
 pub enum Follow {
     Changes(Vec<Change>),
@@ -74,22 +71,47 @@ pub enum Follow {
 /// The shared store, opened.
 pub struct SharedLeases {
     pub state: SharedState,
-    client: Client,
+    /// `None` only while being dropped (see `Drop`).
+    client: Option<Client>,
     statements: Statements,
-    /// Follow from here.
-    cursor: i64,
+    /// Where the follower starts.
+    cursor: Cursor,
+    events_cursor: Cursor,
     ours: Generation,
     /// Nodes refused at start.
     pub refused: Vec<String>,
+}
+
+/// rust-postgres' client stops its runtime when dropped, which must not happen on a runtime
+/// thread (serve's start-up can fail after the store is open): dropped on a thread of its own.
+impl Drop for SharedLeases {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = std::thread::Builder::new().name("db-drop".into()).spawn(move || drop(c));
+        }
+    }
 }
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Connects, migrates, settles the inventory generation and loads the live bindings.
+/// Takes this server's name for as long as the connection lives: two servers with one name
+/// would move each other's bindings and ignore each other's writes.
+fn lock_name(client: &mut Client, server: &str) -> Result<bool, DbError> {
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock(hashtext('metal6-server:' || $1))", &[&server])
+        .map_err(|source| DbError::Query { what: "taking the server name", source })?
+        .get(0))
+}
+
+/// Connects, takes the server's name, migrates, settles the inventory generation and loads the
+/// live bindings.
 pub fn open(state: SharedState, inv: &Inventory, now: u64) -> Result<(SharedLeases, Bindings), DbError> {
     let mut client = state.db.connect()?;
+    if !lock_name(&mut client, &state.server)? {
+        return Err(DbError::NameTaken { name: state.server.clone() });
+    }
     let applied = metal6_db::migrate::migrate(&mut client)?;
     if !applied.is_empty() {
         info!(versions = ?applied, "state database schema migrated");
@@ -97,13 +119,14 @@ pub fn open(state: SharedState, inv: &Inventory, now: u64) -> Result<(SharedLeas
     let ours = Generation::of(inv);
     let refused = settle_generation(&mut client, &state, &ours)?;
     let (live, cursor) = leases::load_live(&mut client, now)?;
+    let events_cursor = leases::events_cursor(&mut client)?;
     let mut bindings = Bindings::default();
     for b in &live {
         bindings.apply(&Change::Upsert(b.clone()));
     }
-    info!(db = %state.db.target(), server = %state.server, bindings = live.len(), cursor, "shared state loaded");
+    info!(db = %state.db.target(), server = %state.server, bindings = live.len(), "shared state loaded");
     let statements = Statements::prepare(&mut client)?;
-    Ok((SharedLeases { state, client, statements, cursor, ours, refused }, bindings))
+    Ok((SharedLeases { state, client: Some(client), statements, cursor, events_cursor, ours, refused }, bindings))
 }
 
 /// Publishes our generation when asked to or when there is none; otherwise the nodes we
@@ -133,11 +156,17 @@ fn settle_generation(client: &mut Client, state: &SharedState, ours: &Generation
     Ok(refused)
 }
 
-/// A renewal the database has not seen yet: what it needs to be written later.
+/// Renewals answered while the database was unreachable, and events, waiting to be written.
 #[derive(Debug, Default)]
 struct Deferred {
     bindings: HashMap<BindingKey, Binding>,
     events: VecDeque<EventRow>,
+}
+
+impl Deferred {
+    fn is_empty(&self) -> bool {
+        self.bindings.is_empty() && self.events.is_empty()
+    }
 }
 
 /// The writer: like the journal's (group commit within [`LINGER`], at most [`MAX_BATCH`]),
@@ -154,58 +183,117 @@ pub(crate) fn spawn_writer(
         let mut deferred = Deferred::default();
         let mut connected = true;
         let mut last_attempt = Instant::now();
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            std::thread::sleep(LINGER);
-            while batch.len() < MAX_BATCH
-                && let Ok(p) = rx.try_recv()
-            {
+        loop {
+            // Degraded, or with renewals to write: wake up to try the database again.
+            let first = if connected && deferred.is_empty() {
+                match rx.recv() {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(RECONNECT_EVERY) {
+                    Ok(p) => Some(p),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            if let Some(p) = first {
                 batch.push(p);
+                std::thread::sleep(LINGER);
+                while batch.len() < MAX_BATCH
+                    && let Ok(p) = rx.try_recv()
+                {
+                    batch.push(p);
+                }
             }
             if !connected && last_attempt.elapsed() >= RECONNECT_EVERY {
                 last_attempt = Instant::now();
                 connected = leases.reconnect(&stats);
-                if connected {
-                    leases.flush_deferred(&mut deferred, &stats);
-                }
+            }
+            if connected && !deferred.is_empty() {
+                leases.flush_deferred(&mut deferred, &stats);
+            }
+            if batch.is_empty() {
+                continue;
             }
             if connected {
-                match leases.commit_batch(&batch, &socket, &stats, &learn) {
+                // A deadlock or serialization failure between two servers' batches: once more.
+                let mut tries = 0;
+                let outcome = loop {
+                    tries += 1;
+                    match leases.commit_batch(&batch, &socket, &stats, &learn) {
+                        Err(e) if tries < 2 && e.is_retryable() => continue,
+                        other => break other,
+                    }
+                };
+                match outcome {
                     Ok(()) => {
                         batch.clear();
                         continue;
                     }
+                    Err(e) if !leases.is_closed() => {
+                        // The database answered with an error, not silence: these Replies are
+                        // withheld (their clients retransmit) and the server stays connected.
+                        warn!(error = %crate::error_chain(&e), replies = batch.len(), "the state database refused a batch");
+                        withhold(&mut batch, &learn, &stats, "db-error");
+                        continue;
+                    }
                     Err(e) => {
-                        warn!(error = %crate::error_chain(&e), "the state database failed a batch; degraded");
+                        warn!(error = %crate::error_chain(&e), "the state database is unreachable; degraded");
                         connected = false;
                         last_attempt = Instant::now();
                         stats.update(|s| s.db.degraded = true);
                     }
                 }
             }
-            degraded(&mut batch, &mut deferred, &socket, &stats);
+            degraded(&mut batch, &mut deferred, &socket, &stats, &learn);
+        }
+        // Shutdown: what was answered while degraded is written if the database is back.
+        if !deferred.is_empty() && (connected || leases.reconnect(&stats)) {
+            leases.flush_deferred(&mut deferred, &stats);
         }
     })
 }
 
-/// Answers the renewals of known bindings and keeps them (and every event) for later; the
-/// rest waits.
-fn degraded(batch: &mut Vec<Pending>, deferred: &mut Deferred, socket: &UdpSocket, stats: &Stats) {
-    let (mut answered, mut withheld, mut dropped_events) = (0u64, 0u64, 0u64);
+/// Drops the Replies of `batch` and puts the binding table back as it was before them.
+fn withhold(batch: &mut Vec<Pending>, learn: &SyncSender<Follow>, stats: &Stats, why: &str) {
+    let n = batch.len() as u64;
+    let undo: Vec<Change> = batch.drain(..).flat_map(|p| p.undo).collect();
+    if !undo.is_empty() {
+        let _ = learn.send(Follow::Changes(undo));
+    }
+    stats.update(|s| *s.dropped.entry(why.into()).or_default() += n);
+}
+
+/// Answers the renewals of known bindings and keeps them (and the events of what is answered)
+/// for later; every other Reply waits, and the binding table forgets what it promised.
+fn degraded(
+    batch: &mut Vec<Pending>,
+    deferred: &mut Deferred,
+    socket: &UdpSocket,
+    stats: &Stats,
+    learn: &SyncSender<Follow>,
+) {
+    let (mut answered, mut lost_events) = (0u64, 0u64);
+    let mut refused = Vec::new();
     for p in batch.drain(..) {
         let room = deferred.bindings.len() + p.changes.len() <= MAX_DEFERRED;
+        let answer = match &p.reply {
+            None => true,
+            Some(_) => p.renewal && room,
+        };
+        if !answer {
+            refused.push(p);
+            continue;
+        }
         for e in p.events {
             if deferred.events.len() >= MAX_DEFERRED_EVENTS {
                 deferred.events.pop_front();
-                dropped_events += 1;
+                lost_events += 1;
             }
             deferred.events.push_back(e);
         }
         let Some((bytes, dest, _)) = &p.reply else { continue };
-        if !(p.renewal && room) {
-            withheld += 1;
-            continue;
-        }
         for c in &p.changes {
             if let Change::Upsert(b) = c {
                 deferred.bindings.insert(b.key.clone(), b.clone());
@@ -215,23 +303,38 @@ fn degraded(batch: &mut Vec<Pending>, deferred: &mut Deferred, socket: &UdpSocke
             answered += 1;
         }
     }
+    withhold(&mut refused, learn, stats, "db-unavailable");
     let waiting = deferred.bindings.len() as u64;
     stats.update(|s| {
         s.db.degraded_replies += answered;
         s.db.deferred = waiting;
-        s.db.events_lost += dropped_events;
-        if withheld > 0 {
-            *s.dropped.entry("db-unavailable".into()).or_default() += withheld;
-        }
+        s.db.events_lost += lost_events;
     });
 }
 
 impl SharedLeases {
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
     fn reconnect(&mut self, stats: &Stats) -> bool {
-        let client = self.state.db.connect();
-        match client.and_then(|mut c| Statements::prepare(&mut c).map(|s| (c, s))) {
-            Ok((c, s)) => {
-                (self.client, self.statements) = (c, s);
+        let opened = self.state.db.connect().and_then(|mut c| {
+            let named = lock_name(&mut c, &self.state.server)?;
+            Statements::prepare(&mut c).map(|s| (c, s, named))
+        });
+        match opened {
+            Ok((c, s, named)) => {
+                if !named {
+                    error!(
+                        server = %self.state.server,
+                        "another server took this server's name while the database was unreachable: two servers \
+                         with one --server-name overwrite each other's bindings; give each its own"
+                    );
+                }
+                if let Some(old) = self.client.replace(c) {
+                    drop(old);
+                }
+                self.statements = s;
                 info!(db = %self.state.db.target(), "state database reachable again; leaving degraded mode");
                 stats.update(|s| s.db.degraded = false);
                 true
@@ -243,22 +346,28 @@ impl SharedLeases {
         }
     }
 
-    /// Writes what was answered while degraded. A renewal the database now refuses (another
-    /// server moved the IA meanwhile) is logged: its client learns at its next Renew.
+    /// Writes what was answered while degraded; kept for another try if that fails. A renewal
+    /// the database now refuses (another server moved the IA meanwhile) is logged: its client
+    /// learns at its next Renew.
     fn flush_deferred(&mut self, d: &mut Deferred, stats: &Stats) {
-        if d.bindings.is_empty() && d.events.is_empty() {
-            return;
-        }
-        let mut items: Vec<Item> =
-            d.bindings.drain().map(|(_, b)| Item { changes: vec![Change::Upsert(b)], events: Vec::new() }).collect();
-        items.push(Item { changes: Vec::new(), events: d.events.drain(..).collect() });
-        match leases::commit(&mut self.client, &self.statements, &self.state.server, unix_now(), &items) {
+        let mut items: Vec<Item> = d
+            .bindings
+            .values()
+            .map(|b| Item { changes: vec![Change::Upsert(b.clone())], events: Vec::new() })
+            .collect();
+        items.push(Item { changes: Vec::new(), events: d.events.iter().cloned().collect() });
+        let (server, now) = (self.state.server.clone(), unix_now());
+        let st = &self.statements;
+        let Some(c) = self.client.as_mut() else { return };
+        match leases::commit(c, st, &server, now, &items) {
             Ok(r) => {
                 let refused = r.iter().filter(|x| x.is_err()).count();
-                info!(written = items.len() - 1, refused, "renewals answered while degraded are written");
+                info!(written = items.len() - 1, refused, "what was answered while degraded is written");
+                d.bindings.clear();
+                d.events.clear();
                 stats.update(|s| s.db.deferred = 0);
             }
-            Err(e) => warn!(error = %crate::error_chain(&e), "renewals answered while degraded could not be written"),
+            Err(e) => warn!(error = %crate::error_chain(&e), "what was answered while degraded is not written yet"),
         }
     }
 
@@ -271,7 +380,10 @@ impl SharedLeases {
     ) -> Result<(), DbError> {
         let items: Vec<Item> =
             batch.iter().map(|p| Item { changes: p.changes.clone(), events: p.events.clone() }).collect();
-        let results = leases::commit(&mut self.client, &self.statements, &self.state.server, unix_now(), &items)?;
+        let (server, now) = (self.state.server.clone(), unix_now());
+        let st = &self.statements;
+        let Some(c) = self.client.as_mut() else { return Ok(()) };
+        let results = leases::commit(c, st, &server, now, &items)?;
         let (mut sent, mut failed, mut conflicts) = (Vec::<&'static str>::new(), 0u64, 0u64);
         let mut held = Vec::new();
         for (p, r) in batch.iter().zip(results) {
@@ -286,8 +398,9 @@ impl SharedLeases {
                 }
                 Err(cs) => {
                     conflicts += 1;
+                    // Forget what was promised; learn what won.
+                    held.extend(p.undo.iter().cloned());
                     for c in cs {
-                        // Forget what we wanted; learn what won.
                         held.push(Change::Remove(c.wanted.key.clone()));
                         if let Some(b) = c.held {
                             held.push(Change::Upsert(b));
@@ -297,7 +410,7 @@ impl SharedLeases {
             }
         }
         if !held.is_empty() {
-            let _ = learn.try_send(Follow::Changes(held));
+            let _ = learn.send(Follow::Changes(held));
         }
         let changes: usize = batch.iter().map(|p| p.changes.len()).sum();
         stats.update(|s| {
@@ -317,15 +430,14 @@ impl SharedLeases {
         Ok(())
     }
 
-    /// The follower's starting point and what it compares generations with.
+    /// The follower, starting where the load left off.
     pub fn follower(&self, events: Arc<EventStore>, stats: Arc<Stats>) -> Follower {
+        stats.update(|s| s.db.refused_nodes = self.refused.len() as u64);
         Follower {
             state: self.state.clone(),
             client: None,
             cursor: self.cursor,
-            event_cursor: self.cursor,
-            marks: VecDeque::new(),
-            event_marks: VecDeque::new(),
+            event_cursor: self.events_cursor,
             ours: self.ours.clone(),
             refused: self.refused.clone(),
             events,
@@ -335,7 +447,7 @@ impl SharedLeases {
     }
 }
 
-/// Event ids recently taken in, so the re-read window does not take one in twice.
+/// Event ids recently taken in (a row read twice is taken in once).
 #[derive(Debug, Default)]
 struct SeenIds {
     set: std::collections::HashSet<String>,
@@ -363,11 +475,8 @@ impl SeenIds {
 pub struct Follower {
     state: SharedState,
     client: Option<Client>,
-    cursor: i64,
-    event_cursor: i64,
-    /// (when, cursor then): the re-read window's lower end is the cursor of [`FOLLOW_WINDOW`] ago.
-    marks: VecDeque<(Instant, i64)>,
-    event_marks: VecDeque<(Instant, i64)>,
+    cursor: Cursor,
+    event_cursor: Cursor,
     ours: Generation,
     refused: Vec<String>,
     events: Arc<EventStore>,
@@ -388,14 +497,10 @@ impl std::fmt::Debug for Follower {
     }
 }
 
-fn window_low(marks: &mut VecDeque<(Instant, i64)>, cursor: i64) -> i64 {
-    let now = Instant::now();
-    marks.push_back((now, cursor));
-    while marks.len() > 1 && marks.front().is_some_and(|(t, _)| now.duration_since(*t) > FOLLOW_WINDOW) {
-        marks.pop_front();
-    }
-    marks.front().map_or(cursor, |(_, c)| *c)
-}
+/// How often one of the servers bounds the shared tables (`leases::prune`).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Node events kept in the shared state.
+const EVENT_DAYS: i64 = 30;
 
 impl Follower {
     /// Runs until `cancel` (a thread of its own).
@@ -406,9 +511,10 @@ impl Follower {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("state-follower".into()).spawn(move || {
             let mut next_generation = Instant::now() + GENERATION_EVERY;
+            let mut next_prune = Instant::now() + PRUNE_EVERY;
             while !cancel.is_cancelled() {
                 std::thread::sleep(FOLLOW_EVERY);
-                if let Err(e) = self.poll(&tx, &mut next_generation) {
+                if let Err(e) = self.poll(&tx, &mut next_generation, &mut next_prune) {
                     tracing::debug!(error = %crate::error_chain(&e), "cannot follow the state database");
                     self.client = None;
                 }
@@ -416,30 +522,42 @@ impl Follower {
         })
     }
 
-    fn poll(&mut self, tx: &SyncSender<Follow>, next_generation: &mut Instant) -> Result<(), DbError> {
+    fn poll(
+        &mut self,
+        tx: &SyncSender<Follow>,
+        next_generation: &mut Instant,
+        next_prune: &mut Instant,
+    ) -> Result<(), DbError> {
         if self.client.is_none() {
             self.client = Some(self.state.db.connect()?);
         }
         let Some(client) = self.client.as_mut() else { return Ok(()) };
-        let low = window_low(&mut self.marks, self.cursor);
-        let changes = leases::changes_since(client, &self.state.server, low, FOLLOW_LIMIT)?;
-        if let Some((seq, _)) = changes.last() {
-            self.cursor = self.cursor.max(*seq);
-        }
-        if !changes.is_empty() {
+        let changes = leases::changes_since(client, &self.state.server, self.cursor, FOLLOW_LIMIT)?;
+        if let Some((at, _)) = changes.last() {
+            let at = *at;
             let n = changes.len() as u64;
-            self.stats.update(|s| s.db.followed += n);
             match tx.try_send(Follow::Changes(changes.into_iter().map(|(_, c)| c).collect())) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Ok(()) => {
+                    self.cursor = at;
+                    self.stats.update(|s| s.db.followed += n);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
                 // The receive loop is behind: read these again next time.
-                Err(TrySendError::Full(_)) => self.cursor = low,
+                Err(TrySendError::Full(_)) => {}
             }
         }
-        let elow = window_low(&mut self.event_marks, self.event_cursor);
-        for (seq, id, body) in leases::events_since(client, &self.state.server, elow, FOLLOW_LIMIT)? {
-            self.event_cursor = self.event_cursor.max(seq);
+        for (at, id, body) in leases::events_since(client, &self.state.server, self.event_cursor, FOLLOW_LIMIT)? {
+            self.event_cursor = at;
             if self.seen_events.insert(id) {
                 self.events.ingest(&body);
+            }
+        }
+        if Instant::now() >= *next_prune {
+            *next_prune = Instant::now() + PRUNE_EVERY;
+            match leases::prune(client, unix_now(), EVENT_DAYS) {
+                Ok(n) if n > 0 => info!(rows = n, "shared state pruned"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %crate::error_chain(&e), "cannot prune the shared state"),
             }
         }
         if Instant::now() >= *next_generation {
@@ -458,13 +576,108 @@ impl Follower {
                              describes differently until it runs that inventory"
                         );
                     }
-                    self.refused = refused.clone();
                     let count = refused.len() as u64;
-                    self.stats.update(|s| s.db.refused_nodes = count);
-                    let _ = tx.try_send(Follow::Refuse(refused));
+                    // Blocking: a refusal must reach the engine (the receive loop drains this
+                    // queue between messages).
+                    if tx.send(Follow::Refuse(refused.clone())).is_ok() {
+                        self.refused = refused;
+                        self.stats.update(|s| s.db.refused_nodes = count);
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Events waiting in the sink's queue at most (a full queue: the local copy stays, the shared
+/// one is lost and counted; a node's report is told to retry).
+pub const SINK_QUEUE: usize = 4096;
+
+/// Shares the events HTTP and TFTP record (a node's reports, its fetches) with the other
+/// servers: a thread with its own connection writes them in batches, confirms the ones a node
+/// waits for, and keeps the others (bounded) while the database is unreachable.
+pub fn spawn_event_sink(
+    state: SharedState,
+    rx: Receiver<crate::events::SinkItem>,
+    stats: Arc<Stats>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("event-sink".into()).spawn(move || {
+        // Ids for events that carry none: unique per server run.
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut n: u64 = 0;
+        let mut conn: Option<(Client, Statements)> = None;
+        let mut waiting: VecDeque<EventRow> = VecDeque::new();
+        loop {
+            // Events kept while the database was unreachable are tried again every second.
+            let first = if waiting.is_empty() {
+                match rx.recv() {
+                    Ok(x) => Some(x),
+                    Err(_) => return,
+                }
+            } else {
+                match rx.recv_timeout(RECONNECT_EVERY) {
+                    Ok(x) => Some(x),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let mut batch: Vec<crate::events::SinkItem> = first.into_iter().collect();
+            while batch.len() < 256
+                && let Ok(x) = rx.try_recv()
+            {
+                batch.push(x);
+            }
+            let mut confirm = Vec::new();
+            for (v, tx) in batch {
+                let node = v.get("node").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                let id = match v.get("id").and_then(serde_json::Value::as_str) {
+                    Some(own) => format!("node-{node}-{own}"),
+                    None => {
+                        n += 1;
+                        format!("{}-{run:x}-{n}", state.server)
+                    }
+                };
+                let ts_ms = v.get("ts_ms").and_then(serde_json::Value::as_u64).unwrap_or_default();
+                if waiting.len() >= MAX_DEFERRED_EVENTS {
+                    waiting.pop_front();
+                    stats.update(|s| s.db.events_lost += 1);
+                }
+                waiting.push_back(EventRow { id, node, ts_ms, body: v });
+                confirm.extend(tx);
+            }
+            if conn.is_none() {
+                conn = state.db.connect().and_then(|mut c| Statements::prepare(&mut c).map(|s| (c, s))).ok();
+            }
+            let ok = match conn.as_mut() {
+                Some((c, st)) => {
+                    let item = Item { changes: Vec::new(), events: waiting.iter().cloned().collect() };
+                    match leases::commit(c, st, &state.server, unix_now(), &[item]) {
+                        Ok(_) => {
+                            waiting.clear();
+                            true
+                        }
+                        Err(e) if c.is_closed() => {
+                            tracing::debug!(error = %crate::error_chain(&e), "events not shared yet");
+                            conn = None;
+                            false
+                        }
+                        Err(e) => {
+                            // The database refused the events themselves: dropped (the local
+                            // copies stay), never retried for ever ahead of every later one.
+                            warn!(error = %crate::error_chain(&e), events = waiting.len(), "events the state database refused are not shared");
+                            let n = waiting.len() as u64;
+                            stats.update(|s| s.db.events_lost += n);
+                            waiting.clear();
+                            false
+                        }
+                    }
+                }
+                None => false,
+            };
+            for tx in confirm {
+                let _ = tx.send(ok);
+            }
+        }
+    })
 }

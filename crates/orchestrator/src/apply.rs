@@ -915,6 +915,19 @@ impl Apply {
         // Not cancellable: a call that follows a commit must happen (Ctrl-C is checked before
         // the commits); the wait is bounded by the other calls on this BMC.
         let _permit = sem.acquire_owned().await.map_err(|_| BmcError::Transient("shutting down".into()))?;
+        // Several workers on a shared store: act on a node only while holding its claim
+        // (renewed here for a whole lease, longer than a call). A worker that stalled past its
+        // lease finds the node taken over and does nothing.
+        match self.store.claim(&node.name) {
+            Ok(crate::store::Claim::Held) => {}
+            Ok(crate::store::Claim::Other { owner, .. }) => {
+                return Err(BmcError::Fatal(format!(
+                    "{owner} drives {} now (this worker's claim lapsed): no BMC call",
+                    node.name
+                )));
+            }
+            Err(e) => return Err(BmcError::Transient(format!("cannot check the node's claim: {e}"))),
+        }
         let n = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         load.peak.fetch_max(n, Ordering::SeqCst);
         let mut opts = ConnectOptions::for_bmc(b, password);

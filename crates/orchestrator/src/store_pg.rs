@@ -58,6 +58,17 @@ impl PgStore {
     /// worker's claims). `owner` names this worker in the claims; keep it across restarts.
     pub fn open(cfg: DbConfig, owner: &str, lease: Duration) -> Result<PgStore, StoreError> {
         let mut client = cfg.connect().map_err(|e| StoreError::Shared(chain(&e)))?;
+        // Two workers with one name would both think they hold every claim.
+        let named: bool = client
+            .query_one("SELECT pg_try_advisory_lock(hashtext('metal6-worker:' || $1))", &[&owner])
+            .map_err(pg)?
+            .get(0);
+        if !named {
+            return Err(StoreError::Shared(format!(
+                "another apply connected to the state database uses the worker name {owner}: give each worker its own \
+                 --worker-name"
+            )));
+        }
         metal6_db::migrate::migrate(&mut client).map_err(|e| StoreError::Shared(chain(&e)))?;
         let (tx, rx) = channel::<Job>();
         let who = owner.to_owned();
@@ -208,12 +219,29 @@ impl Store for PgStore {
             let mut next = rec.clone();
             next.generation = rec.generation + 1;
             let v = serde_json::to_value(&next).map_err(db)?;
-            tx.execute(
-                "INSERT INTO apply_nodes (node, generation, record, updated_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (node) DO UPDATE SET generation = $2, record = $3, updated_ms = $4",
-                &[&next.node, &ms(next.generation), &v, &ms(next.updated_ms)],
-            )
+            // A new record: `FOR UPDATE` locked nothing, so the insert itself must not overwrite
+            // one another worker made meanwhile.
+            let written = if row.is_none() {
+                tx.execute(
+                    "INSERT INTO apply_nodes (node, generation, record, updated_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (node) DO NOTHING",
+                    &[&next.node, &ms(next.generation), &v, &ms(next.updated_ms)],
+                )
+            } else {
+                tx.execute(
+                    "UPDATE apply_nodes SET generation = $2, record = $3, updated_ms = $4
+                     WHERE node = $1 AND generation = $5",
+                    &[&next.node, &ms(next.generation), &v, &ms(next.updated_ms), &ms(rec.generation)],
+                )
+            }
             .map_err(pg)?;
+            if written != 1 {
+                return Err(StoreError::Conflict {
+                    node: rec.node.clone(),
+                    stored: rec.generation + 1,
+                    based_on: rec.generation,
+                });
+            }
             insert_history(&mut tx, &rec.node, &history)?;
             tx.commit().map_err(pg)?;
             Ok(next)

@@ -438,6 +438,9 @@ async fn image_sha256(state: &HttpState, image: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// How long a node's report waits for the shared state's commit before it is told to retry.
+const SHARED_EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr, name: &str) -> Response<Body> {
     if state.inv.node(name).is_none() {
         return not_found();
@@ -456,12 +459,36 @@ async fn post_event(state: &HttpState, req: Request<Incoming>, peer: SocketAddr,
     let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return text(StatusCode::BAD_REQUEST, "expected a JSON object\n".into(), "text/plain");
     };
+    // A NUL in a string is valid JSON but no PostgreSQL `jsonb` takes it (a shared state).
+    if body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return text(StatusCode::BAD_REQUEST, "NUL characters are not accepted in events\n".into(), "text/plain");
+    }
     if !fields.get("kind").or_else(|| fields.get("phase")).is_some_and(serde_json::Value::is_string) {
         return text(StatusCode::BAD_REQUEST, "an event needs a string `kind` or `phase`\n".into(), "text/plain");
     }
     fields.insert("node".into(), name.into());
     fields.entry("kind").or_insert_with(|| "phase".into());
-    state.events.record_fields("node", fields);
+    // The node's own id for the report (the installer makes one per event and keeps it across
+    // retries): anything else is dropped rather than trusted as a key.
+    let id_ok = |v: &serde_json::Value| {
+        v.as_str().is_some_and(|s| {
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    };
+    if !fields.get("id").is_none_or(id_ok) {
+        fields.remove("id");
+    }
+    // On a shared state, 202 means committed there too: a node told otherwise retries.
+    if let Some(committed) = state.events.record_durable("node", fields) {
+        let ok = matches!(tokio::time::timeout(SHARED_EVENT_TIMEOUT, committed).await, Ok(Ok(true)));
+        if !ok {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the shared state did not take the event; retry\n".into(),
+                "text/plain",
+            );
+        }
+    }
     text(StatusCode::ACCEPTED, "recorded\n".into(), "text/plain")
 }
 
