@@ -339,6 +339,24 @@ pub fn events_cursor(c: &mut Client) -> Result<Cursor, DbError> {
     Ok((h - 1, i64::MAX))
 }
 
+/// Writes `server`'s heartbeat and returns the servers whose heartbeat is younger than
+/// `lapse_ms` (on the database's clock), sorted: every server computes the same list.
+pub fn heartbeat(c: &mut Client, server: &str, lapse_ms: i64) -> Result<Vec<String>, DbError> {
+    c.execute(
+        "INSERT INTO servers (name, last_seen) VALUES ($1, now())
+         ON CONFLICT (name) DO UPDATE SET last_seen = now()",
+        &[&server],
+    )
+    .map_err(query("writing the heartbeat"))?;
+    let rows = c
+        .query(
+            "SELECT name FROM servers WHERE last_seen > now() - make_interval(secs => $1::bigint / 1000.0) ORDER BY name",
+            &[&lapse_ms],
+        )
+        .map_err(query("reading the live servers"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Node events of `node` in the order the database stored them.
 pub fn events_of(c: &mut Client, node: &str) -> Result<Vec<serde_json::Value>, DbError> {
     let rows = c

@@ -63,6 +63,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     CREATE INDEX node_events_follow ON node_events (tx, seq);
     CREATE INDEX node_events_node ON node_events (node, seq);
+    -- The servers alive: each writes its heartbeat every second; clients are shared out among
+    -- the live ones (a Solicit is answered by one server), and a server whose heartbeat
+    -- lapsed has its share taken by the others.
+    CREATE TABLE servers (
+        name      text PRIMARY KEY,
+        last_seen timestamptz NOT NULL
+    );
     -- Which inventory the servers serve: the newest generation wins; a server with another
     -- one refuses the nodes it disagrees on.
     CREATE TABLE inventory_generations (

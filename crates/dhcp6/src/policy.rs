@@ -202,13 +202,30 @@ pub struct Engine {
     last_identity: HashMap<usize, (Vec<u8>, Option<u32>, Stage)>,
     /// Nodes not to answer for (indexes into the inventory's nodes).
     refused: std::collections::HashSet<usize>,
+    /// Several servers sharing one pool: this one hands out only every `n`th address from the
+    /// `k`th on (`share_pool`), so servers never pick the same free address.
+    pool_share: Option<(u128, u128)>,
 }
 
 impl Engine {
     pub fn new(inv: Inventory, cfg: Config) -> Self {
         let id = Identifier::new(&inv);
         let domain_list = wire::encode_domain_list(&[&inv.site.domain]);
-        Engine { inv, id, cfg, domain_list, last_identity: HashMap::new(), refused: Default::default() }
+        Engine {
+            inv,
+            id,
+            cfg,
+            domain_list,
+            last_identity: HashMap::new(),
+            refused: Default::default(),
+            pool_share: None,
+        }
+    }
+
+    /// Hands out new pool addresses only from this server's stripe of the pool: the `k`th of
+    /// every `n` (`None`: all of it). A client keeps the address it holds whatever its stripe.
+    pub fn share_pool(&mut self, share: Option<(usize, usize)>) {
+        self.pool_share = share.filter(|(k, n)| *n > 1 && k < n).map(|(k, n)| (k as u128, n as u128));
     }
 
     /// Stops answering for the named nodes (replacing any earlier list): several servers share
@@ -428,8 +445,11 @@ impl Engine {
             }
         }
         let inv = &self.inv;
+        let share = self.pool_share;
+        let lo = u128::from(start);
         let reserved = |a: Ipv6Addr| {
-            a == inv.site.boot_server.address
+            share.is_some_and(|(k, n)| u128::from(a).wrapping_sub(lo) % n != k)
+                || a == inv.site.boot_server.address
                 || inv.site.segments.iter().any(|s| s.router == a)
                 || inv.nodes.iter().any(|n| n.address == a)
         };

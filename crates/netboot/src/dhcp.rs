@@ -164,6 +164,10 @@ pub struct DhcpService {
     pub(crate) outbox: Vec<Pending>,
     /// Events go to the shared store with the Replies (set by `run` for a shared store).
     pub(crate) shared: bool,
+    /// On a shared store: this server's name and the live servers the clients are shared out
+    /// among (`shared::answers`).
+    pub(crate) me: Option<String>,
+    pub(crate) live: Vec<String>,
 }
 
 fn unix_now() -> u64 {
@@ -213,6 +217,7 @@ impl DhcpService {
             Store::Journal(journal) => spawn_writer(journal, rx, reply_socket, self.stats.clone()),
             Store::Shared(leases) => {
                 self.shared = true;
+                self.me = Some(leases.state.server.clone());
                 self.engine.refuse(&leases.refused);
                 let f = leases.follower(self.events.clone(), self.stats.clone());
                 follower = Some(
@@ -231,6 +236,14 @@ impl DhcpService {
                 match f {
                     Follow::Changes(changes) => changes.iter().for_each(|c| self.bindings.apply(c)),
                     Follow::Refuse(names) => self.engine.refuse(&names),
+                    Follow::Live(names) => {
+                        // New pool addresses from this server's stripe only: two servers never
+                        // pick the same free address (the database would refuse the second).
+                        let me = self.me.as_deref().unwrap_or_default();
+                        let share = names.iter().position(|n| n == me).map(|k| (k, names.len()));
+                        self.engine.share_pool(share);
+                        self.live = names;
+                    }
                 }
             }
             if Instant::now() >= next_prune {
@@ -311,6 +324,19 @@ impl DhcpService {
         let duid = client.client_id().unwrap_or_default();
         if !self.limiter.allow(*from.ip(), duid, Instant::now()) {
             self.stats.update(|s| bump(&mut s.dropped, "rate-limited"));
+            return None;
+        }
+        // Several servers: a client's Solicit (Rebind, Confirm, Information-request) is another
+        // live server's to answer unless its DUID hashes here. Request, Renew, Release and
+        // Decline name their server.
+        if let Some(me) = &self.me
+            && matches!(
+                client.msg_type,
+                MsgType::Solicit | MsgType::Rebind | MsgType::Confirm | MsgType::InformationRequest
+            )
+            && !crate::shared::answers(&self.live, me, duid)
+        {
+            self.stats.update(|s| bump(&mut s.dropped, "another-servers-share"));
             return None;
         }
         let inc = Incoming { msg: &client, relays: &hops, source: *from.ip(), now: unix_now() };

@@ -364,6 +364,8 @@ pub async fn serve(
         unknown_seen: std::collections::HashSet::new(),
         outbox: Vec::new(),
         shared: false,
+        me: None,
+        live: Vec::new(),
     };
     let failure: Arc<std::sync::Mutex<Option<ServeError>>> = Arc::default();
     {

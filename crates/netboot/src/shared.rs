@@ -66,6 +66,29 @@ pub enum Follow {
     Changes(Vec<Change>),
     /// Nodes to refuse now (replaces the earlier list).
     Refuse(Vec<String>),
+    /// The servers alive now, sorted (`share`).
+    Live(Vec<String>),
+}
+
+/// How often each server writes its heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// A server whose heartbeat is older than this is taken for dead: its share of the clients
+/// goes to the others.
+pub const HEARTBEAT_LAPSE: Duration = Duration::from_secs(3);
+
+/// Whether `me` answers a client's Solicit, Rebind, Confirm or Information-request: clients
+/// are shared out among the live servers by a hash of their DUID, the same on every server,
+/// so each such message costs one server, not all (relays forward every message to every
+/// server). A server not in the list (just started, or refusing nodes of another inventory
+/// generation, which then writes no heartbeat) answers everything it may.
+pub fn answers(live: &[String], me: &str, duid: &[u8]) -> bool {
+    if live.len() < 2 || !live.iter().any(|s| s == me) {
+        return true;
+    }
+    // FNV-1a: stable across servers and releases (std's hasher is not).
+    let h = duid.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let i = usize::try_from(h % live.len() as u64).unwrap_or(0);
+    live[i] == me
 }
 
 /// The shared store, opened.
@@ -512,7 +535,36 @@ impl Follower {
         std::thread::Builder::new().name("state-follower".into()).spawn(move || {
             let mut next_generation = Instant::now() + GENERATION_EVERY;
             let mut next_prune = Instant::now() + PRUNE_EVERY;
+            let mut next_heartbeat = Instant::now();
+            let mut live: Vec<String> = Vec::new();
             while !cancel.is_cancelled() {
+                // A server that refuses nodes (another inventory) takes no share: it answers
+                // what it may, and the others answer its clients once its heartbeat lapses.
+                if !self.refused.is_empty() && !live.is_empty() && tx.send(Follow::Live(Vec::new())).is_ok() {
+                    live.clear();
+                }
+                if Instant::now() >= next_heartbeat && self.refused.is_empty() {
+                    next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+                    let lapse = i64::try_from(HEARTBEAT_LAPSE.as_millis()).unwrap_or(i64::MAX);
+                    let beat = match self.client.as_mut() {
+                        Some(c) => leases::heartbeat(c, &self.state.server, lapse),
+                        None => self.state.db.connect().and_then(|mut c| {
+                            let r = leases::heartbeat(&mut c, &self.state.server, lapse);
+                            self.client = Some(c);
+                            r
+                        }),
+                    };
+                    // Unreachable: keep the last list (the others cannot see this one either,
+                    // and they take its share when its heartbeat lapses).
+                    if let Ok(now_live) = beat
+                        && now_live != live
+                    {
+                        info!(servers = ?now_live, "servers sharing the clients");
+                        if tx.send(Follow::Live(now_live.clone())).is_ok() {
+                            live = now_live;
+                        }
+                    }
+                }
                 std::thread::sleep(FOLLOW_EVERY);
                 if let Err(e) = self.poll(&tx, &mut next_generation, &mut next_prune) {
                     tracing::debug!(error = %crate::error_chain(&e), "cannot follow the state database");
@@ -680,4 +732,24 @@ pub fn spawn_event_sink(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answers;
+
+    #[test]
+    fn each_client_is_one_live_servers_and_all_of_a_lone_one() {
+        let live = ["a".to_owned(), "b".to_owned()];
+        let mut counts = [0usize; 2];
+        for i in 0u32..2000 {
+            let duid = [&[0u8, 3, 0, 1][..], &i.to_be_bytes()].concat();
+            let (x, y) = (answers(&live, "a", &duid), answers(&live, "b", &duid));
+            assert!(x != y, "exactly one answers");
+            counts[usize::from(y)] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..=1200).contains(c)), "{counts:?}");
+        assert!(answers(&live[..1], "a", b"x"), "alone: everything");
+        assert!(answers(&live, "c", b"x"), "not listed yet: everything");
+    }
 }
