@@ -437,20 +437,6 @@ fn a_database_restart_under_load_loses_no_acknowledged_binding() {
         load_replies.len(),
         node_replies.len()
     );
-    for s in &servers {
-        eprintln!(
-            "DEBUG {}",
-            s.log_text()
-                .lines()
-                .filter(|l| l.contains("degraded")
-                    || l.contains("reachable")
-                    || l.contains("refused")
-                    || l.contains("sharing"))
-                .collect::<Vec<_>>()
-                .join("\nDEBUG ")
-        );
-        eprintln!("DEBUG stats {}", s.stats());
-    }
     assert!(degraded > 0, "no renewal was answered while the database was down");
     assert!(after > 100, "the servers did not recover: {after} Replies after the restart");
     for s in &servers {
