@@ -155,7 +155,14 @@ start_server() {
         ip netns exec "$SRV2" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
           --state-dir "$WORK/state2" --no-ra --no-http --no-tftp --state "$PG_URL" --server-name bench-2 \
           >"$WORK/server2.log" 2>&1 & disown
-        for _ in $(seq 100); do grep -q "DHCPv6 listening" "$WORK/server2.log" 2>/dev/null && break; sleep 0.1; done
+        # Both servers heartbeating and sharing the clients out, as in production, before any
+        # client arrives (until then each answers everything).
+        for _ in $(seq 100); do
+          grep -q 'servers sharing the clients servers=\["bench-1", "bench-2"\]' "$WORK/server.log" 2>/dev/null \
+            && grep -q 'servers sharing the clients servers=\["bench-1", "bench-2"\]' "$WORK/server2.log" 2>/dev/null \
+            && break
+          sleep 0.1
+        done
       fi
       ;;
     kea-pg)
