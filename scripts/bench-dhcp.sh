@@ -165,34 +165,24 @@ start_server() {
         done
       fi
       ;;
-    kea-pg)
-      fresh_db
-      kea-admin db-init pgsql -u metal6 -n bench -h "$PGDIR" >"$WORK/kea-admin.log" 2>&1 \
-        || { echo "bench: kea-admin db-init failed" >&2; cat "$WORK/kea-admin.log" >&2; exit 1; }
-      cat >"$WORK/state/kea-dhcp6.conf" <<JSON
-{ "Dhcp6": {
-    "data-directory": "$WORK/state",
-    "server-id": { "type": "LL", "persist": false },
-    "interfaces-config": { "interfaces": [ "m6s0/fd00:6d:1::1" ] },
-    "lease-database": { "type": "postgresql", "name": "bench", "host": "$PGDIR", "user": "metal6" },
-    "preferred-lifetime": 3600, "valid-lifetime": 7200, "renew-timer": 1800, "rebind-timer": 2880,
-    "subnet6": [ { "id": 1, "subnet": "fd00:6d:1::/64", "interface": "m6s0",
-                   "pools": [ { "pool": "fd00:6d:1::1:0 - fd00:6d:1::1:ffff" } ] } ],
-    "loggers": [ { "name": "kea-dhcp6", "severity": "WARN", "output_options": [ { "output": "$WORK/state/kea.log" } ] } ]
-} }
-JSON
-      KEA_LOCKFILE_DIR="$WORK/state" KEA_PIDFILE_DIR="$WORK/state" \
-        ip netns exec "$SRV" taskset -c 0 kea-dhcp6 -c "$WORK/state/kea-dhcp6.conf" >"$WORK/server.log" 2>&1 & disown
-      ;;
-    kea | kea-mt)
-      local mt=false; [[ $server == kea-mt ]] && mt=true
+    kea | kea-mt | kea-pg)
+      local mt=false lease_db
+      [[ $server == kea-mt ]] && mt=true
+      if [[ $server == kea-pg ]]; then
+        fresh_db
+        kea-admin db-init pgsql -u metal6 -n bench -h "$PGDIR" >"$WORK/kea-admin.log" 2>&1 \
+          || { echo "bench: kea-admin db-init failed" >&2; cat "$WORK/kea-admin.log" >&2; exit 1; }
+        lease_db='{ "type": "postgresql", "name": "bench", "host": "'"$PGDIR"'", "user": "metal6" }'
+      else
+        lease_db='{ "type": "memfile", "persist": true, "name": "'"$WORK"'/state/leases6.csv", "lfc-interval": 0 }'
+      fi
       cat >"$WORK/state/kea-dhcp6.conf" <<JSON
 { "Dhcp6": {
     "data-directory": "$WORK/state",
     "server-id": { "type": "LL", "persist": false },
     "multi-threading": { "enable-multi-threading": $mt },
     "interfaces-config": { "interfaces": [ "m6s0/fd00:6d:1::1" ] },
-    "lease-database": { "type": "memfile", "persist": true, "name": "$WORK/state/leases6.csv", "lfc-interval": 0 },
+    "lease-database": $lease_db,
     "preferred-lifetime": 3600, "valid-lifetime": 7200, "renew-timer": 1800, "rebind-timer": 2880,
     "subnet6": [ { "id": 1, "subnet": "fd00:6d:1::/64", "interface": "m6s0",
                    "pools": [ { "pool": "fd00:6d:1::1:0 - fd00:6d:1::1:ffff" } ] } ],

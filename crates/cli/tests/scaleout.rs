@@ -185,6 +185,30 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The lab with both servers on `pg`, captures on both client links, and the node's dhclient
+/// running through the relay (it renews at T1 = 4 s).
+struct Running {
+    dir: tempfile::TempDir,
+    lab: Lab,
+    servers: [Server; 2],
+    load_cap: Capture,
+    node_cap: Capture,
+    dhclient: Child,
+}
+
+fn running(pg: &TestPg) -> Running {
+    let dir = tempfile::tempdir().expect("tmp");
+    let inv = inventory(dir.path());
+    let lab = lab(dir.path());
+    let servers = [start_server(&lab.srv[0], &inv, pg, "srv-a"), start_server(&lab.srv[1], &inv, pg, "srv-b")];
+    let load_cap = Capture::start(&lab.load, "m6c0", &dir.path().join("load.pcap"));
+    let node_cap = Capture::start(&lab.node, "m6c0", &dir.path().join("node.pcap"));
+    let d = dir.path().display();
+    let dhclient = format!("exec dhclient -6 -d -v -lf {d}/node.lease -pf {d}/node.pid -sf /bin/true m6c0");
+    let dhclient = lab.node.spawn(Path::new("/bin/sh"), &["-c", &dhclient], &dir.path().join("dhclient.log"));
+    Running { dir, lab, servers, load_cap, node_cap, dhclient }
+}
+
 fn perfdhcp_summary(text: &str) -> String {
     text.lines()
         .filter(|l| l.contains("sent packets") || l.contains("received packets") || l.contains("drops"))
@@ -250,18 +274,7 @@ fn two_servers_behind_one_relay_lose_nothing_when_one_is_killed() {
     require_tool!("dhclient");
     require_tool!("tshark");
     let Some(pg) = pg() else { return };
-    let dir = tempfile::tempdir().expect("tmp");
-    let inv = inventory(dir.path());
-    let lab = lab(dir.path());
-    let servers = [start_server(&lab.srv[0], &inv, &pg, "srv-a"), start_server(&lab.srv[1], &inv, &pg, "srv-b")];
-    let load_cap = Capture::start(&lab.load, "m6c0", &dir.path().join("load.pcap"));
-    let node_cap = Capture::start(&lab.node, "m6c0", &dir.path().join("node.pcap"));
-
-    // The node: dhclient through the relay, kept running (it renews at T1 = 4 s).
-    let d = dir.path().display();
-    let dhclient = format!("dhclient -6 -v -lf {d}/node.lease -pf {d}/node.pid -sf /bin/true m6c0");
-    let mut dhclient =
-        lab.node.spawn(Path::new("/bin/sh"), &["-c", &format!("exec {dhclient} -d")], &dir.path().join("dhclient.log"));
+    let Running { dir, lab, servers, load_cap, node_cap, mut dhclient } = running(&pg);
     let bound = wait_for("the node's lease", Duration::from_secs(30), || {
         servers.iter().position(|s| {
             s.events().iter().any(|e| {
@@ -385,15 +398,7 @@ fn a_database_restart_under_load_loses_no_acknowledged_binding() {
     require_tool!("dhclient");
     require_tool!("tshark");
     let Some(pg) = pg() else { return };
-    let dir = tempfile::tempdir().expect("tmp");
-    let inv = inventory(dir.path());
-    let lab = lab(dir.path());
-    let servers = [start_server(&lab.srv[0], &inv, &pg, "srv-a"), start_server(&lab.srv[1], &inv, &pg, "srv-b")];
-    let load_cap = Capture::start(&lab.load, "m6c0", &dir.path().join("load.pcap"));
-    let node_cap = Capture::start(&lab.node, "m6c0", &dir.path().join("node.pcap"));
-    let d = dir.path().display();
-    let dhclient = format!("exec dhclient -6 -d -v -lf {d}/node.lease -pf {d}/node.pid -sf /bin/true m6c0");
-    let mut dhclient = lab.node.spawn(Path::new("/bin/sh"), &["-c", &dhclient], &dir.path().join("dhclient.log"));
+    let Running { dir, lab, servers, load_cap, node_cap, mut dhclient } = running(&pg);
     wait_for("the node's lease", Duration::from_secs(30), || {
         servers
             .iter()

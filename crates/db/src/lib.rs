@@ -98,6 +98,19 @@ impl DbError {
     }
 }
 
+/// An error and its causes on one line (`a: b: c`), for logs and messages: `%e` alone prints
+/// only the outermost message and hides why a statement failed.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 /// Shorthand for a failed statement, named after what it was for.
 pub(crate) fn query(what: &'static str) -> impl FnOnce(postgres::Error) -> DbError {
     move |source| DbError::Query { what, source }

@@ -59,20 +59,9 @@ fn a_wrong_password_is_a_clear_error_without_the_password() {
     std::fs::write(&wrong, "not-the-password").expect("write");
     let cfg = DbConfig::parse(&pg.url(), Some(format!("file:{}", wrong.display()).parse().expect("ref"))).expect("url");
     let Err(e) = cfg.connect() else { panic!("a wrong password was accepted") };
-    let text = metal6_db_chain(&e);
+    let text = metal6_db::error_chain(&e);
     assert!(text.contains("cannot connect to the state database") && text.contains("password"), "{text}");
     assert!(!text.contains("not-the-password"), "{text}");
-}
-
-fn metal6_db_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }
 
 #[test]

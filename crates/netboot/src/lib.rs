@@ -131,18 +131,8 @@ pub enum ServeError {
     ServiceFailed { service: &'static str, reason: String },
 }
 
-/// An error and its causes on one line (`a: b: c`), for logs: `%e` alone prints only the
-/// outermost message and hides why a journal write failed.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
-}
+/// An error and its causes on one line (`a: b: c`), for logs.
+pub use metal6_db::error_chain;
 
 /// Holds `STATE_DIR/serve.lock` (an exclusive `flock`, released by the kernel when the
 /// process dies, so a crash never leaves a stale lock). The file says which pid holds it.

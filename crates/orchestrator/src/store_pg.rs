@@ -38,16 +38,7 @@ fn db(e: impl std::fmt::Display) -> StoreError {
     StoreError::Shared(e.to_string())
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
-}
+use metal6_db::error_chain as chain;
 
 fn pg(e: postgres::Error) -> StoreError {
     StoreError::Shared(chain(&e))
