@@ -81,9 +81,36 @@ pub fn missing_macs(src: &str) -> Result<Vec<MissingMac>, WritebackError> {
 
 /// Inserts `mac: M` into each named NIC's mapping, after the mapping's last line that starts
 /// a key, with the indentation of its keys.
+/// The source's lines as the YAML parser numbers them, each with its break: a line ends at
+/// `\r\n`, `\n` or a lone `\r` (YAML 1.2's line breaks). Counting `\n` alone put a MAC on the
+/// wrong NIC when a lone carriage return sat in a comment (found by the inventory fuzzer).
+fn yaml_lines(src: &str) -> Vec<&str> {
+    let b = src.as_bytes();
+    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+    while i < b.len() {
+        let end = match b[i] {
+            b'\n' => Some(i),
+            b'\r' if b.get(i + 1) == Some(&b'\n') => Some(i + 1),
+            b'\r' => Some(i),
+            _ => None,
+        };
+        if let Some(end) = end {
+            // ASCII breaks: these byte positions are character boundaries.
+            out.push(&src[start..=end]);
+            start = end + 1;
+            i = end;
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push(&src[start..]);
+    }
+    out
+}
+
 pub fn fill_macs(src: &str, fills: &[(String, String, MacAddr)]) -> Result<String, WritebackError> {
     let root = tree::parse(src).map_err(|e| WritebackError::Syntax(e.to_string()))?;
-    let lines: Vec<&str> = src.split_inclusive('\n').collect();
+    let lines = yaml_lines(src);
     // (line index to insert after, text), applied bottom-up so indices stay valid.
     let mut inserts: Vec<(usize, String)> = Vec::new();
     for (node, nic, mac) in fills {
@@ -140,6 +167,19 @@ pub fn fill_macs(src: &str, fills: &[(String, String, MacAddr)]) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzzer's finding: a lone carriage return in a comment is a line break to the YAML
+    /// parser, so the MAC went in one line too low, onto the next NIC (a duplicate `mac`).
+    #[test]
+    fn a_lone_carriage_return_does_not_move_the_fill() {
+        let src = "version: 1\nnodes:\n  - name: n1\n    nics:\n      - name: a\n# \r        mac: 02:00:00:00:00:0a\n      - name: b\n      - name: c\n        mac: 02:00:00:00:00:0c\n";
+        let missing = missing_macs(src).expect("parses");
+        assert_eq!(missing.iter().map(|m| m.nic.as_str()).collect::<Vec<_>>(), ["b"]);
+        let out = fill_macs(src, &[("n1".into(), "b".into(), MacAddr([2, 0, 0, 0, 0, 0xb]))]).expect("filled");
+        assert!(missing_macs(&out).expect("still parses").is_empty(), "{out:?}");
+        assert!(out.contains("      - name: b\n        mac: 02:00:00:00:00:0b\n"), "{out:?}");
+        assert_eq!(yaml_lines("a\r\nb\rc\nd"), ["a\r\n", "b\r", "c\n", "d"]);
+    }
 
     const SRC: &str = "\
 # fleet
