@@ -344,17 +344,23 @@ impl DhcpService {
         // the table back when its Reply is withheld (the engine applies its changes at once),
         // and for a degraded shared server, which answers a Renew or Rebind only when nothing
         // moves. Withheld Replies are undone, so what is held here was committed or is queued.
-        let before: Vec<(metal6_dhcp6::bindings::BindingKey, Option<metal6_dhcp6::bindings::Binding>)> = client
-            .ia_nas()
-            .take(metal6_dhcp6::policy::MAX_IAS_PER_MESSAGE)
-            .map(|ia| {
-                let key = metal6_dhcp6::bindings::BindingKey { duid: duid.to_vec(), iaid: ia.iaid };
-                let held = self.bindings.get(&key).cloned();
-                (key, held)
-            })
-            .collect();
+        // Only a shared store withholds: the journal's server copies nothing per message.
+        let before: Vec<(metal6_dhcp6::bindings::BindingKey, Option<metal6_dhcp6::bindings::Binding>)> = if self.shared
+        {
+            client
+                .ia_nas()
+                .take(metal6_dhcp6::policy::MAX_IAS_PER_MESSAGE)
+                .map(|ia| {
+                    let key = metal6_dhcp6::bindings::BindingKey { duid: duid.to_vec(), iaid: ia.iaid };
+                    let held = self.bindings.get(&key).cloned();
+                    (key, held)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let renewing = matches!(client.msg_type, MsgType::Renew | MsgType::Rebind);
-        let origin = (duid.to_vec(), client.xid, u8::from(client.msg_type));
+        let origin = (duid, client.xid, u8::from(client.msg_type));
         let span =
             tracing::debug_span!("dhcpv6", xid = %hex3(client.xid), msg = type_name(client.msg_type), src = %from.ip());
         let _g = span.enter();
@@ -428,7 +434,7 @@ impl DhcpService {
     /// Logs and stores the events locally; on a shared store, returns them with ids made
     /// from the message they came from (`origin`: client DUID, xid, message type), the same on
     /// every server that saw it and for every retransmission.
-    fn record(&mut self, events: &[Event], origin: &(Vec<u8>, [u8; 3], u8)) -> Vec<metal6_db::leases::EventRow> {
+    fn record(&mut self, events: &[Event], origin: &(&[u8], [u8; 3], u8)) -> Vec<metal6_db::leases::EventRow> {
         let mut rows = Vec::new();
         for e in events {
             info!(event = ?e, "node event");
@@ -439,7 +445,7 @@ impl DhcpService {
             let Ok(plain) = serde_json::to_value(e) else { continue };
             let node = stored.get("node").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
             let ts_ms = stored.get("ts_ms").and_then(serde_json::Value::as_u64).unwrap_or_default();
-            let id = metal6_db::leases::dhcp_event_id(&origin.0, origin.1, origin.2, &plain);
+            let id = metal6_db::leases::dhcp_event_id(origin.0, origin.1, origin.2, &plain);
             rows.push(metal6_db::leases::EventRow { id, node, ts_ms, body: stored });
         }
         rows

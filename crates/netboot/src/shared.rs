@@ -206,20 +206,8 @@ pub(crate) fn spawn_writer(
         let mut deferred = Deferred::default();
         let mut connected = true;
         let mut last_attempt = Instant::now();
-        loop {
-            // Degraded, or with renewals to write: wake up to try the database again.
-            let first = if connected && deferred.is_empty() {
-                match rx.recv() {
-                    Ok(p) => Some(p),
-                    Err(_) => break,
-                }
-            } else {
-                match rx.recv_timeout(RECONNECT_EVERY) {
-                    Ok(p) => Some(p),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            };
+        // Degraded, or with renewals to write: wake up to try the database again.
+        while let Ok(first) = next(&rx, !(connected && deferred.is_empty())) {
             if let Some(p) = first {
                 batch.push(p);
                 std::thread::sleep(LINGER);
@@ -276,6 +264,19 @@ pub(crate) fn spawn_writer(
             leases.flush_deferred(&mut deferred, &stats);
         }
     })
+}
+
+/// The next item of a writer's queue; with `retrying`, `None` after [`RECONNECT_EVERY`] of
+/// silence, so what waits for the database is tried again. `Err`: the queue is closed.
+fn next<T>(rx: &Receiver<T>, retrying: bool) -> Result<Option<T>, ()> {
+    if !retrying {
+        return rx.recv().map(Some).map_err(|_| ());
+    }
+    match rx.recv_timeout(RECONNECT_EVERY) {
+        Ok(x) => Ok(Some(x)),
+        Err(RecvTimeoutError::Timeout) => Ok(None),
+        Err(RecvTimeoutError::Disconnected) => Err(()),
+    }
 }
 
 /// Drops the Replies of `batch` and puts the binding table back as it was before them.
@@ -662,18 +663,7 @@ pub fn spawn_event_sink(
         let mut waiting: VecDeque<EventRow> = VecDeque::new();
         loop {
             // Events kept while the database was unreachable are tried again every second.
-            let first = if waiting.is_empty() {
-                match rx.recv() {
-                    Ok(x) => Some(x),
-                    Err(_) => return,
-                }
-            } else {
-                match rx.recv_timeout(RECONNECT_EVERY) {
-                    Ok(x) => Some(x),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-            };
+            let Ok(first) = next(&rx, !waiting.is_empty()) else { return };
             let mut batch: Vec<crate::events::SinkItem> = first.into_iter().collect();
             while batch.len() < 256
                 && let Ok(x) = rx.try_recv()
