@@ -546,10 +546,12 @@ fn two_apply_workers_share_a_fleet_and_one_takes_over_when_the_other_dies() {
     let (url, pw) = (pg.url(), pg.password_ref());
     let args = |name: &str| {
         vec![
+            // Each worker drives at most 4 of the 8 nodes at once (and claims only those), so
+            // both hold nodes however far apart they start.
             "--parallel".to_owned(),
-            "8".into(),
+            "4".into(),
             "--installs".into(),
-            "8".into(),
+            "4".into(),
             "--poll".into(),
             "200ms".into(),
             "--skip-doctor".into(),
@@ -586,9 +588,21 @@ fn two_apply_workers_share_a_fleet_and_one_takes_over_when_the_other_dies() {
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
     };
     // Kill wa while it drives nodes and some install.
-    wait_for("wa to drive nodes while installs run", Duration::from_secs(60), || {
-        (owned("wa") > 0 && fleet.serve.events().iter().any(|e| e["phase"] == "writing-image")).then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !(owned("wa") > 0 && fleet.serve.events().iter().any(|e| e["phase"] == "writing-image")) {
+        let log = |n: &str| std::fs::read_to_string(fleet.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wa never drove a node while installs ran: wa owns {}, wb owns {}\nwa:\n{}\nwb:\n{}",
+            owned("wa"),
+            owned("wb"),
+            log("wa"),
+            log("wb")
+        );
+        // A worker claims only nodes it has a --parallel slot for.
+        assert!(owned("wa") <= 4 && owned("wb") <= 4, "wa owns {}, wb owns {}", owned("wa"), owned("wb"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let held = owned("wa");
     let _ = wa.kill();
     let _ = wa.wait();

@@ -274,19 +274,55 @@ impl Apply {
 
     /// Drives a node while this worker holds its claim (several workers on a shared store:
     /// one drives each node; one waits while another's claim is live and takes the node over
-    /// when it lapses), then gives the claim up.
+    /// when it lapses), then gives the claim up. The `--parallel` slot comes first and the
+    /// claim second: a worker claims only nodes it can drive now, so one worker never holds
+    /// claims on nodes queued behind its own slots while another worker has slots free.
     async fn drive(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
+        let queued_since = now_ms();
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(());
             }
             let Some(rec) = self.store.load(name)? else { return Ok(()) };
+            // A node that needs nothing never takes a slot.
+            if rec.state.is_final() {
+                return Ok(());
+            }
+            let slot = if let Ok(p) = Arc::clone(&self.global).try_acquire_owned() {
+                p
+            } else {
+                let mut r = rec.clone();
+                r.wait = Some(format!(
+                    "queued since {}: {} nodes are being driven (--parallel)",
+                    hms(queued_since),
+                    self.opts.parallel
+                ));
+                self.show(&r);
+                tokio::select! {
+                    p = Arc::clone(&self.global).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Ok(()),
+                    },
+                    () = self.cancel.cancelled() => return Ok(()),
+                }
+            };
+            // The record may have moved on (another worker) while this task queued.
+            let Some(rec) = self.store.load(name)? else { return Ok(()) };
             if rec.state.is_final() {
                 return Ok(());
             }
             match self.store.claim(name)? {
-                crate::store::Claim::Held => break,
+                crate::store::Claim::Held => {
+                    let r = self.drive_claimed(name).await;
+                    drop(slot);
+                    if let Err(e) = self.store.release(name) {
+                        warn!(node = name, "cannot release the claim: {e}");
+                    }
+                    return r;
+                }
                 crate::store::Claim::Other { owner, for_ms } => {
+                    // Waiting on another worker's claim holds no slot of ours.
+                    drop(slot);
                     let mut r = rec.clone();
                     r.wait = Some(format!(
                         "driven by {owner}; taken over if its claim lapses (live for {} s)",
@@ -297,40 +333,13 @@ impl Apply {
                 }
             }
         }
-        let r = self.drive_claimed(name).await;
-        if let Err(e) = self.store.release(name) {
-            warn!(node = name, "cannot release the claim: {e}");
-        }
-        r
     }
 
+    /// Drives a claimed node, holding one of this worker's `--parallel` slots, until it is
+    /// final, parked, stopped by `--until` or cancelled.
     async fn drive_claimed(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
         let Some(node) = self.inv.node(name).cloned() else { return Ok(()) };
         let mut d = Driver { verify_power: true, install_permit: None, failures_seen: HashSet::new(), queued: false };
-        // A node that needs nothing never takes a slot.
-        if self.store.load(name)?.is_none_or(|r| r.state.is_final()) {
-            return Ok(());
-        }
-        let queued_since = now_ms();
-        let _slot = if let Ok(p) = Arc::clone(&self.global).try_acquire_owned() {
-            p
-        } else {
-            if let Some(mut rec) = self.store.load(name)? {
-                rec.wait = Some(format!(
-                    "queued since {}: {} nodes are being driven (--parallel)",
-                    hms(queued_since),
-                    self.opts.parallel
-                ));
-                self.show(&rec);
-            }
-            tokio::select! {
-                p = Arc::clone(&self.global).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
-                },
-                () = self.cancel.cancelled() => return Ok(()),
-            }
-        };
         let mut jitter_seed = name.bytes().fold(now_ms(), |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         loop {
             if self.cancel.is_cancelled() {
