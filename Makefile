@@ -74,7 +74,8 @@ unit: ## Every test, the QEMU end-to-end included (make e2e runs that one alone)
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) build --profile installer -p metal6-installer --locked
 	rm -rf target/boot-matrix
-	$(CARGO) test --workspace --locked 2>&1 | tee target/unit-tests.log
+	# --no-fail-fast: one failing test binary does not hide the results of the ones after it.
+	$(CARGO) test --workspace --locked --no-fail-fast 2>&1 | tee target/unit-tests.log
 	@./scripts/test-summary.sh target/unit-tests.log
 	@python3 scripts/boot-matrix.py --check
 
