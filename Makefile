@@ -153,10 +153,15 @@ bench-apply: deps ## metal6 apply on 200 simulated nodes (50 BMCs) through a rea
 FUZZ_TARGETS ?= dhcp6_decode_decide ra_rs tftp_request http_head inventory tle redfish_json
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
+# Processes per target (make fuzz) and the sanitizer (address, or none for long runs: then
+# make fuzz-replay checks what they kept under AddressSanitizer).
+FUZZ_JOBS ?= 1
+FUZZ_SANITIZER ?= address
 
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZ_SECONDS each (default 60), continuing the working corpora
-	@FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh run
+	@FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) \
+	  FUZZ_SANITIZER=$(FUZZ_SANITIZER) ./scripts/fuzz.sh run
 
 .PHONY: fuzz-smoke
 fuzz-smoke: ## A short fuzz run of every target from the committed seeds (FUZZ_SMOKE_SECONDS, default 10)
@@ -165,6 +170,10 @@ fuzz-smoke: ## A short fuzz run of every target from the committed seeds (FUZZ_S
 .PHONY: fuzz-merge
 fuzz-merge: ## Add the inputs fuzzing found that reach new code to the committed corpora (fuzz/corpus/)
 	@FUZZ_TARGETS="$(FUZZ_TARGETS)" ./scripts/fuzz.sh merge
+
+.PHONY: fuzz-replay
+fuzz-replay: ## Run every input of the working corpora and seeds once under AddressSanitizer
+	@FUZZ_TARGETS="$(FUZZ_TARGETS)" ./scripts/fuzz.sh replay
 
 .PHONY: demo
 demo: deps ## metal6 apply on the QEMU lab: both nodes powered on through their BMCs, netbooted over IPv6, installed, live
