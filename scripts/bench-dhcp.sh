@@ -31,6 +31,16 @@
 # same pool; metal6-pg2 is two `serve --state` sharing that database, both on the client's link
 # (a bridge: every Solicit reaches both, as a relay forwarding to every server makes it), both
 # on CPU 0. Their CPU column counts the DHCP server process(es) only, not PostgreSQL.
+#
+# Hosts of a fixed size (metal6-pg-cap, metal6-pg2-cap): the same one and two servers, each
+# server process in its own CPU cgroup capped at CAP_CPU of one CPU (0.2), PostgreSQL and the
+# generator uncapped. Scale-out adds hosts, so what it must show is that each server's capacity
+# adds up through the shared database; on this 2-core machine the uncapped two servers and
+# PostgreSQL share one core, so two cannot beat one there whatever the design (each server
+# decodes every Solicit it sees, follows the other's bindings and commits its own
+# transactions). With a cap the servers are the bottleneck, as on hosts of their own, and
+# PostgreSQL has the rest of CPU 0. What it cannot show: PostgreSQL on its own host, the
+# network between the hosts, or what a database host saturated by many servers does.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -40,7 +50,8 @@ CLIENTS=${CLIENTS:-60000}
 RATES=${RATES:-2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000 36000 40000 44000 48000}
 # Servers on PostgreSQL start lower: a database round trip per exchange.
 PG_RATES=${PG_RATES:-250 500 1000 1500 2000 3000 4000 5000 6000 8000 10000 12000 16000 20000}
-SERVERS=${SERVERS:-metal6 kea kea-mt metal6-pg kea-pg metal6-pg2}
+SERVERS=${SERVERS:-metal6 kea kea-mt metal6-pg kea-pg metal6-pg2 metal6-pg-cap metal6-pg2-cap}
+CAP_CPU=${CAP_CPU:-0.2}
 MODES=${MODES:-direct relayed}
 BISECT=${BISECT:-2}
 RETRY=${RETRY:-1}
@@ -54,12 +65,40 @@ teardown_link() {
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
+  cg_clean
 }
 cleanup() {
   sysctl -qw net.core.rmem_default="$RMEM_DEFAULT"
   teardown_link
   pg_stop
   [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
+}
+# The capped servers' CPU cgroups (cgroup v2, or v1's cpu controller): cg_dir NAME.
+CG_ROOT=
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+  CG_ROOT=/sys/fs/cgroup
+  grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || CG_ROOT=
+elif [[ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
+  CG_ROOT=/sys/fs/cgroup/cpu
+fi
+cg_dir() { echo "$CG_ROOT/$TAG-$1"; }
+# A cgroup NAME whose members together get at most CAP_CPU of one CPU.
+cg_make() {
+  local d quota
+  d=$(cg_dir "$1"); quota=$(awk -v c="$CAP_CPU" 'BEGIN { printf "%d", c * 100000 }')
+  mkdir -p "$d"
+  if [[ -f $d/cpu.max ]]; then echo "$quota 100000" >"$d/cpu.max"
+  else echo 100000 >"$d/cpu.cfs_period_us"; echo "$quota" >"$d/cpu.cfs_quota_us"; fi
+}
+# Removes this run's cgroups once their processes have gone.
+cg_clean() {
+  [[ -n $CG_ROOT ]] || return 0
+  local d
+  for d in "$CG_ROOT/$TAG"-*; do
+    [[ -d $d ]] || continue
+    for _ in $(seq 50); do rmdir "$d" 2>/dev/null && break; sleep 0.1; done
+  done
+  return 0
 }
 trap cleanup EXIT
 # Leftovers of earlier runs whose shell is gone.
@@ -70,6 +109,17 @@ for ns in $(ip netns list | awk '/^m6b-/{print $1}'); do
     ip netns del "$ns" 2>/dev/null || true
   fi
 done
+
+if [[ -n $CG_ROOT ]]; then
+  for d in "$CG_ROOT"/m6b-*; do
+    [[ -d $d ]] || continue
+    pid=${d##*/m6b-}; pid=${pid%%-*}
+    [[ -d /proc/$pid ]] || rmdir "$d" 2>/dev/null || true
+  done
+elif [[ " $SERVERS " == *-cap* ]]; then
+  echo "bench: no CPU cgroup controller here: the capped servers (metal6-pg-cap, metal6-pg2-cap) are left out"
+  SERVERS=$(tr ' ' '\n' <<<"$SERVERS" | grep -v -- '-cap$' | paste -sd ' ')
+fi
 
 cargo build -q --release --locked -p metal6-cli
 M6="$PWD/target/release/metal6"
@@ -143,16 +193,24 @@ start_server() {
       ip netns exec "$SRV" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
         --state-dir "$WORK/state" --no-ra >"$WORK/server.log" 2>&1 & disown
       ;;
-    metal6-pg | metal6-pg2)
+    metal6-pg | metal6-pg2 | metal6-pg-cap | metal6-pg2-cap)
       fresh_db
-      ip netns exec "$SRV" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
+      # Uncapped: run as is. Capped: the process enters its own CPU cgroup, then execs (before
+      # `ip netns exec`, which mounts a sysfs of the namespace's own without the cgroups).
+      local cap1=() cap2=()
+      if [[ $server == *-cap ]]; then
+        cg_make srv1; cg_make srv2
+        cap1=(bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$(cg_dir srv1)")
+        cap2=(bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$(cg_dir srv2)")
+      fi
+      "${cap1[@]}" ip netns exec "$SRV" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
         --state-dir "$WORK/state" --no-ra --no-http --no-tftp --state "$PG_URL" --server-name bench-1 \
         >"$WORK/server.log" 2>&1 & disown
-      if [[ $server == metal6-pg2 ]]; then
+      if [[ $server == metal6-pg2* ]]; then
         # After the first has migrated and published: the second starts on a ready database.
         for _ in $(seq 100); do grep -q "DHCPv6 listening" "$WORK/server.log" && break; sleep 0.1; done
         mkdir -p "$WORK/state2"
-        ip netns exec "$SRV2" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
+        "${cap2[@]}" ip netns exec "$SRV2" taskset -c 0 "$M6" serve -i tests/netboot/pool.yaml --interface m6s0 \
           --state-dir "$WORK/state2" --no-ra --no-http --no-tftp --state "$PG_URL" --server-name bench-2 \
           >"$WORK/server2.log" 2>&1 & disown
         # Both servers heartbeating and sharing the clients out, as in production, before any
@@ -209,7 +267,7 @@ rcvbuf_errors() { ip netns exec "$1" awk '$1 == "Udp6RcvbufErrors" { print $2 }'
 step() {
   local server=$1 mode=$2 rate=$3 relay=() c0 c1 out
   [[ $mode == relayed ]] && relay=(-A 1)
-  setup_link "$( [[ $server == metal6-pg2 ]] && echo 2 || echo 1)"
+  setup_link "$( [[ $server == metal6-pg2* ]] && echo 2 || echo 1)"
   start_server "$server"
   c0=$(cpu_of "$SERVER_PID")
   sysctl -qw net.core.rmem_default=4194304
@@ -317,11 +375,13 @@ echo "   own socket: the server's limit is higher)"
 for key in "${!GEN_LIMITED[@]}"; do
   echo "  ${key/,/ }: at ${GEN_LIMITED[$key]}/s offered every drop was in the generator's socket"
 done
-printf '\n%-52s %10s %10s %8s\n' "" "metal6" "best Kea" "ratio"
-for mode in $MODES; do
-  m=${CLEAN[metal6,$mode]:-0}; k=$(best_kea "$mode")
-  printf '%-52s %10s %10s %8s\n' "clean rate (0 % drops), $mode" "$m" "$k" "$(ratio "$m" "$k")"
-done
+if [[ " $SERVERS " == *" metal6 "* ]]; then
+  printf '\n%-52s %10s %10s %8s\n' "" "metal6" "best Kea" "ratio"
+  for mode in $MODES; do
+    m=${CLEAN[metal6,$mode]:-0}; k=$(best_kea "$mode")
+    printf '%-52s %10s %10s %8s\n' "clean rate (0 % drops), $mode" "$m" "$k" "$(ratio "$m" "$k")"
+  done
+fi
 printf '%-52s %10s\n' "generator ceiling (most perfdhcp offered, /s)" "$GEN_CEILING"
 if [[ " $SERVERS " == *" metal6-pg "* && " $SERVERS " == *" kea-pg "* ]]; then
   printf '\n%-52s %10s %10s %8s\n' "" "metal6-pg" "kea-pg" "ratio"
@@ -336,6 +396,14 @@ if [[ " $SERVERS " == *" metal6-pg "* && " $SERVERS " == *" metal6-pg2 "* ]]; th
     two=${CLEAN[metal6-pg2,$mode]:-0}; one=${CLEAN[metal6-pg,$mode]:-0}
     printf '%-52s %10s %10s %8s\n' "clean rate on one PostgreSQL (0 % drops), $mode" "$two" "$one" "$(ratio "$two" "$one")"
   done
+fi
+if [[ " $SERVERS " == *" metal6-pg-cap "* && " $SERVERS " == *" metal6-pg2-cap "* ]]; then
+  printf '\n%-52s %10s %10s %8s\n' "" "2 servers" "1 server" "ratio"
+  for mode in $MODES; do
+    two=${CLEAN[metal6-pg2-cap,$mode]:-0}; one=${CLEAN[metal6-pg-cap,$mode]:-0}
+    printf '%-52s %10s %10s %8s\n' "each server capped at $CAP_CPU CPU, one PostgreSQL, $mode" "$two" "$one" "$(ratio "$two" "$one")"
+  done
+  echo "  (capped: each server on a host of its own size; uncapped: both servers and PostgreSQL share CPU 0)"
 fi
 
 # Cost per exchange: at the highest ramp rate metal6 and a Kea both completed cleanly (direct),
@@ -356,4 +424,4 @@ fi
 printf '%-52s %10s %10s\n' "durability before a Reply" "fdatasync" "none (memfile appends)"
 echo "targets: metal6 clean up to the generator's ceiling; clean rate >= 2x the best Kea where the"
 echo "generator can offer that much; exchanges per server CPU-second >= 2x Kea; on PostgreSQL,"
-echo "metal6 >= 2x Kea, and two servers >= one."
+echo "metal6 >= 2x Kea, and two servers >= one (on hosts of their own: the capped line)."
