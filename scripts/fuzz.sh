@@ -77,7 +77,7 @@ cargo_fuzz=(cargo "+$toolchain" fuzz)
 bin_dir=$build_dir/$(rustc "+$toolchain" -vV | sed -n 's/^host: //p')/release
 mkdir -p "$logs"
 # As `cargo fuzz run` sets it: Rust's generics trip ASan's one-definition-rule check.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0}
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0
 
 if [[ $mode == merge ]]; then
   for t in $targets; do
@@ -95,6 +95,7 @@ fi
 if [[ $mode == replay ]]; then
   failed=0
   for t in $targets; do
+    mkdir -p "fuzz/artifacts/$t"
     dirs=("fuzz/corpus/$t")
     [[ -d fuzz/target/corpus/$t ]] && dirs+=("fuzz/target/corpus/$t")
     n=$(find "${dirs[@]}" -type f | wc -l)
@@ -134,19 +135,21 @@ for t in $targets; do
   echo "fuzz: $t for ${seconds}s, $jobs process(es), sanitizer $sanitizer (log: $logs/$t.log)"
   # The working corpus first: libFuzzer adds what it finds to the first directory only, so
   # the committed seeds stay as they are. Several processes share it (each rereads it).
-  pids=()
+  pids=() job_logs=()
   for ((j = 1; j <= jobs; j++)); do
     log=$logs/$t.log
     ((jobs > 1)) && log=$logs/$t.$j.log
+    job_logs+=("$log")
     "$bin_dir/$t" "$work" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" "${args[@]}" >"$log" 2>&1 &
     pids+=($!)
   done
-  rc=0
-  for p in "${pids[@]}"; do
-    wait "$p" || rc=$?
+  # The exit status of each job; the log shown on failure is the failed job's.
+  rc=0 failed_log=$logs/$t.log
+  for j in "${!pids[@]}"; do
+    wait "${pids[$j]}" || { rc=$?; failed_log=${job_logs[$j]}; }
   done
   if ((jobs > 1)); then
-    cat "$logs/$t".[0-9]*.log >"$logs/$t.log"
+    cat "${job_logs[@]}" >"$logs/$t.log"
   fi
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | awk '{ n += $1 } END { print n + 0 }')
   new=$(find "fuzz/artifacts/$t" -type f | sort | comm -13 "$scratch/$t.before" -)
@@ -155,7 +158,7 @@ for t in $targets; do
     continue
   fi
   failed=1
-  tail -n 60 "$logs/$t.log"
+  tail -n 60 "$failed_log"
   if [[ -n $new ]]; then
     summary+=("fuzz: $t ${execs:-?} executions, 1 finding: $(paste -sd ' ' <<<"$new")")
   else

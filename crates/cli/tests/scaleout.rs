@@ -589,26 +589,31 @@ fn two_apply_workers_share_a_fleet_and_one_takes_over_when_the_other_dies() {
     };
     // Kill wa while it drives nodes and some install.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !(owned("wa") > 0 && fleet.serve.events().iter().any(|e| e["phase"] == "writing-image")) {
-        let log = |n: &str| std::fs::read_to_string(fleet.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+    let log = |n: &str| std::fs::read_to_string(fleet.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+    let held = loop {
+        let (a, b) = (owned("wa"), owned("wb"));
+        // A worker claims only nodes it has a --parallel slot for.
+        assert!(a <= 4 && b <= 4, "wa owns {a}, wb owns {b}");
+        if a > 0 && fleet.serve.events().iter().any(|e| e["phase"] == "writing-image") {
+            break a;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "wa never drove a node while installs ran: wa owns {}, wb owns {}\nwa:\n{}\nwb:\n{}",
-            owned("wa"),
-            owned("wb"),
+            "wa never drove a node while installs ran: wa owns {a}, wb owns {b}\nwa:\n{}\nwb:\n{}",
             log("wa"),
             log("wb")
         );
-        // A worker claims only nodes it has a --parallel slot for.
-        assert!(owned("wa") <= 4 && owned("wb") <= 4, "wa owns {}, wb owns {}", owned("wa"), owned("wb"));
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let held = owned("wa");
+    };
     let _ = wa.kill();
     let _ = wa.wait();
-    let done = wait_for("wb to finish", Duration::from_secs(120), || wb.try_wait().ok().flatten());
-    let log = std::fs::read_to_string(fleet.dir.path().join("wb.log")).unwrap_or_default();
-    assert!(done.success() && log.contains("ready: 8/8"), "wb ({done}):\n{log}");
+    let done = wait_for("wb to finish", Duration::from_secs(120), || {
+        let b = owned("wb");
+        assert!(b <= 4, "wb owns {b} after taking over");
+        wb.try_wait().ok().flatten()
+    });
+    let wb_log = log("wb");
+    assert!(done.success() && wb_log.contains("ready: 8/8"), "wb ({done}):\n{wb_log}");
     let q = |sql: &str| String::from_utf8_lossy(&pg.psql("metal6", sql).stdout).trim().to_owned();
     assert_eq!(q("SELECT count(*) FROM apply_nodes WHERE record->'state'->>'state' = 'done'"), "8");
     let takeovers: usize =

@@ -278,7 +278,9 @@ impl Apply {
     /// claim second: a worker claims only nodes it can drive now, so one worker never holds
     /// claims on nodes queued behind its own slots while another worker has slots free.
     async fn drive(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
-        let queued_since = now_ms();
+        // Another worker was seen driving the node: while this worker waits for a slot of its
+        // own, the table keeps saying so rather than "queued".
+        let mut driven_elsewhere = false;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(());
@@ -291,13 +293,15 @@ impl Apply {
             let slot = if let Ok(p) = Arc::clone(&self.global).try_acquire_owned() {
                 p
             } else {
-                let mut r = rec.clone();
-                r.wait = Some(format!(
-                    "queued since {}: {} nodes are being driven (--parallel)",
-                    hms(queued_since),
-                    self.opts.parallel
-                ));
-                self.show(&r);
+                if !driven_elsewhere {
+                    let mut r = rec.clone();
+                    r.wait = Some(format!(
+                        "queued since {}: {} nodes are being driven (--parallel)",
+                        hms(now_ms()),
+                        self.opts.parallel
+                    ));
+                    self.show(&r);
+                }
                 tokio::select! {
                     p = Arc::clone(&self.global).acquire_owned() => match p {
                         Ok(p) => p,
@@ -314,15 +318,18 @@ impl Apply {
             match self.store.claim(name)? {
                 crate::store::Claim::Held => {
                     let r = self.drive_claimed(name).await;
-                    drop(slot);
+                    // The claim goes before the slot: a queued node of ours may claim only once
+                    // this one is given up, so a worker never holds more claims than slots.
                     if let Err(e) = self.store.release(name) {
                         warn!(node = name, "cannot release the claim: {e}");
                     }
+                    drop(slot);
                     return r;
                 }
                 crate::store::Claim::Other { owner, for_ms } => {
                     // Waiting on another worker's claim holds no slot of ours.
                     drop(slot);
+                    driven_elsewhere = true;
                     let mut r = rec.clone();
                     r.wait = Some(format!(
                         "driven by {owner}; taken over if its claim lapses (live for {} s)",

@@ -15,8 +15,9 @@
 //! runtime thread: one thread owns the connection and runs every statement; the trait's
 //! methods hand it the work and wait, as SQLite's calls block.
 
-use std::sync::Mutex;
+use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metal6_db::{Client, DbConfig};
@@ -30,6 +31,9 @@ type Job = Box<dyn FnOnce(Result<&mut Client, &str>) + Send>;
 #[derive(Debug)]
 pub struct PgStore {
     jobs: Mutex<Sender<Job>>,
+    /// The nodes this worker claimed and has not given up: only these claims are renewed, so
+    /// a claim whose release failed (the database unreachable just then) still lapses.
+    held: Arc<Mutex<HashSet<String>>>,
     pub owner: String,
     pub lease: Duration,
 }
@@ -63,11 +67,13 @@ impl PgStore {
         metal6_db::migrate::migrate(&mut client).map_err(|e| StoreError::Shared(chain(&e)))?;
         let (tx, rx) = channel::<Job>();
         let who = owner.to_owned();
+        let held = Arc::new(Mutex::new(HashSet::new()));
+        let renewed = Arc::clone(&held);
         std::thread::Builder::new()
             .name("apply-db".into())
-            .spawn(move || run(cfg, client, rx, &who, lease))
+            .spawn(move || run(cfg, client, rx, &who, lease, &renewed))
             .map_err(|e| StoreError::Io(format!("no thread for the state database: {e}")))?;
-        Ok(PgStore { jobs: Mutex::new(tx), owner: owner.to_owned(), lease })
+        Ok(PgStore { jobs: Mutex::new(tx), held, owner: owner.to_owned(), lease })
     }
 
     /// Runs `f` on the connection's thread and waits for its result.
@@ -96,9 +102,9 @@ impl PgStore {
     }
 }
 
-/// The connection's thread: runs jobs; renews this worker's claims every third of the lease;
-/// reconnects when the connection broke.
-fn run(cfg: DbConfig, client: Client, rx: Receiver<Job>, owner: &str, lease: Duration) {
+/// The connection's thread: runs jobs; renews the claims this worker holds (`held`) every
+/// third of the lease; reconnects when the connection broke.
+fn run(cfg: DbConfig, client: Client, rx: Receiver<Job>, owner: &str, lease: Duration, held: &Mutex<HashSet<String>>) {
     let mut client = Some(client);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let renew_every = lease / 3;
@@ -132,13 +138,17 @@ fn run(cfg: DbConfig, client: Client, rx: Receiver<Job>, owner: &str, lease: Dur
         }
         if std::time::Instant::now() >= next_renew {
             next_renew = std::time::Instant::now() + renew_every;
-            let renewed = c.execute(
-                "UPDATE apply_nodes SET claim_until = now() + make_interval(secs => $2::bigint / 1000.0)
-                 WHERE owner = $1",
-                &[&owner, &lease_ms],
-            );
-            if let Err(e) = renewed {
-                tracing::warn!(error = %chain(&e), "cannot renew this worker's claims");
+            let nodes: Vec<String> =
+                held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
+            if !nodes.is_empty() {
+                let renewed = c.execute(
+                    "UPDATE apply_nodes SET claim_until = now() + make_interval(secs => $2::bigint / 1000.0)
+                     WHERE owner = $1 AND node = ANY($3)",
+                    &[&owner, &lease_ms, &nodes],
+                );
+                if let Err(e) = renewed {
+                    tracing::warn!(error = %chain(&e), "cannot renew this worker's claims");
+                }
             }
         }
     }
@@ -264,8 +274,8 @@ impl Store for PgStore {
     }
 
     fn claim(&self, node: &str) -> Result<Claim, StoreError> {
-        let (node, me, lease) = (node.to_owned(), self.owner.clone(), self.lease_ms());
-        self.call(move |c| {
+        let (node_name, node, me, lease) = (node.to_owned(), node.to_owned(), self.owner.clone(), self.lease_ms());
+        let claim = self.call(move |c| {
             let mut tx = c.transaction().map_err(pg)?;
             let Some(row) = tx
                 .query_opt(
@@ -302,10 +312,16 @@ impl Store for PgStore {
             }
             tx.commit().map_err(pg)?;
             Ok(Claim::Held)
-        })
+        })?;
+        if claim == Claim::Held {
+            self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node_name);
+        }
+        Ok(claim)
     }
 
     fn release(&self, node: &str) -> Result<(), StoreError> {
+        // No longer renewed from here on, whether or not the database hears of the release.
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(node);
         let (node, me) = (node.to_owned(), self.owner.clone());
         self.call(move |c| {
             c.execute(
