@@ -37,12 +37,7 @@ const NODE_MAC: &str = "52:54:00:6d:00:01";
 const LOAD_MAC: &str = "02:6d:00:00:00:99";
 
 fn pg() -> Option<TestPg> {
-    let pg = TestPg::start();
-    if pg.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "PostgreSQL is not installed: `make deps` should have installed it");
-        eprintln!("SKIP: PostgreSQL is not installed (run `make deps`)");
-    }
-    pg
+    TestPg::start_or_skip()
 }
 
 /// The pool inventory with its node on the relayed segment and short timers, so a client

@@ -92,6 +92,21 @@ impl TestPg {
         Self::start_inner(None)
     }
 
+    /// [`TestPg::start`] for a test: `None` (the test skips, saying why) when no PostgreSQL
+    /// is installed, which under CI (`CI` set) fails instead, since `make deps` installs it.
+    #[allow(clippy::print_stderr)] // the skip says why
+    pub fn start_or_skip() -> Option<TestPg> {
+        let pg = Self::start();
+        if pg.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is not installed: `make deps` should have installed it"
+            );
+            eprintln!("SKIP: PostgreSQL is not installed (run `make deps`)");
+        }
+        pg
+    }
+
     /// Also listening on `[::1]:port` (loopback only) with TLS from `tls`; clients must use
     /// TLS there (`hostssl` only), the Unix socket stays plain.
     pub fn start_tls(tls: &TlsFiles, port: u16) -> Option<TestPg> {

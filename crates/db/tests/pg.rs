@@ -10,12 +10,7 @@ use metal6_db::{DbConfig, migrate};
 use metal6_dhcp6::bindings::{Binding, BindingKey, Change};
 
 fn pg() -> Option<TestPg> {
-    let pg = TestPg::start();
-    if pg.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "PostgreSQL is not installed: `make deps` should have installed it");
-        eprintln!("SKIP: PostgreSQL is not installed (run `make deps`)");
-    }
-    pg
+    TestPg::start_or_skip()
 }
 
 fn connect(pg: &TestPg) -> postgres::Client {

@@ -11,12 +11,7 @@ use metal6_db::testpg::TestPg;
 use metal6_orchestrator::{Claim, History, NodeRecord, PgStore, Store};
 
 fn pg() -> Option<TestPg> {
-    let pg = TestPg::start();
-    if pg.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "PostgreSQL is not installed: `make deps` should have installed it");
-        eprintln!("SKIP: PostgreSQL is not installed (run `make deps`)");
-    }
-    pg
+    TestPg::start_or_skip()
 }
 
 fn store(pg: &TestPg, name: &str, lease: Duration) -> PgStore {
