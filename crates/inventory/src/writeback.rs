@@ -79,8 +79,6 @@ pub fn missing_macs(src: &str) -> Result<Vec<MissingMac>, WritebackError> {
     Ok(out)
 }
 
-/// Inserts `mac: M` into each named NIC's mapping, after the mapping's last line that starts
-/// a key, with the indentation of its keys.
 /// The source's lines as the YAML parser numbers them, each with its break: a line ends at
 /// `\r\n`, `\n` or a lone `\r` (YAML 1.2's line breaks). Counting `\n` alone put a MAC on the
 /// wrong NIC when a lone carriage return sat in a comment (found by the inventory fuzzer).
@@ -108,6 +106,8 @@ fn yaml_lines(src: &str) -> Vec<&str> {
     out
 }
 
+/// Inserts `mac: M` into each named NIC's mapping, after the mapping's last line that starts
+/// a key, with the indentation of its keys.
 pub fn fill_macs(src: &str, fills: &[(String, String, MacAddr)]) -> Result<String, WritebackError> {
     let root = tree::parse(src).map_err(|e| WritebackError::Syntax(e.to_string()))?;
     let lines = yaml_lines(src);

@@ -274,7 +274,8 @@ impl Store for PgStore {
     }
 
     fn claim(&self, node: &str) -> Result<Claim, StoreError> {
-        let (node_name, node, me, lease) = (node.to_owned(), node.to_owned(), self.owner.clone(), self.lease_ms());
+        let name = node.to_owned();
+        let (node, me, lease) = (node.to_owned(), self.owner.clone(), self.lease_ms());
         let claim = self.call(move |c| {
             let mut tx = c.transaction().map_err(pg)?;
             let Some(row) = tx
@@ -314,7 +315,7 @@ impl Store for PgStore {
             Ok(Claim::Held)
         })?;
         if claim == Claim::Held {
-            self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node_name);
+            self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name);
         }
         Ok(claim)
     }
